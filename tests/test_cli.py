@@ -1,0 +1,96 @@
+"`cllm` as a user runs it: real subprocesses, one-line errors, exit codes 2 (usage) and 1 (the rest), no traceback."
+import json, subprocess, sys
+from pathlib import Path
+import pytest
+from conftest import BIN, cllm_env
+
+CLLM = str(BIN / "cllm")
+
+
+def run(home, *args, input=None):
+    return subprocess.run([CLLM, *args], capture_output=True, text=True, env=cllm_env(home), input=input, timeout=120)
+
+
+def one_error_line(r, code):
+    assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_round_trip(home, tmp_path):
+    r = run(home, "new", "m1", "--preset", "nano", "--layers", "3", "--target-epochs", "4")
+    assert r.returncode == 0, r.stderr
+    assert "3 layers" in r.stdout
+    info = json.loads(run(home, "show", "m1", "--json").stdout)
+    assert (info["n_layer"], info["target_epochs"], info["epochs_trained"], info["tokenizer"]) == (3, 4, 0.0, "byte")
+    assert info["n_params"] > 0 and info["config"]["positional"] == "clock"
+    assert "m1" in run(home, "ls").stdout
+    assert json.loads(run(home, "ls", "--json").stdout)[0]["name"] == "m1"
+    g1 = run(home, "generate", "m1", "--prompt", "Hi", "--max-tokens", "15", "--seed", "3")
+    g2 = run(home, "generate", "m1", "--prompt", "Hi", "--max-tokens", "15", "--seed", "3")
+    assert g1.returncode == 0 and g1.stdout == g2.stdout and g1.stdout.startswith("Hi")
+    assert run(home, "mv", "m1", "m2").returncode == 0
+    assert run(home, "cp", "m2", "m3").returncode == 0
+    one_error_line(run(home, "rm", "m2"), 1)                       # no --yes and no terminal: refused
+    assert run(home, "rm", "m2", "--yes").returncode == 0
+    assert [m["name"] for m in json.loads(run(home, "ls", "--json").stdout)] == ["m3"]
+
+
+def test_bpe_from_corpus(home, tmp_path):
+    corpus = tmp_path / "corpus"; corpus.mkdir()
+    (corpus / "a.txt").write_text("the crystal lattice keeps the time of the clock\n" * 50)
+    (corpus / "b.md").write_text("# notes\nsixty minutes make an hour, twelve hours make half a day\n" * 50)
+    (corpus / "blob.bin").write_bytes(b"\x00\x01\x02" * 100)
+    r = run(home, "new", "b", "--preset", "nano", "--tokenizer", "bpe", "--vocab-size", "400", "--corpus", str(corpus))
+    assert r.returncode == 0, r.stderr
+    info = json.loads(run(home, "show", "b", "--json").stdout)
+    assert info["tokenizer"] == "bpe" and 259 < info["vocab_size"] <= 400
+
+
+@pytest.mark.parametrize("args,code", [
+    (["show", "nope"], 1),
+    (["new", "../escape"], 1),
+    (["new", ".hidden"], 1),
+    (["new", "x" * 65], 1),
+    (["new", "x", "--d-model", "100", "--heads", "3"], 1),
+    (["new", "x", "--layers", "0"], 1),
+    (["new", "x", "--layers", "-3"], 1),
+    (["new", "x", "--d-model", "99999999"], 1),
+    (["new", "x", "--tokenizer", "bpe"], 1),
+    (["new", "x", "--tokenizer", "bpe", "--corpus", "/does/not/exist"], 1),
+    (["new", "x", "--target-epochs", "0"], 1),
+    (["new", "x", "--preset", "gigantic"], 1),
+    (["new", "x", "--layers", "three"], 2),
+    (["new", "x", "--positional", "spiral"], 2),
+    (["frobnicate"], 2),
+    (["generate", "nope"], 1),
+    (["mv", "nope", "other"], 1),
+    (["rm", "nope", "--yes"], 1),
+])
+def test_bad_input_one_line(home, args, code):
+    one_error_line(run(home, *args), code)
+    assert not (home / "models").exists() or not any(p for p in (home / "models").iterdir() if not p.name.startswith("."))
+
+
+def test_duplicate_and_bad_generate_settings(home):
+    assert run(home, "new", "m", "--preset", "nano").returncode == 0
+    one_error_line(run(home, "new", "m"), 1)
+    one_error_line(run(home, "generate", "m", "--top-p", "0"), 1)
+    one_error_line(run(home, "generate", "m", "--temperature", "-1"), 1)
+    one_error_line(run(home, "generate", "m", "--max-tokens", "-5"), 1)
+    one_error_line(run(home, "mv", "m", "bad/name"), 1)
+    assert run(home, "ls").stdout.split()[6] == "m"
+
+
+def test_corpus_with_no_text(home, tmp_path):
+    d = tmp_path / "empty"; d.mkdir(); (d / "e.txt").write_text("   \n")
+    one_error_line(run(home, "new", "x", "--tokenizer", "bpe", "--corpus", str(d)), 1)
+
+
+def test_help_everywhere(home):
+    for verb in ["new", "ls", "show", "mv", "cp", "rm", "generate", "demo"]:
+        r = run(home, verb, "--help")
+        assert r.returncode == 0 and "usage: cllm " + verb in r.stdout, verb
+    r = run(home)
+    assert r.returncode == 2 and "new" in r.stdout
