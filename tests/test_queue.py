@@ -1,0 +1,232 @@
+"Per-model queues: every kind of input, bad input with one reason each, bounded memory, isolation, concurrency and crashes."
+import json, os, signal, subprocess, sys, textwrap, time, tracemalloc
+from pathlib import Path
+import numpy as np
+import pytest
+from crystalline_nb.workspace import Workspace
+from crystalline_nb.queue import Queue, EpochPlan, gather, missing_tokens, ledger
+from crystalline_nb.tokenizer import ByteTokenizer, BPETokenizer
+from conftest import BIN, cllm_env
+
+
+@pytest.fixture
+def ws(home):
+    w = Workspace(home)
+    w.create("m", preset_name="nano")
+    return w
+
+
+def texts_of(q):
+    "Decoded documents of the queue, per source."
+    c, tok = q.corpus(), q.tokenizer
+    return {r["source"]: tok.decode(c.read(int(c.starts[i]), int(c.starts[i + 1])).tolist()) for i, r in enumerate(c.rows)}
+
+
+def test_every_supported_kind(ws, tmp_path):
+    import matplotlib; matplotlib.use("Agg"); import matplotlib.pyplot as plt
+    plt.rcParams["pdf.fonttype"] = 42
+    d = tmp_path / "in"; d.mkdir()
+    (d / "a.txt").write_text("Plain text about clocks.\n")
+    (d / "b.md").write_text("# Heading\n\nMarkdown *body*.\n")
+    (d / "c.py").write_text("def f(x):\n    return x + 1\n")
+    (d / "d.html").write_text("<html><body><nav>Menu | Login</nav><main><p>" + "Main article text about crystal lattices. " * 6 + "</p></main></body></html>")
+    (d / "e.json").write_text(json.dumps([{"text": "first json doc"}, {"text": "second json doc"}]))
+    (d / "f.jsonl").write_text('{"text": "line one"}\n{"content": "line two"}\n')
+    (d / "README").write_text("no suffix is read as text\n")
+    fig = plt.figure(); fig.text(0.1, 0.5, "A PDF sentence about the clock."); fig.savefig(d / "g.pdf"); plt.close(fig)
+    rep = ws.queue("m").add_paths([d])
+    assert not rep.rejected, rep.rejected
+    got = {Path(k).name: v for k, v in texts_of(ws.queue("m")).items()}
+    assert got["a.txt"] == "Plain text about clocks."
+    assert got["c.py"] == "def f(x):\n    return x + 1"          # indentation kept
+    assert "Main article text" in got["d.html"] and "Menu" not in got["d.html"]
+    assert got["e.json"] == "first json docsecond json doc"         # decode drops the EOS between documents
+    assert got["f.jsonl"] == "line oneline two"
+    assert "PDF sentence" in got["g.pdf"]
+    c = ws.queue("m").corpus()
+    eos = np.flatnonzero(c.read(0, len(c)) == 2)
+    assert len(eos) == 8 + 2                                          # one per document (json and jsonl hold two each)
+
+
+def test_bad_inputs_each_one_reason(ws, tmp_path):
+    d = tmp_path / "bad"; d.mkdir()
+    (d / "nul.txt").write_bytes(b"abc\x00def")
+    (d / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
+    (d / "empty.txt").write_bytes(b"")
+    (d / "blank.txt").write_text("  \n\t\n")
+    (d / "img.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    (d / "broken.json").write_text("{oops")
+    (d / "notext.html").write_text("<html><body><script>var x=1;</script></body></html>")
+    os.symlink(d / "loop", d / "loop")
+    os.symlink(d / "nowhere", d / "dangling.txt")
+    (d / "good.txt").write_text("the only good file\n")
+    q = ws.queue("m")
+    rep = q.add_paths([d, tmp_path / "missing"])
+    reasons = {Path(s).name: r for s, r in rep.rejected}
+    assert [Path(r["source"]).name for r in rep.added] == ["good.txt"]
+    assert "NUL byte at offset 3" in reasons["nul.txt"]
+    assert "not valid UTF-8 (byte 0xe9 at offset 3)" in reasons["latin1.txt"]
+    assert reasons["empty.txt"] == "empty file"
+    assert reasons["blank.txt"] == "no text left after cleaning"
+    assert "unsupported file type '.png'" in reasons["img.png"]
+    assert "not valid JSON" in reasons["broken.json"]
+    assert "no main text" in reasons["notext.html"]
+    assert reasons["loop"] == "symlink loop"
+    assert reasons["dangling.txt"] == "broken symlink"
+    assert reasons["missing"] == "no such file or directory"
+    assert len(rep.rejected) == 10                                   # each bad input reported exactly once
+    assert len(q.rejected()) == 10
+    assert [Path(r["source"]).name for r in q.rows()] == ["good.txt"]   # nothing else changed
+
+
+def test_unreadable_file(ws, tmp_path, monkeypatch):
+    f = tmp_path / "secret.txt"; f.write_text("x")
+    import builtins
+    real_open = builtins.open
+    def deny(p, *a, **k):
+        if str(p) == str(f): raise PermissionError(13, "Permission denied")
+        return real_open(p, *a, **k)
+    monkeypatch.setattr(builtins, "open", deny)
+    rep = ws.queue("m").add_paths([f])
+    assert rep.rejected == [(str(f), "permission denied")]
+
+
+def test_dedup_isolation_rename_delete(ws, tmp_path):
+    ws.create("other", preset_name="nano")
+    f = tmp_path / "a.txt"; f.write_text("shared text\n")
+    g = tmp_path / "b.txt"; g.write_text("shared   text\r\n")              # same after cleaning
+    assert len(ws.queue("m").add_paths([f]).added) == 1
+    rep = ws.queue("m").add_paths([g])
+    assert not rep.added and rep.duplicates == [(str(g), str(f))]
+    assert ws.queue("other").rows() == []                               # queues never mix
+    assert len(ws.queue("other").add_paths([f]).added) == 1             # dedup is per model
+    ws.rename("m", "m2")
+    assert len(ws.queue("m2").rows()) == 1 and ws.queue("m2").corpus().read(0, 6).tolist() == ByteTokenizer().encode("shared")
+    ws.delete("m2")
+    assert not (ws.models_dir / "m2").exists() and len(ws.queue("other").rows()) == 1
+
+
+def test_inbox(ws):
+    inbox = ws.path("m") / "inbox"
+    (inbox / "sub").mkdir(parents=True)
+    (inbox / "one.txt").write_text("first dropped file\n")
+    (inbox / "sub" / "two.md").write_text("second dropped file\n")
+    (inbox / "bad.bin").write_bytes(b"\x00")
+    rep = ws.queue("m").ingest_inbox()
+    assert sorted(r["source"] for r in rep.added) == ["inbox/one.txt", "inbox/sub/two.md"]
+    assert list(inbox.iterdir()) == []
+    assert (ws.path("m") / "ingested" / "sub" / "two.md").exists() and (ws.path("m") / "rejected" / "bad.bin").exists()
+    rep2 = ws.queue("m").ingest_inbox()
+    assert not rep2.added and not rep2.rejected
+
+
+def test_many_small_files_fast_with_progress(ws, tmp_path):
+    d = tmp_path / "many"; d.mkdir()
+    for i in range(3000): (d / f"f{i:05d}.txt").write_text(f"small file number {i}\n")
+    calls = []
+    rep = ws.queue("m").add_paths([d], progress=lambda **k: calls.append(k))
+    assert len(rep.added) == 3000 and not rep.rejected
+    assert calls[-1]["done"] == 3000 and calls[-1]["total"] == 3000
+    assert len(list((ws.path("m") / "queue" / "shards").glob("*.bin"))) == 1      # one shard, one manifest append
+
+
+@pytest.mark.parametrize("one_line", [False, True], ids=["many-lines", "one-enormous-line"])
+def test_large_file_bounded_memory(ws, tmp_path, one_line):
+    f = tmp_path / "big.txt"
+    line = "the clock ticks and the lattice hums " * 3
+    with open(f, "w") as fh:
+        for _ in range(300_000): fh.write(line + (" " if one_line else "\n"))
+    size = f.stat().st_size
+    assert size > 30_000_000
+    tracemalloc.start()
+    rep = ws.queue("m").add_paths([f])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(rep.added) == 1 and rep.added[0]["tokens"] > size * 0.9
+    assert peak < 32 * 2**20, f"peak {peak / 2**20:.1f} MiB while ingesting {size / 2**20:.0f} MiB"
+
+
+def test_import_between_tokenizers(home, tmp_path):
+    ws = Workspace(home)
+    ws.create("src", preset_name="nano")
+    ws.create("dst", preset_name="nano", tokenizer="bpe", texts=["the crystal clock ticks twelve times"] * 30, vocab_size=300)
+    (tmp_path / "a.jsonl").write_text('{"text": "doc one"}\n{"text": "doc two ünïcode"}\n')
+    ws.queue("src").add_paths([tmp_path / "a.jsonl"])
+    rep = ws.queue("dst").import_from(ws.queue("src"), "src")
+    assert len(rep.added) == 1 and rep.added[0]["source"].startswith("src:")
+    assert list(texts_of(ws.queue("dst")).values()) == ["doc onedoc two ünïcode"]
+    assert not ws.queue("dst").import_from(ws.queue("src"), "src").added      # second import: duplicates only
+
+
+def test_epoch_plan_and_accumulation(ws):
+    q = ws.queue("m")
+    for i in range(10): q.add_text(f"tiny input {i}.", source=f"t{i}")   # small inputs accumulate
+    n = len(q.corpus())
+    assert missing_tokens(n - 1, 8, 32) == 8 * 32 - (n - 1) > 0          # not yet a full batch of 8x32
+    for i in range(40): q.add_text(f"more tiny input number {i}.", source=f"u{i}")
+    c = q.corpus(); plan = EpochPlan(len(c), 32, seed=0, epoch=0)
+    assert missing_tokens(plan.n_train, 8, 32) == 0
+    x, y = gather(c, plan.runs(0, 8 * 32))
+    assert x.shape == y.shape == (256,)
+    full = c.read(0, len(c))
+    for s, k in plan.runs(0, 8 * 32):                                       # targets are the true next tokens
+        assert np.array_equal(full[s + 1:s + k + 1], gather(c, [(s, k)])[1])
+
+
+def test_concurrent_ingest_while_reading(ws, tmp_path):
+    "A writer process adds sources while this process reads the queue: no half-written shard is ever visible."
+    script = textwrap.dedent(f"""
+        from crystalline_nb.workspace import Workspace
+        q = Workspace({str(ws.home)!r}).queue("m")
+        for i in range(150): q.add_text(("document %d " % i) * (1 + i % 50), source="doc%d" % i)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", script])
+    q = Queue(ws.path("m"))
+    seen = 0
+    while p.poll() is None or seen < 150:
+        rows = q.rows(); c = q.corpus()
+        data = c.read(0, len(c))
+        for i, r in enumerate(rows):
+            seg = data[int(c.starts[i]):int(c.starts[i + 1])]
+            assert len(seg) == r["tokens"] and seg[-1] == 2 and (seg[:-1] != 2).all()
+        seen = len(rows)
+        if p.poll() is not None and seen < 150: break
+    assert p.wait() == 0 and len(q.rows()) == 150
+
+
+def test_killed_ingest_leaves_consistent_queue(ws, tmp_path):
+    big = tmp_path / "big.txt"; big.write_text("some words to ingest again and again\n" * 400_000)
+    ws.queue("m").add_text("kept before the crash", source="before")
+    for delay in (0.3, 0.8, 1.5):
+        p = subprocess.Popen([str(BIN / "cllm"), "add", "m", str(big)], env=cllm_env(ws.home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay); p.send_signal(signal.SIGKILL); p.wait()
+        q = ws.queue("m")
+        rows = q.rows()
+        assert rows[0]["source"] == "before" and len(rows) <= 2
+        c = q.corpus()
+        assert c.read(0, len(c))[-1] == 2                                   # every visible source is whole
+        if len(rows) == 2: break
+    rep = ws.queue("m").add_paths([big])                                    # the queue still works afterwards
+    assert len(rep.added) + len(rep.duplicates) == 1
+
+
+def test_cli_queue_and_show(ws, tmp_path):
+    (tmp_path / "a.txt").write_text("a small file\n")
+    r = subprocess.run([str(BIN / "cllm"), "add", "m", str(tmp_path / "a.txt")], env=cllm_env(ws.home), capture_output=True, text=True)
+    assert r.returncode == 0 and "added 1 source" in r.stdout
+    r = subprocess.run([str(BIN / "cllm"), "queue", "m", "--json"], env=cllm_env(ws.home), capture_output=True, text=True)
+    data = json.loads(r.stdout)
+    assert data["summary"]["sources"] == 1 and data["sources"][0]["status"] == "pending"
+    r = subprocess.run([str(BIN / "cllm"), "show", "m", "--json"], env=cllm_env(ws.home), capture_output=True, text=True)
+    assert json.loads(r.stdout)["queue"]["tokens"] == len("a small file") + 1
+    r = subprocess.run([str(BIN / "cllm"), "add", "m", str(tmp_path / "nope.txt")], env=cllm_env(ws.home), capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.strip() == f"error: {tmp_path / 'nope.txt'}: no such file or directory"
+    r = subprocess.run([str(BIN / "cllm"), "import-queue", "m", "--from", "m"], env=cllm_env(ws.home), capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.startswith("error:")
+
+
+def test_ledger_epochs():
+    rows = [dict(id=i, source=f"s{i}", kind="file", tokens=10, added="t") for i in range(4)]
+    led = ledger(rows, epoch_rows=[2, 3], current_rows=3, current_frac=0.25)
+    assert [r["epochs"] for r in led] == [2.25, 2.25, 1.25, 0.0]
+    assert [r["status"] for r in led] == ["training", "training", "training", "pending"]
