@@ -4,12 +4,13 @@
 
 # %% ../nbs/11_cli.ipynb #803ae528
 from __future__ import annotations
-import argparse, json, os, sys
+import argparse, json, math, os, sys, threading
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['TEXT_SUFFIXES', 'EXTRA_VERBS', 'corpus_texts', 'cmd_new', 'cmd_ls', 'cmd_show', 'cmd_mv', 'cmd_cp', 'cmd_rm',
-           'cmd_generate', 'cmd_add', 'cmd_ingest', 'cmd_import_queue', 'cmd_queue', 'cmd_demo', 'build_parser', 'main']
+__all__ = ['TEXT_SUFFIXES', 'corpus_texts', 'cmd_new', 'cmd_ls', 'cmd_show', 'cmd_mv', 'cmd_cp', 'cmd_rm', 'cmd_generate',
+           'cmd_add', 'cmd_ingest', 'cmd_import_queue', 'cmd_queue', 'cmd_train', 'cmd_history', 'demo_corpus',
+           'cmd_demo', 'build_parser', 'main']
 
 # %% ../nbs/11_cli.ipynb #621a3c50
 class _Parser(argparse.ArgumentParser):
@@ -171,17 +172,111 @@ def cmd_queue(args):
         _say(f"  {r['id']:>5}  {src.ljust(w)}  {r['tokens']:>10,} tok  {r['epochs']:>7.2f} ep  {r['status']:<8}  {r['added']}")
 
 # %% ../nbs/11_cli.ipynb #f0d175b0
-def cmd_demo(args):
+def _train(ws, name, args, max_time=None, quiet=False):
+    import signal
+    from crystalline_nb.trainer import Trainer, ConsoleProgress, describe_changes
+    settings = dict(batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr, warmup=args.warmup, schedule=args.schedule,
+                    weight_decay=args.weight_decay, grad_clip=args.grad_clip, grad_accum=args.grad_accum, seed=args.seed)
+    arch = dict(d_model=getattr(args, "d_model", None), n_head=getattr(args, "heads", None), d_ff=getattr(args, "d_ff", None),
+                vocab_size=getattr(args, "vocab_size", None))
+    tr = Trainer(ws, name, target_epochs=args.epochs, layers=args.layers, save_every=args.save_every, threads=args.threads, arch=arch, **settings)
+    if not quiet: _say(describe_changes(tr.changes))
+    st = ws.read_state(name)
+    if st["epochs_trained"] >= tr.target - 1e-12:
+        _say(f"{name} is already trained to its target of {tr.target:g} epochs; raise it to continue, e.g. `cllm train {name} --epochs {math.floor(tr.target) + 1}`")
+        return None
+    tr.subscribe(ConsoleProgress())
+    def on_int(sig, frame):
+        print("\nstopping after this step (Ctrl-C again to abort)...", file=sys.stderr)
+        tr.stop(); signal.signal(signal.SIGINT, signal.default_int_handler)
+    old = signal.signal(signal.SIGINT, on_int) if threading.current_thread() is threading.main_thread() else None
+    try: return tr.run(max_steps=args.max_steps, max_time=max_time)
+    finally:
+        if old is not None: signal.signal(signal.SIGINT, old)
+
+def cmd_train(args):
+    summary = _train(_ws(args), args.name, args)
+    if summary and summary["reason"] == "stop": raise SystemExit(130)
+
+def cmd_history(args):
+    from crystalline_nb.history import STEP_COLS, EPOCH_COLS
     ws = _ws(args)
-    if not ws.exists(args.name):
-        ws.create(args.name, preset_name="micro", target_epochs=args.epochs)
-        _say(f"created model {args.name!r} in {ws.home}")
-    args.json = False; cmd_show(args)
-    _say("\nsample:")
-    args.prompt, args.max_tokens, args.temperature, args.top_k, args.top_p, args.seed, args.threads = "The ", 120, 0.8, 0, 0.95, 0, 0
-    cmd_generate(args)
+    ws.require(args.name)
+    from crystalline_nb.history import history, events
+    ds = history(ws, args.name)
+    if args.format == "json":
+        steps = [dict(step=int(s), **{k: float(ds[k].values[i]) for k in ds.data_vars if ds[k].dims == ("step",)}) for i, s in enumerate(ds.step.values)]
+        epochs = [dict(epoch=int(e), **{k: float(ds[k].values[i]) for k in ds.data_vars if ds[k].dims == ("epoch",)}) for i, e in enumerate(ds.epoch.values)]
+        _say(json.dumps(dict(model=args.name, steps=steps, epochs=epochs, events=events(ds)), indent=1, default=str).replace("NaN", "null"))
+    elif args.format == "csv":
+        table = args.table
+        cols = STEP_COLS if table == "steps" else EPOCH_COLS
+        dim = "step" if table == "steps" else "epoch"
+        _say(",".join(cols))
+        for i, v in enumerate(ds[dim].values):
+            row = []
+            for c in cols:
+                if c == dim: row.append(str(int(v))); continue
+                key = {"epoch": "epochs_trained"}.get(c, c) if dim == "step" else ({"time": "epoch_time", "step": "epoch_step", "tokens": "epoch_tokens"}.get(c, c))
+                x = float(ds[key].values[i]); row.append("" if x != x else repr(x))
+            _say(",".join(row))
+    else:
+        if ds.sizes.get("step", 0) == 0: _say(f"{args.name} has no training history yet (train it with `cllm train {args.name}`)"); return
+        _say(f"{args.name}: {ds.sizes['step']} steps, {int(ds.tokens.values[-1]):,} tokens, loss {ds.loss.values[0]:.4f} -> {ds.loss.values[-1]:.4f}")
+        for i, e in enumerate(ds.epoch.values):
+            v = ds.val_loss.values[i]
+            _say(f"  epoch {int(e):>4}  step {int(ds.epoch_step.values[i]):>7}  train {ds.train_loss.values[i]:.4f}  val " + ("-" if v != v else f"{v:.4f}"))
+        for ev in events(ds):
+            if ev["type"] == "growth": _say(f"  step {ev['step']:>7}  grew {ev['from_layers']} -> {ev['to_layers']} layers")
 
 # %% ../nbs/11_cli.ipynb #7d4657eb
+def demo_corpus(dest: Path, max_bytes: int = 1_500_000) -> Path:
+    "Write the docstrings of the standard library's modules (one file per module, sorted) into `dest`, up to `max_bytes`."
+    import ast, sysconfig
+    dest.mkdir(parents=True, exist_ok=True)
+    total = 0
+    for f in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
+        try: tree = ast.parse(f.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, OSError): continue
+        docs = [d for node in ast.walk(tree) if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                for d in [ast.get_docstring(node)] if d and len(d) > 40]
+        if not docs: continue
+        text = "\n\n".join(docs) + "\n"
+        if total + len(text) > max_bytes: break
+        (dest / f"{f.stem}.txt").write_text(text, encoding="utf-8"); total += len(text)
+    return dest
+
+def cmd_demo(args):
+    import torch
+    from crystalline_nb.generate import generate
+    ws = _ws(args)
+    name = args.name
+    if not ws.exists(name):
+        ws.create(name, preset_name="micro", target_epochs=1)
+        _say(f"created model {name!r} in {ws.home} (micro preset: 4 layers, width 128, byte tokenizer)")
+    q = ws.queue(name)
+    if not q.rows():
+        src = demo_corpus(ws.home / "demo_corpus")
+        rep = q.add_paths([src]); _say(f"demo corpus (Python standard library docstrings): {rep.summary()}")
+    st = ws.read_state(name)
+    target = st["target_epochs"]
+    if st["epochs_trained"] >= target - 1e-9:
+        target = math.floor(st["epochs_trained"]) + 1
+        _say(f"{name} has reached its target; continuing towards {target} epochs")
+    lm = ws.load(name)
+    prompt = "Return the "
+    _say(f"\nsample before (epochs {st['epochs_trained']:.2f}): {generate(lm.model, lm.tokenizer, prompt, max_tokens=100, temperature=0.7, seed=0)!r}\n")
+    args.epochs, args.layers = target, None
+    for k, v in dict(batch_size=16, seq_len=128, lr=2e-3, warmup=50, schedule=None, weight_decay=None, grad_clip=None, grad_accum=None,
+                     seed=None, max_steps=None, save_every=100, threads=None).items(): setattr(args, k, getattr(args, k, None) or v)
+    seconds = float(os.environ.get("CLLM_DEMO_SECONDS", args.seconds))
+    summary = _train(ws, name, args, max_time=seconds, quiet=True)
+    lm = ws.load(name)
+    _say(f"\nsample after (epochs {lm.state['epochs_trained']:.2f}): {generate(lm.model, lm.tokenizer, prompt, max_tokens=100, temperature=0.7, seed=0)!r}")
+    if summary: _say(f"\nloss {summary['first_loss']:.3f} -> {summary['last_loss']:.3f} this run; run `make demo` again to keep training "
+                     f"(history: `cllm history {name}`)")
+
+# %% ../nbs/11_cli.ipynb #fd99890e
 def build_parser() -> argparse.ArgumentParser:
     "The `cllm` argument parser (one sub-parser per verb)."
     from crystalline_nb import __version__
@@ -245,15 +340,35 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("target", help="model that receives the data")
     s.add_argument("--from", dest="source", required=True, help="model whose data is copied")
 
-    s = verb("demo", cmd_demo, "the main job on the shipped default: create the demo model and show it at work")
+    s = verb("train", cmd_train, "train a model from its queue (settings persist and are the defaults of the next run)")
+    s.add_argument("name")
+    s.add_argument("--epochs", type=float, help="target epochs (continue by raising it; below epochs trained is refused)")
+    s.add_argument("--batch-size", type=int, help="windows per micro-batch")
+    s.add_argument("--seq-len", type=int, help="tokens per window (at most the model's max_seq_len)")
+    s.add_argument("--lr", type=float, help="peak learning rate")
+    s.add_argument("--warmup", type=int, help="warm-up steps")
+    s.add_argument("--schedule", choices=["cosine", "linear", "constant"], help="learning-rate decay over the epochs to target")
+    s.add_argument("--weight-decay", type=float, help="AdamW weight decay")
+    s.add_argument("--grad-clip", type=float, help="gradient norm clip (0 = off)")
+    s.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
+    s.add_argument("--layers", type=int, help="grow the model to this many layers (never fewer than now)")
+    s.add_argument("--max-steps", type=int, help="stop this run after N steps (checkpointed; continue later)")
+    s.add_argument("--save-every", type=int, default=100, help="checkpoint every N steps (default 100; also at epoch ends and on stop)")
+    s.add_argument("--seed", type=int, help="data-order seed (from the next epoch on)")
+    s.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    s.add_argument("--d-model", type=int, help=argparse.SUPPRESS); s.add_argument("--heads", type=int, help=argparse.SUPPRESS)
+    s.add_argument("--d-ff", type=int, help=argparse.SUPPRESS); s.add_argument("--vocab-size", type=int, help=argparse.SUPPRESS)
+    s = verb("history", cmd_history, "show a model's training history (steps, epochs, events)")
+    s.add_argument("name")
+    s.add_argument("--format", choices=["table", "csv", "json"], default="table", help="table (default), csv or json")
+    s.add_argument("--table", choices=["steps", "epochs"], default="steps", help="which table --format csv prints (default steps)")
+
+    s = verb("demo", cmd_demo, "the main job: train the demo model on the standard library's docstrings for about a minute")
     s.add_argument("--name", default="demo", help="model name (default demo)")
-    s.add_argument("--epochs", type=float, default=3, help="target epochs for a new demo model (default 3)")
-    for extra in EXTRA_VERBS: extra(verb)
+    s.add_argument("--seconds", type=float, default=60, help="training time of this run (default 60; env CLLM_DEMO_SECONDS overrides)")
     return p
 
-EXTRA_VERBS = []   # later modules register their verbs here: fn(verb) -> None
-
-# %% ../nbs/11_cli.ipynb #33007b2b
+# %% ../nbs/11_cli.ipynb #7e3c1498
 def main(argv=None) -> int:
     "Entry point of `cllm`; returns the exit status."
     p = build_parser()

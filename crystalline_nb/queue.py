@@ -275,8 +275,10 @@ class EpochPlan:
         is_val = (np.arange(nb) % VAL_EVERY == VAL_EVERY - 1) if nb >= VAL_MIN_BLOCKS else np.zeros(nb, bool)
         self.val_starts, self.val_lens = starts[is_val], lens[is_val]
         tr_s, tr_l = starts[~is_val], lens[~is_val]
-        order = np.random.default_rng([seed, epoch]).permutation(len(tr_s))
-        self.starts, self.lens = tr_s[order], tr_l[order]
+        full = tr_l == block                                    # a short final block goes last, so windows stay aligned
+        order = np.random.default_rng([seed, epoch]).permutation(int(full.sum()))
+        self.starts = np.concatenate([tr_s[full][order], tr_s[~full]])
+        self.lens = np.concatenate([tr_l[full][order], tr_l[~full]])
         self.cum = np.concatenate([[0], np.cumsum(self.lens)])
 
     @property
@@ -346,5 +348,5 @@ def epoch_record(state: dict) -> dict:
     "Ledger arguments from a model's state: sources per finished epoch, and the current epoch's sources and progress."
     d = state.get("data") or {}
     n_train = d.get("n_train") or 0
-    return dict(epoch_rows=state.get("epoch_rows", []), current_rows=d.get("n_rows", 0),
+    return dict(epoch_rows=state.get("epoch_rows", []), current_rows=d.get("n_rows") or 0,
                 current_frac=(d.get("offset", 0) / n_train) if n_train else 0.0)

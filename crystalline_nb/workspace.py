@@ -17,7 +17,8 @@ from .tokenizer import ByteTokenizer, BPETokenizer, load_tokenizer, make_tokeniz
 
 # %% auto #0
 __all__ = ['FORMAT_VERSION', 'DEFAULT_TRAINING', 'resolve_home', 'check_name', 'atomic_write_bytes', 'atomic_write_json',
-           'read_json', 'new_state', 'weights_bytes', 'load_weights', 'LoadedModel', 'Workspace']
+           'read_json', 'new_state', 'weights_bytes', 'weights_step', 'load_weights', 'LoadedModel', 'Workspace',
+           'recover_state']
 
 # %% ../nbs/03_workspace.ipynb #e7f6acfb
 def resolve_home(home=None) -> Path:
@@ -76,10 +77,16 @@ def new_state(target_epochs: float = 10) -> dict:
                 training=dict(DEFAULT_TRAINING), created=t, modified=t)
 
 # %% ../nbs/03_workspace.ipynb #ef93bb13
-def weights_bytes(model: CLLM) -> bytes:
-    "safetensors bytes of the model's weights, with its config in the metadata."
+def weights_bytes(model: CLLM, step: int = 0) -> bytes:
+    "safetensors bytes of the model's weights, with its config and training step in the metadata."
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    return st_save(sd, metadata={"config": json.dumps(model.cfg.to_dict()), "format_version": str(FORMAT_VERSION)})
+    return st_save(sd, metadata={"config": json.dumps(model.cfg.to_dict()), "format_version": str(FORMAT_VERSION), "step": str(step)})
+
+def weights_step(path) -> int | None:
+    "The training step recorded in a weights file (None for files without one)."
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as f: meta = f.metadata() or {}
+    return int(meta["step"]) if "step" in meta else None
 
 def load_weights(path) -> CLLM:
     "Rebuild a `CLLM` from a safetensors file written by `weights_bytes`."
@@ -170,6 +177,7 @@ def _create(self: Workspace, name: str, config: CLLMConfig | None = None, *, pre
     torch.manual_seed(seed)
     model = CLLM(config)
     state["seed"] = seed
+    state["training"]["seq_len"] = min(state["training"]["seq_len"], config.max_seq_len)   # a default that fits the model
     self._ensure()
     tmp = self.models_dir / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
@@ -190,12 +198,29 @@ def _create(self: Workspace, name: str, config: CLLMConfig | None = None, *, pre
 Workspace.create = _create
 
 # %% ../nbs/03_workspace.ipynb #26bfc1f3
+def recover_state(p: Path) -> dict:
+    """The state of the model in `p`, rolled forward if a checkpoint was cut short.
+
+    A trainer's checkpoint writes `trainer/ckpt-<step>.pt` (which embeds the state), then the weights, then
+    `state.json`. If a process died after the weights but before `state.json`, the weights are one checkpoint
+    ahead of the state; the embedded state of that checkpoint brings `state.json` up to date."""
+    state = read_json(p / "state.json")
+    w = weights_step(p / "model.safetensors")
+    if w is None or w == state["steps"]: return state
+    ck = p / "trainer" / f"ckpt-{w:09d}.pt"
+    if w > state["steps"] and ck.exists():
+        saved = torch.load(ck, map_location="cpu", weights_only=True)
+        state = json.loads(saved["state_json"])
+        atomic_write_json(p / "state.json", state)
+        return state
+    raise ValueError(f"model {p.name!r} is damaged: its weights are from step {w} but its state from step {state['steps']}")
+
 def _load(self: Workspace, name: str) -> LoadedModel:
     "Read model `name`: weights, tokenizer and state."
     p = self.require(name)
+    state = recover_state(p)
     model = load_weights(p / "model.safetensors")
     tok = load_tokenizer(p / "tokenizer.json")
-    state = read_json(p / "state.json")
     if model.cfg.vocab_size != tok.vocab_size:
         raise ValueError(f"model {name!r} is damaged: its tokenizer has {tok.vocab_size} tokens but the weights expect {model.cfg.vocab_size}")
     return LoadedModel(name, p, model, tok, state)
@@ -204,7 +229,7 @@ def _save(self: Workspace, lm: LoadedModel):
     "Write weights (with their config), config.json and state.json of `lm`, each atomically."
     p = self.require(lm.name)
     lm.state["modified"] = _now()
-    atomic_write_bytes(p / "model.safetensors", weights_bytes(lm.model))
+    atomic_write_bytes(p / "model.safetensors", weights_bytes(lm.model, lm.state["steps"]))
     atomic_write_json(p / "config.json", lm.model.cfg.to_dict())
     atomic_write_json(p / "state.json", lm.state)
 

@@ -27,6 +27,7 @@ def render(nb_path=ROOT / "nbs" / "index.ipynb") -> str:
             texts = []
             for o in cell.get("outputs", []):
                 if o.get("output_type") == "stream": texts.append("".join(o["text"]))
+                elif "data" in o and "image/png" in o["data"]: out += ["*(a plot: see this page in the docs site, `make docs`)*", ""]
                 elif "data" in o and "text/plain" in o["data"]: texts.append("".join(o["data"]["text/plain"]))
             if texts: out += ["```", "".join(t if t.endswith("\n") else t + "\n" for t in texts).rstrip("\n"), "```", ""]
     return "\n".join(out).rstrip() + "\n"
