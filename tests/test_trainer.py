@@ -165,24 +165,26 @@ def test_nan_stops_without_touching_the_checkpoint(home, monkeypatch):
 
 
 def test_sigkill_at_random_moments_loses_nothing(home):
-    "Kill a training process many times; afterwards the losses equal those of an uninterrupted run."
+    "Kill a training process many times mid-training; afterwards the losses equal those of an uninterrupted run."
     ws = make(home, "ref"); make(home, "k")
-    kw = dict(target_epochs=2, save_every=2, **SETTINGS)
+    kw = dict(target_epochs=3, save_every=2, **SETTINGS)
     r = run_proc(home, "ref", kw); assert r.returncode == 0, r.stderr
     ref_steps, ref_losses = losses(ws, "ref")
+    rows = lambda: len((ws.path("k") / "history" / "steps.csv").read_text().splitlines()) if (ws.path("k") / "history" / "steps.csv").exists() else 0
     rng = random.Random(0)
     kills = 0
-    for _ in range(40):
+    while kills < 8:
+        before = rows()
         p = subprocess.Popen([sys.executable, "-c", RUN, str(home), "k", json.dumps(kw), "{}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(1.5, 4.0))
-        if p.poll() is None:
-            p.send_signal(signal.SIGKILL); kills += 1
-        p.wait()
-        lm = ws.load("k")                                                             # loads after every kill
+        deadline = time.time() + 120
+        while p.poll() is None and rows() <= before and time.time() < deadline: time.sleep(0.02)   # wait until it trains
+        time.sleep(rng.uniform(0.0, 0.6))                                                         # then kill at a random moment
+        if p.poll() is not None: break                                                            # it finished first
+        p.send_signal(signal.SIGKILL); p.wait(); kills += 1
+        lm = ws.load("k")                                                                         # loads after every kill
         steps, _ = losses(ws, "k")
-        assert steps == list(range(1, lm.state["steps"] + 1))                         # no duplicated or missing rows
-        if lm.state["epochs_trained"] >= 2: break
-    assert kills >= 3
+        assert steps == list(range(1, lm.state["steps"] + 1))                                     # no duplicated or missing rows
+    assert kills >= 5
     r = run_proc(home, "k", kw); assert r.returncode == 0, r.stderr
     steps, ls = losses(ws, "k")
     assert steps == ref_steps and ls == ref_losses
@@ -232,3 +234,45 @@ def test_cli_not_enough_data_no_hang(home):
     make(home, text="tiny")
     r = subprocess.run([str(BIN / "cllm"), "train", "m"], capture_output=True, text=True, env=cllm_env(home), timeout=60)
     assert r.returncode == 1 and "add" in r.stderr and "more tokens" in r.stderr
+
+
+def test_reported_loss_is_the_optimised_one(home, monkeypatch):
+    "The loss in events and history is the cross-entropy of the batch under the weights the step starts from."
+    ws = make(home)
+    real = Trainer._step
+    checks = []
+    def step(self, x, y):
+        T = self.settings.seq_len
+        n = len(x) // T * T
+        with torch.no_grad():
+            was = self.lm.model.training; self.lm.model.eval()
+            ref = torch.nn.functional.cross_entropy(self.lm.model(torch.from_numpy(x[:n].reshape(-1, T))).flatten(0, 1),
+                                                    torch.from_numpy(y[:n].reshape(-1))).item() if n == len(x) else None
+            self.lm.model.train(was)
+        out = real(self, x, y)
+        if ref is not None: checks.append((ref, out[0]))
+        return out
+    monkeypatch.setattr(Trainer, "_step", step)
+    Trainer(ws, "m", target_epochs=1, **SETTINGS).run(max_steps=10)
+    assert len(checks) == 10
+    for ref, got in checks: assert abs(ref - got) < 1e-4
+    _, ls = losses(ws, "m")
+    assert ls == [got for _, got in checks]
+
+
+def test_demo_runs_and_continues(home, tmp_path):
+    env = {**cllm_env(home), "CLLM_DEMO_SECONDS": "4"}
+    r1 = subprocess.run([str(BIN / "cllm"), "demo"], capture_output=True, text=True, env=env, timeout=300)
+    assert r1.returncode == 0, r1.stderr
+    assert "sample before" in r1.stdout and "sample after" in r1.stdout and "Python standard library docstrings" in r1.stdout
+    ws = Workspace(home)
+    st1 = ws.read_state("demo")
+    assert st1["epochs_trained"] > 0 and st1["steps"] > 0
+    r2 = subprocess.run([str(BIN / "cllm"), "demo"], capture_output=True, text=True, env=env, timeout=300)
+    assert r2.returncode == 0, r2.stderr
+    st2 = ws.read_state("demo")
+    assert st2["epochs_trained"] > st1["epochs_trained"] and st2["steps"] > st1["steps"]
+    assert "Python standard library docstrings" not in r2.stdout                        # corpus ingested once
+    ds = history(ws, "demo")
+    first_run = ds.loss.values[:st1["steps"]]; second_run = ds.loss.values[st1["steps"]:]
+    assert second_run[:5].mean() < first_run[:5].mean()                               # the second run starts where the first ended
