@@ -10,7 +10,7 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['TEXT_SUFFIXES', 'corpus_texts', 'cmd_new', 'cmd_ls', 'cmd_show', 'cmd_mv', 'cmd_cp', 'cmd_rm', 'cmd_generate',
            'cmd_add', 'cmd_ingest', 'cmd_import_queue', 'cmd_queue', 'cmd_train', 'cmd_history', 'demo_corpus',
-           'cmd_demo', 'build_parser', 'main']
+           'cmd_demo', 'panel_notebook', 'free_port', 'cmd_panel', 'build_parser', 'main']
 
 # %% ../nbs/11_cli.ipynb #621a3c50
 class _Parser(argparse.ArgumentParser):
@@ -277,6 +277,55 @@ def cmd_demo(args):
                      f"(history: `cllm history {name}`)")
 
 # %% ../nbs/11_cli.ipynb #fd99890e
+def panel_notebook(home: Path) -> Path:
+    "Write `<home>/panel.ipynb`, a notebook that displays `ControlPanel` for `home`; returns its path."
+    home = Path(home).resolve(); home.mkdir(parents=True, exist_ok=True)
+    nb = {"cells": [{"cell_type": "markdown", "id": "title", "metadata": {}, "source": ["# crystalline_nb control panel\n", "Run this cell (Shift+Enter) to show the panel."]},
+                    {"cell_type": "code", "id": "panel", "metadata": {}, "execution_count": None, "outputs": [],
+                     "source": ["from crystalline_nb.panel import ControlPanel\n", f"ControlPanel(home={str(home)!r})"]}],
+          "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}}, "nbformat": 4, "nbformat_minor": 5}
+    p = home / "panel.ipynb"
+    p.write_text(json.dumps(nb, indent=1))
+    return p
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s: s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+
+def cmd_panel(args):
+    import secrets, subprocess, time, urllib.request
+    ws = _ws(args)
+    nb = panel_notebook(ws.home)
+    port = args.port or free_port()
+    if not 1 <= port <= 65535: raise ValueError(f"port must be between 1 and 65535, got {port}")
+    token = secrets.token_hex(16)
+    log = open(ws.home / "panel-server.log", "w")
+    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0",
+           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={nb.parent}", "--LabApp.expose_app_in_browser=True"] + (["--allow-root"] if os.geteuid() == 0 else [])
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while True:
+        if proc.poll() is not None:
+            tail = (ws.home / "panel-server.log").read_text().strip().splitlines()[-1:]
+            raise ValueError(f"JupyterLab did not start: {tail[0] if tail else 'no output'} (log: {ws.home / 'panel-server.log'})")
+        try:
+            urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2); break
+        except OSError:
+            if time.time() > deadline: proc.terminate(); raise ValueError("JupyterLab did not answer within 90 s")
+            time.sleep(0.3)
+    import signal
+    if threading.current_thread() is threading.main_thread():           # stop the server on SIGTERM too, not only Ctrl-C
+        signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    _say(f"control panel: {base}/lab/tree/{nb.name}?token={token}")
+    _say("open it in a browser and run the cell; Ctrl-C here stops the server")
+    try: proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        try: proc.wait(10)
+        except subprocess.TimeoutExpired: proc.kill()
+
+# %% ../nbs/11_cli.ipynb #4f82c6d8
 def build_parser() -> argparse.ArgumentParser:
     "The `cllm` argument parser (one sub-parser per verb)."
     from crystalline_nb import __version__
@@ -363,12 +412,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=["table", "csv", "json"], default="table", help="table (default), csv or json")
     s.add_argument("--table", choices=["steps", "epochs"], default="steps", help="which table --format csv prints (default steps)")
 
+    s = verb("panel", cmd_panel, "start JupyterLab on 127.0.0.1 with the control panel for this workspace and print its address")
+    s.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+
     s = verb("demo", cmd_demo, "the main job: train the demo model on the standard library's docstrings for about a minute")
     s.add_argument("--name", default="demo", help="model name (default demo)")
     s.add_argument("--seconds", type=float, default=60, help="training time of this run (default 60; env CLLM_DEMO_SECONDS overrides)")
     return p
 
-# %% ../nbs/11_cli.ipynb #7e3c1498
+# %% ../nbs/11_cli.ipynb #a5e139e3
 def main(argv=None) -> int:
     "Entry point of `cllm`; returns the exit status."
     p = build_parser()

@@ -176,7 +176,7 @@ def matmul_peak(n: int = 1024, seconds: float = 0.3) -> float:
 class Trainer:
     "Train model `name` of workspace `ws` from its queue (see the settings in `TrainSettings`)."
     def __init__(self, ws: Workspace, name: str, target_epochs: float | None = None, layers: int | None = None,
-                 save_every: int = 100, threads: int | None = None, arch: dict | None = None, **settings):
+                 save_every: int = 100, threads: int | None = None, arch: dict | None = None, save_seconds: float = 120, **settings):
         self.ws, self.name, self.path = ws, name, ws.require(name)
         self.state = recover_state(self.path)
         self.cfg = CLLMConfig.from_dict(read_json(self.path / "config.json"))
@@ -188,7 +188,7 @@ class Trainer:
         self.changes = classify_changes(self.cfg, self.state, self.settings, target_epochs, layers, arch)
         if self.changes["refused"]: raise TrainingError("refused: " + "; ".join(self.changes["refused"]))
         self.target = float(target_epochs if target_epochs is not None else self.state["target_epochs"])
-        self.layers, self.save_every, self.threads = layers, save_every, threads
+        self.layers, self.save_every, self.threads, self.save_seconds = layers, save_every, threads, save_seconds
         self._subs, self._stop = [], threading.Event()
         self.running = False
 
@@ -379,7 +379,7 @@ def _run(self: Trainer, max_steps: int | None = None, max_time: float | None = N
             start = self._emit("start", settings=asdict(s), target_epochs=self.target, epochs_trained=self._epochs_trained(),
                                layers=self.lm.model.cfg.n_layer, n_params=self.lm.model.n_params, peak_flops=peak)
             self.history.event(**start)
-            run_steps, run_tokens, first, last, reason, last_save = 0, 0, None, None, "target", st["steps"]
+            run_steps, run_tokens, first, last, reason, last_save, last_save_t = 0, 0, None, None, "target", st["steps"], time.time()
             tps_avg = None
             while True:
                 if self._epochs_trained() >= self.target - 1e-12: reason = "target"; break
@@ -406,8 +406,9 @@ def _run(self: Trainer, max_steps: int | None = None, max_time: float | None = N
                            target_epochs=self.target, tokens_per_s=tps_avg, mfu=tps_avg * fpt / peak, eta=remaining / tps_avg if tps_avg else None)
                 d = st.get("data") or {}
                 if d.get("n_train") and d["offset"] >= d["n_train"]: self._end_epoch()
-                if getattr(self, "_end_of_epoch_pending", False) or st["steps"] - last_save >= self.save_every:
-                    write_checkpoint(self.path, self.lm, self.opt, self.history); last_save = st["steps"]
+                if (getattr(self, "_end_of_epoch_pending", False) or st["steps"] - last_save >= self.save_every
+                        or time.time() - last_save_t >= self.save_seconds):
+                    write_checkpoint(self.path, self.lm, self.opt, self.history); last_save, last_save_t = st["steps"], time.time()
                     self._end_of_epoch_pending = False
                     self._emit("checkpoint", epochs_trained=st["epochs_trained"])
             st["epochs_trained"] = self._epochs_trained()

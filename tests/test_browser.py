@@ -1,0 +1,99 @@
+"""One real-browser smoke test of the control panel: JupyterLab started by `cllm panel` on 127.0.0.1, driven by Debian's
+chromium through playwright. Create a tiny model, upload a corpus, train until the plot has points, stop, check the disk."""
+import json, os, re, shutil, subprocess, sys, time
+from pathlib import Path
+import pytest
+from conftest import BIN, ROOT, cllm_env
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def lab(tmp_path):
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CLLM_REQUIRE_BROWSER"): pytest.fail(f"{CHROMIUM} is missing (.ci/run installs it with apt)")
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    home = tmp_path / "home"; jdir = tmp_path / "jupyter"
+    env = cllm_env(home)
+    env.update(JUPYTER_CONFIG_DIR=str(jdir / "config"), JUPYTER_DATA_DIR=str(jdir / "data"), JUPYTER_RUNTIME_DIR=str(jdir / "runtime"),
+               IPYTHONDIR=str(jdir / "ipython"), MPLCONFIGDIR=str(jdir / "mpl"), JUPYTER_PLATFORM_DIRS="1")
+    settings = Path(sys.prefix) / "share" / "jupyter" / "lab" / "settings"
+    settings.mkdir(parents=True, exist_ok=True)
+    over = settings / "overrides.json"
+    if not over.exists():   # silence the news toast that would cover the panel
+        over.write_text(json.dumps({"@jupyterlab/apputils-extension:notification": {"checkForUpdates": False, "fetchNews": "false"}}))
+    proc = subprocess.Popen([str(BIN / "cllm"), "panel"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = None
+    t0 = time.time()
+    while time.time() - t0 < 120:
+        line = proc.stdout.readline()
+        if not line:
+            if proc.poll() is not None: break
+            continue
+        m = re.search(r"(http://127\.0\.0\.1:\d+/lab/tree/panel\.ipynb\?token=\w+)", line)
+        if m: url = m.group(1); break
+    assert url, f"cllm panel did not print its address: {proc.stderr.read() if proc.poll() is not None else ''}"
+    yield home, url
+    proc.terminate()
+    try: proc.wait(20)
+    except subprocess.TimeoutExpired: proc.kill()
+
+
+def test_panel_in_a_real_browser(lab, tmp_path):
+    from playwright.sync_api import sync_playwright
+    home, url = lab
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(f"Line {i}: a clock has twelve hours, and each hour has sixty minutes.\n" for i in range(300)))
+    art = ROOT / "test-artifacts"; art.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(str(tmp_path / "chrome"), executable_path=CHROMIUM, headless=True,
+                                                   viewport=dict(width=1400, height=1100),
+                                                   args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                                                         "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        page = ctx.pages[0] if ctx.pages else ctx.new_page()
+        try:
+            page.goto(url.replace("?token", "?reset&token"), timeout=60_000)
+            page.wait_for_function("""() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+                return w && w.context && w.context.path === 'panel.ipynb' && w.sessionContext && w.sessionContext.session
+                       && w.sessionContext.session.kernel && w.sessionContext.session.kernel.status === 'idle'; }""", timeout=90_000)
+            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            page.wait_for_selector(".widget-tab", timeout=90_000)
+
+            def field(label, kind="input"):
+                return page.locator(f".jupyter-widgets:has(> label:text-is('{label}')) {kind}").first
+
+            # Models tab: create a tiny model
+            page.locator(".lm-TabBar-tab:has-text('Models')").first.click()
+            field("Name").fill("browser"); field("Name").press("Enter")
+            field("Preset", "select").select_option("nano")
+            page.wait_for_timeout(300)
+            page.locator("button:has-text('Create model')").click()
+            page.wait_for_selector("text=created browser", timeout=60_000)
+
+            # Data tab: upload the corpus through the file widget
+            page.locator(".lm-TabBar-tab:has-text('Data')").first.click()
+            with page.expect_file_chooser() as chooser:
+                page.locator("button:has-text('Upload files')").click()
+            chooser.value.set_files(str(corpus))
+            page.wait_for_selector("text=added 1 source", timeout=60_000)
+
+            # Train tab: small batches so that steps come quickly, then Train
+            page.locator(".lm-TabBar-tab:has-text('Train')").first.click()
+            page.locator("button:has-text('Train')").last.click()
+            page.wait_for_function("""() => { const c = document.querySelector('.cllm-plot-caption');
+                const m = c && c.textContent.match(/plot: (\\d+) training points/); return m && +m[1] >= 2; }""", timeout=180_000)
+            page.wait_for_selector("text=/step \\d+ · loss/", timeout=60_000)
+            page.screenshot(path=str(art / "panel-training.png"), full_page=True)
+            page.locator("button:has-text('Stop')").click()
+            page.wait_for_selector("text=/stopped: \\d+ steps this run/", timeout=60_000)
+            page.screenshot(path=str(art / "panel-stopped.png"), full_page=True)
+        except Exception:
+            page.screenshot(path=str(art / "panel-failure.png"), full_page=True)
+            raise
+        finally:
+            ctx.close()
+    state = json.loads((home / "models" / "browser" / "state.json").read_text())
+    assert state["steps"] >= 2 and state["epochs_trained"] > 0
+    steps = (home / "models" / "browser" / "history" / "steps.csv").read_text().strip().splitlines()[1:]
+    assert len(steps) == state["steps"]
