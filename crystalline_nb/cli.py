@@ -9,8 +9,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['TEXT_SUFFIXES', 'corpus_texts', 'cmd_new', 'cmd_ls', 'cmd_show', 'cmd_mv', 'cmd_cp', 'cmd_rm', 'cmd_generate',
-           'cmd_add', 'cmd_ingest', 'cmd_import_queue', 'cmd_queue', 'cmd_train', 'cmd_history', 'demo_corpus',
-           'cmd_demo', 'panel_notebook', 'free_port', 'cmd_panel', 'build_parser', 'main']
+           'cmd_add', 'cmd_ingest', 'cmd_import_queue', 'cmd_queue', 'cmd_crawl', 'cmd_train', 'cmd_history',
+           'demo_corpus', 'cmd_demo', 'panel_notebook', 'free_port', 'cmd_panel', 'build_parser', 'main']
 
 # %% ../nbs/11_cli.ipynb #621a3c50
 class _Parser(argparse.ArgumentParser):
@@ -172,6 +172,26 @@ def cmd_queue(args):
         _say(f"  {r['id']:>5}  {src.ljust(w)}  {r['tokens']:>10,} tok  {r['epochs']:>7.2f} ep  {r['status']:<8}  {r['added']}")
 
 # %% ../nbs/11_cli.ipynb #f0d175b0
+def cmd_crawl(args):
+    import signal
+    from crystalline_nb.crawler import Crawler, CrawlSettings, DEFAULT_UA
+    st = CrawlSettings(max_pages=args.max_pages, delay=args.delay, depth=args.depth, allow_domains=tuple(d.lower().lstrip(".") for d in args.allow_domain or ()),
+                       max_bytes=args.max_bytes, timeout=args.timeout, user_agent=args.user_agent or DEFAULT_UA, refresh=args.refresh,
+                       min_chars=args.min_chars)
+    cr = Crawler(_ws(args), args.name, st)
+    def show(ev):
+        _say(f"[{ev['fetched'] + ev['disallowed']}/{st.max_pages}] {ev['status']:<10} {ev['url']}")
+    def on_int(sig, frame):
+        print("\nstopping after this request (Ctrl-C again to abort)...", file=sys.stderr)
+        cr.stop(); signal.signal(signal.SIGINT, signal.default_int_handler)
+    old = signal.signal(signal.SIGINT, on_int) if threading.current_thread() is threading.main_thread() else None
+    try: rep = cr.run(args.urls, progress=show)
+    finally:
+        if old is not None: signal.signal(signal.SIGINT, old)
+    _say(f"{rep.reason}: {rep.summary()}")
+    if rep.reason == "stopped": raise SystemExit(130)
+
+# %% ../nbs/11_cli.ipynb #7d4657eb
 def _train(ws, name, args, max_time=None, quiet=False):
     import signal
     from crystalline_nb.trainer import Trainer, ConsoleProgress, describe_changes
@@ -229,7 +249,7 @@ def cmd_history(args):
         for ev in events(ds):
             if ev["type"] == "growth": _say(f"  step {ev['step']:>7}  grew {ev['from_layers']} -> {ev['to_layers']} layers")
 
-# %% ../nbs/11_cli.ipynb #7d4657eb
+# %% ../nbs/11_cli.ipynb #fd99890e
 def demo_corpus(dest: Path, max_bytes: int = 1_500_000) -> Path:
     "Write the docstrings of the standard library's modules (one file per module, sorted) into `dest`, up to `max_bytes`."
     import ast, sysconfig
@@ -276,7 +296,7 @@ def cmd_demo(args):
     if summary: _say(f"\nloss {summary['first_loss']:.3f} -> {summary['last_loss']:.3f} this run; run `make demo` again to keep training "
                      f"(history: `cllm history {name}`)")
 
-# %% ../nbs/11_cli.ipynb #fd99890e
+# %% ../nbs/11_cli.ipynb #4f82c6d8
 def panel_notebook(home: Path) -> Path:
     "Write `<home>/panel.ipynb`, a notebook that displays `ControlPanel` for `home`; returns its path."
     home = Path(home).resolve(); home.mkdir(parents=True, exist_ok=True)
@@ -325,7 +345,7 @@ def cmd_panel(args):
         try: proc.wait(10)
         except subprocess.TimeoutExpired: proc.kill()
 
-# %% ../nbs/11_cli.ipynb #4f82c6d8
+# %% ../nbs/11_cli.ipynb #6423648c
 def build_parser() -> argparse.ArgumentParser:
     "The `cllm` argument parser (one sub-parser per verb)."
     from crystalline_nb import __version__
@@ -389,6 +409,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("target", help="model that receives the data")
     s.add_argument("--from", dest="source", required=True, help="model whose data is copied")
 
+    s = verb("crawl", cmd_crawl, "crawl web pages politely into a model's queue (robots.txt, delays, size caps; resumable)")
+    s.add_argument("name"); s.add_argument("urls", nargs="+", metavar="URL", help="start URLs (http or https)")
+    s.add_argument("--max-pages", type=int, default=50, help="pages to fetch in this run (default 50)")
+    s.add_argument("--delay", type=float, default=1.0, help="seconds between requests to one host (default 1; robots.txt Crawl-delay can raise it)")
+    s.add_argument("--depth", type=int, default=2, help="links to follow from the start URLs (default 2)")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--same-host", action="store_true", help="follow links only on the start URLs' hosts (the default)")
+    g.add_argument("--allow-domain", action="append", metavar="D", help="also follow links into domain D and its subdomains (repeatable)")
+    s.add_argument("--max-bytes", type=int, default=2_000_000, help="abandon larger responses (default 2000000)")
+    s.add_argument("--timeout", type=float, default=15.0, help="seconds per request (default 15)")
+    s.add_argument("--user-agent", help="User-Agent header (default names crystalline_nb)")
+    s.add_argument("--refresh", action="store_true", help="fetch again the start URLs even if fetched before")
+    s.add_argument("--min-chars", type=int, default=200, help="skip pages with less main text (default 200)")
+
     s = verb("train", cmd_train, "train a model from its queue (settings persist and are the defaults of the next run)")
     s.add_argument("name")
     s.add_argument("--epochs", type=float, help="target epochs (continue by raising it; below epochs trained is refused)")
@@ -420,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seconds", type=float, default=60, help="training time of this run (default 60; env CLLM_DEMO_SECONDS overrides)")
     return p
 
-# %% ../nbs/11_cli.ipynb #a5e139e3
+# %% ../nbs/11_cli.ipynb #e6a02f72
 def main(argv=None) -> int:
     "Entry point of `cllm`; returns the exit status."
     p = build_parser()

@@ -12,8 +12,8 @@ from .model import PRESETS, POSITIONALS, ATTENTION_BIASES, EMBEDDING_INITS, MAX_
 
 # %% auto #0
 __all__ = ['LossPlot', 'ControlPanel', 'refresh', 'select', 'create_model', 'rename_model', 'ask_delete', 'delete_model',
-           'upload', 'scan_inbox', 'add_files', 'start_training', 'stop_training', 'wait', 'set_compare', 'generate',
-           'plot_histories']
+           'upload', 'scan_inbox', 'add_files', 'start_crawl', 'stop_crawl', 'start_training', 'stop_training', 'wait',
+           'set_compare', 'generate', 'plot_histories']
 
 # %% ../nbs/10_panel.ipynb #fde9b58c
 def _cli(*parts) -> str:
@@ -126,6 +126,14 @@ class ControlPanel(W.VBox):
         self.add_path = W.Text(description="Add path", placeholder="file or folder on the server", **s)
         self.add_btn = W.Button(description="Add")
         self.queue_table = W.HTML()
+        self.crawl_url = W.Text(description="Crawl URL", placeholder="https://...", **s)
+        self.crawl_pages = W.BoundedIntText(description="Max pages", value=20, min=1, max=100000, **s)
+        self.crawl_delay = W.BoundedFloatText(description="Delay (s)", value=1.0, min=0, max=3600, **s)
+        self.crawl_depth = W.BoundedIntText(description="Depth", value=2, min=0, max=100, **s)
+        self.crawl_btn = W.Button(description="Start crawl", icon="globe")
+        self.crawl_stop_btn = W.Button(description="Stop crawl", icon="stop", disabled=True)
+        self.crawl_status = W.HTML()
+        self.crawler = self.crawl_thread = None
         # train tab
         self.batch = W.IntSlider(description="Batch size", min=1, max=256, value=8, continuous_update=False, **s)
         self.seq = W.IntSlider(description="Sequence length", min=8, max=512, value=128, step=8, continuous_update=False, **s)
@@ -171,6 +179,8 @@ def _wire(self: ControlPanel):
     self.upload_w.observe(lambda ch: self.upload(ch["new"]) if ch["new"] else None, names="value")
     self.scan_btn.on_click(lambda _: self.scan_inbox())
     self.add_btn.on_click(lambda _: self.add_files())
+    self.crawl_btn.on_click(lambda _: self.start_crawl())
+    self.crawl_stop_btn.on_click(lambda _: self.stop_crawl())
     for w in (self.batch, self.seq, self.epochs, self.lr, self.layers): w.observe(lambda ch: self._show_train_cli(), names="value")
     self.layers.observe(lambda ch: self._layers_note(), names="value")
     self.start_btn.on_click(lambda _: self.start_training())
@@ -186,7 +196,10 @@ def _layout(self: ControlPanel):
                              W.VBox([self.new_init, self.new_pos, self.new_bias, self.new_target, self.create_btn])]),
                      W.HTML("<b>Selected model</b>"), box(self.rename_to, self.rename_btn), box(self.delete_btn, self.delete_confirm)])
     data = W.VBox([W.HTML("Files go through the same ingestion as <code>cllm add</code>: cleaned, deduplicated, tokenized into the selected model's queue."),
-                   box(self.upload_w, self.scan_btn), box(self.add_path, self.add_btn), self.queue_table])
+                   box(self.upload_w, self.scan_btn), box(self.add_path, self.add_btn),
+                   W.HTML("<b>Crawl</b> (robots.txt obeyed; pages join the queue as they arrive, and a running training takes them at its next epoch)"),
+                   W.HBox([W.VBox([self.crawl_url, self.crawl_pages]), W.VBox([self.crawl_delay, self.crawl_depth])]),
+                   box(self.crawl_btn, self.crawl_stop_btn), self.crawl_status, self.queue_table])
     train = W.VBox([W.HBox([W.VBox([self.batch, self.seq, self.epochs]), W.VBox([self.lr, self.layers, self.layers_note])]),
                     box(self.start_btn, self.stop_btn, self.progress), self.status, self.plot.image, self.plot.caption, self.compare])
     gen = W.VBox([self.prompt, W.HBox([W.VBox([self.temperature, self.top_k, self.top_p]), W.VBox([self.max_tokens, self.seed, self.gen_btn])]),
@@ -373,6 +386,43 @@ ControlPanel._report, ControlPanel.upload, ControlPanel.scan_inbox, ControlPanel
 
 # %% ../nbs/10_panel.ipynb #2743fb06
 @_guard
+def start_crawl(self: ControlPanel):
+    "Crawl from the URL into the selected model's queue in a background thread (like `cllm crawl`)."
+    from crystalline_nb.crawler import Crawler, normalize_url
+    name, url = self.model.value, self.crawl_url.value.strip()
+    if name is None: raise ValueError("select or create a model first")
+    if self.crawl_thread is not None and self.crawl_thread.is_alive(): raise ValueError("a crawl is already running")
+    normalize_url(url)
+    cr = Crawler(self.ws, name, max_pages=self.crawl_pages.value, delay=self.crawl_delay.value, depth=self.crawl_depth.value)
+    self.crawler = cr
+    self._show_cli("crawl", name, url, "--max-pages", self.crawl_pages.value, "--delay", f"{self.crawl_delay.value:g}", "--depth", self.crawl_depth.value)
+    self.crawl_btn.disabled, self.crawl_stop_btn.disabled = True, False
+    self.crawl_status.value = "starting…"
+    def show(ev):
+        self.crawl_status.value = (f"fetched {ev['fetched']} · queued {ev['queued']} ({ev['tokens']:,} tokens) · duplicates {ev['duplicates']} · "
+                                   f"skipped {ev['skipped']} · failed {ev['failed']} · disallowed {ev['disallowed']}<br><small>{html.escape(ev['status'])}: {html.escape(ev['url'])}</small>")
+    def work():
+        try:
+            rep = cr.run([url], progress=show)
+            self.crawl_status.value = f"{html.escape(rep.reason)}: {html.escape(rep.summary())}"
+        except Exception as e: self._msg(str(e).splitlines()[0] if str(e) else type(e).__name__, error=True)
+        finally:
+            self.crawl_btn.disabled, self.crawl_stop_btn.disabled = False, True
+            if self.model.value == name:
+                try: self._show_queue(name)
+                except Exception: pass
+    self.crawl_thread = threading.Thread(target=work, daemon=True, name=f"cllm-crawl-{name}"); self.crawl_thread.start()
+
+@_guard
+def stop_crawl(self: ControlPanel):
+    "Stop the running crawl after its current request."
+    if self.crawler is not None: self.crawler.stop()
+    self.crawl_stop_btn.disabled = True
+
+ControlPanel.start_crawl, ControlPanel.stop_crawl = start_crawl, stop_crawl
+
+# %% ../nbs/10_panel.ipynb #77867e45
+@_guard
 def start_training(self: ControlPanel):
     "Train the selected model with the current settings in a background thread."
     from crystalline_nb.trainer import Trainer, describe_changes
@@ -444,7 +494,7 @@ def stop_training(self: ControlPanel):
 
 def wait(self: ControlPanel, timeout: float | None = None):
     "Block until training and generation threads end (for scripts and tests)."
-    for th in (self.train_thread, self.gen_thread):
+    for th in (self.train_thread, self.gen_thread, self.crawl_thread):
         if th is not None: th.join(timeout)
 
 @_guard
@@ -456,7 +506,7 @@ def set_compare(self: ControlPanel, names):
 ControlPanel.start_training, ControlPanel._train_worker, ControlPanel._on_event = start_training, _train_worker, _on_event
 ControlPanel.stop_training, ControlPanel.wait, ControlPanel.set_compare = stop_training, wait, set_compare
 
-# %% ../nbs/10_panel.ipynb #77867e45
+# %% ../nbs/10_panel.ipynb #4e5d2893
 @_guard
 def generate(self: ControlPanel):
     "Generate from the selected model into the output box, streaming, in a background thread."

@@ -80,12 +80,12 @@ def test_panel_in_a_real_browser(lab, tmp_path):
 
             # Train tab: small batches so that steps come quickly, then Train
             page.locator(".lm-TabBar-tab:has-text('Train')").first.click()
-            page.locator("button:has-text('Train')").last.click()
+            page.locator("button[title='Train']").click()
             page.wait_for_function("""() => { const c = document.querySelector('.cllm-plot-caption');
                 const m = c && c.textContent.match(/plot: (\\d+) training points/); return m && +m[1] >= 2; }""", timeout=180_000)
             page.wait_for_selector("text=/step \\d+ · loss/", timeout=60_000)
             page.screenshot(path=str(art / "panel-training.png"), full_page=True)
-            page.locator("button:has-text('Stop')").click()
+            page.locator("button[title='Stop']").click()
             page.wait_for_selector("text=/stopped: \\d+ steps this run/", timeout=60_000)
             page.screenshot(path=str(art / "panel-stopped.png"), full_page=True)
         except Exception:
