@@ -36,7 +36,8 @@ docs: $(VENV)/.installed
 	@echo "docs site in _proc/_docs"
 
 bench: $(VENV)/.installed
-	@ls bench/*.py >/dev/null 2>&1 && for f in bench/*.py; do $(PY) $$f --quick || exit 1; done || echo "no benchmarks yet"
+	@for f in panel_overhead train_throughput ingest_speed generate_speed scaling kill_trials bad_inputs concurrency ddp_throughput; do \
+	  echo "== bench/$$f.py --quick"; $(PY) bench/$$f.py --quick || exit 1; echo; done
 
 clean-venv:
 	rm -rf $(VENV)

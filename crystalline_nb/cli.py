@@ -214,7 +214,37 @@ def _train(ws, name, args, max_time=None, quiet=False):
     finally:
         if old is not None: signal.signal(signal.SIGINT, old)
 
+def _train_distributed(args):
+    "Check the settings here, then train through torchrun with --nproc processes (per node)."
+    import signal, subprocess
+    from crystalline_nb.trainer import Trainer, describe_changes
+    from crystalline_nb.distributed import launch_command
+    ws = _ws(args)
+    settings = dict(batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr, warmup=args.warmup, schedule=args.schedule,
+                    weight_decay=args.weight_decay, grad_clip=args.grad_clip, grad_accum=args.grad_accum, seed=args.seed)
+    tr = Trainer(ws, args.name, target_epochs=args.epochs, layers=args.layers, save_every=args.save_every, threads=args.threads, **settings)
+    _say(describe_changes(tr.changes))
+    kw = {k: v for k, v in dict(target_epochs=args.epochs, layers=args.layers, save_every=args.save_every, threads=args.threads, **settings).items() if v is not None}
+    cmd = launch_command(ws.home, args.name, args.nproc, nnodes=args.nnodes, node_rank=args.node_rank, master_addr=args.master_addr,
+                         master_port=args.master_port, run={"max_steps": args.max_steps}, **kw)
+    _say(f"starting {args.nproc * args.nnodes} processes with torchrun ({args.nproc} on this node)")
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // args.nproc))}
+    p = subprocess.Popen(cmd, env=env)
+    stopping = []
+    def on_int(sig, frame):
+        stopping.append(1); print("\nstopping all processes after this step...", file=sys.stderr)
+        try: p.send_signal(signal.SIGTERM)
+        except ProcessLookupError: pass
+    old = signal.signal(signal.SIGINT, on_int) if threading.current_thread() is threading.main_thread() else None
+    try: code = p.wait()
+    finally:
+        if old is not None: signal.signal(signal.SIGINT, old)
+    if code != 0 and not stopping:
+        raise ValueError(f"a training process failed (torchrun exit status {code}); the last checkpoint is intact: run the same command to resume")
+    if stopping: raise SystemExit(130)
+
 def cmd_train(args):
+    if args.nproc > 1 or args.nnodes > 1: return _train_distributed(args)
     summary = _train(_ws(args), args.name, args)
     if summary and summary["reason"] == "stop": raise SystemExit(130)
 
@@ -370,8 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tokenizer", choices=["byte", "bpe"], default="byte", help="byte (default, no training) or bpe (trained on --corpus)")
     s.add_argument("--vocab-size", type=int, default=4096, help="bpe vocabulary size (default 4096)")
     s.add_argument("--corpus", action="append", metavar="PATH", help="file or directory to train the bpe tokenizer on (repeatable)")
-    s.add_argument("--embedding-init", choices=["lattice", "normal"], help="token embedding init (default lattice)")
-    s.add_argument("--positional", choices=["clock", "learned", "rope", "none"], help="position encoding (default clock)")
+    s.add_argument("--embedding-init", choices=["normal", "lattice"], help="token embedding init (default normal)")
+    s.add_argument("--positional", choices=["rope", "learned", "clock", "none"], help="position encoding (default rope)")
     s.add_argument("--attention-bias", choices=["angular", "none"], help="angular attention bias (default none)")
     s.add_argument("--target-epochs", type=float, default=10, help="epochs to train towards (default 10)")
     s.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
@@ -439,6 +469,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--save-every", type=int, default=100, help="checkpoint every N steps (default 100; also at epoch ends and on stop)")
     s.add_argument("--seed", type=int, help="data-order seed (from the next epoch on)")
     s.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    s.add_argument("--nproc", type=int, default=1, help="processes on this node (torchrun + DDP; default 1: no torchrun)")
+    s.add_argument("--nnodes", type=int, default=1, help="machines taking part (default 1)")
+    s.add_argument("--node-rank", type=int, default=0, help="this machine's rank among --nnodes (default 0)")
+    s.add_argument("--master-addr", default="127.0.0.1", help="address of the rank-0 machine (default 127.0.0.1)")
+    s.add_argument("--master-port", type=int, default=None, help="port on the rank-0 machine (default: a free one; set it on clusters)")
     s.add_argument("--d-model", type=int, help=argparse.SUPPRESS); s.add_argument("--heads", type=int, help=argparse.SUPPRESS)
     s.add_argument("--d-ff", type=int, help=argparse.SUPPRESS); s.add_argument("--vocab-size", type=int, help=argparse.SUPPRESS)
     s = verb("history", cmd_history, "show a model's training history (steps, epochs, events)")

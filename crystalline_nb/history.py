@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_history.ipynb #e36a3cf9
 from __future__ import annotations
-import csv, io, json, os
+import csv, io, json, os, time
 from pathlib import Path
 import numpy as np
 
@@ -61,6 +61,7 @@ class HistoryWriter:
         if len(keep) != len(ev) or (p.exists() and not p.read_text().endswith("\n") and p.stat().st_size):
             self._write_atomic(p, "".join(json.dumps(e) + "\n" for e in keep))
         self.files["events.jsonl"] = open(p, "a")
+        self._flushed = 0.0
 
     @staticmethod
     def _fmt(v):
@@ -78,7 +79,11 @@ class HistoryWriter:
     def step(self, **row): self._row("steps.csv", STEP_COLS, row)
     def epoch(self, **row): self._row("epochs.csv", EPOCH_COLS, row)
     def _row(self, name, cols, row):
-        f = self.files[name]; f.write(",".join(self._fmt(row.get(k, float("nan"))) for k in cols) + "\n"); f.flush()
+        f = self.files[name]; f.write(",".join(self._fmt(row.get(k, float("nan"))) for k in cols) + "\n")
+        now = time.monotonic()
+        if now - self._flushed >= 1.0:                # readers see rows within a second; a checkpoint fsyncs them all
+            for g in self.files.values(): g.flush()
+            self._flushed = now
     def event(self, **e):
         f = self.files["events.jsonl"]; f.write(json.dumps(e) + "\n"); f.flush()
     def sync(self):

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Iterator, Iterable
 
 # %% auto #0
-__all__ = ['DOC_BREAK', 'CHUNK', 'TEXT_SUFFIXES', 'HTML_SUFFIXES', 'MAX_WHOLE_FILE', 'Rejected', 'clean_line', 'Cleaner',
-           'clean_text', 'read_text_chunks', 'extract_html', 'html_to_text', 'extract_pdf', 'extract_json',
-           'extract_jsonl', 'check_file', 'extractor_for', 'extract']
+__all__ = ['DOC_BREAK', 'CHUNK', 'TEXT_SUFFIXES', 'HTML_SUFFIXES', 'MAX_WHOLE_FILE', 'Rejected', 'Cleaner', 'clean_text',
+           'read_text_chunks', 'extract_html', 'html_to_text', 'extract_pdf', 'extract_json', 'extract_jsonl',
+           'check_file', 'extractor_for', 'extract']
 
 # %% ../nbs/04_ingest.ipynb #2ba8b07e
 class Rejected(ValueError):
@@ -23,43 +23,60 @@ CHUNK = 1 << 20        # bytes read at a time from text files
 
 # %% ../nbs/04_ingest.ipynb #93441df1
 _CTRL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ufeff]")
-_INNER_WS = re.compile(r"(?<=\S)[ \t\u00a0]{2,}(?=\S)|(?<=\S)[\t\u00a0](?=\S)")
+_WS_RUN = re.compile(r"[ \t\u00a0]{2,}|[\t\u00a0]")
+_TRAIL_WS = re.compile(r"[ \t\u00a0]+\n")
+_BLANKS = re.compile(r"\n{3,}")
 
-def clean_line(line: str) -> str:
-    "Clean one line (no newline inside)."
-    line = _CTRL.sub("", unicodedata.normalize("NFC", line)).rstrip()
-    return _INNER_WS.sub(" ", line)
+def _inner_ws(s: str) -> str:
+    "Collapse runs of spaces and tabs between two visible characters into one space; indentation is kept."
+    if "  " not in s and "\t" not in s and "\xa0" not in s: return s
+    n = len(s)
+    def rep(m):
+        a, b = m.start(), m.end()
+        return " " if a > 0 and s[a - 1] != "\n" and b < n and s[b] != "\n" else m.group()
+    return _WS_RUN.sub(rep, s)
+
+def _clean_chunk(s: str) -> str:
+    "NFC, no control characters, no trailing whitespace, inner whitespace runs collapsed (for text ending in a newline)."
+    s = _CTRL.sub("", unicodedata.normalize("NFC", s))
+    if " \n" in s or "\t\n" in s or "\xa0\n" in s: s = _TRAIL_WS.sub("\n", s)
+    return _inner_ws(s)
 
 class Cleaner:
     "Incremental cleaner: `feed(text)` returns cleaned text ready to emit; `finish()` flushes the rest."
     def __init__(self, max_line: int = CHUNK):
-        self.buf, self.blank, self.started, self.max_line = "", 0, False, max_line
-    def _emit(self, lines: list[str]) -> str:
-        out = []
-        for ln in lines:
-            ln = clean_line(ln)
-            if not ln:
-                self.blank += 1; continue
-            if self.started: out.append("\n" * min(self.blank + 1, 2))
-            out.append(ln); self.started, self.blank = True, 0
-        return "".join(out)
+        self.buf, self.nl, self.started, self.max_line = "", 0, False, max_line
+
+    def _lines(self, body: str) -> str:
+        "Clean complete lines (`body` ends with a newline); whole-chunk regexes, no per-line Python loop."
+        body = _clean_chunk(body)
+        core = body.strip("\n")
+        if not core: self.nl += body.count("\n"); return ""
+        lead, trail = len(body) - len(body.lstrip("\n")), len(body) - len(body.rstrip("\n"))
+        out = ("\n" * min(self.nl + lead, 2) if self.started else "") + (_BLANKS.sub("\n\n", core) if "\n\n\n" in core else core)
+        self.started, self.nl = True, trail
+        return out
+
     def feed(self, text: str) -> str:
         text, hold = self.buf + text, ""
         if text.endswith("\r"): text, hold = text[:-1], "\r"      # a \r\n may be split across two feeds
-        lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-        self.buf = lines.pop() + hold
-        out = self._emit(lines)
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+        cut = text.rfind("\n") + 1
+        out = self._lines(text[:cut]) if cut else ""
+        self.buf = text[cut:] + hold
         while len(self.buf) > self.max_line:      # one enormous line: emit it in pieces cut at spaces, memory stays bounded
-            cut = self.buf.rfind(" ", 0, self.max_line)
-            cut = cut if cut > 0 else self.max_line
-            head, self.buf = self.buf[:cut], self.buf[cut:]
-            piece = clean_line(head)
-            if piece:
-                out += ("\n" * min(self.blank + 1, 2) if self.started else "") + piece
-                self.started, self.blank = True, -1    # the line goes on: no newline before its next piece
+            at = self.buf.rfind(" ", 0, self.max_line)
+            at = at if at > 0 else self.max_line
+            head, self.buf = self.buf[:at], self.buf[at:]
+            piece = _clean_chunk(head + "\n")[:-1]
+            if piece.strip():
+                if self.started: out += "\n" * min(self.nl, 2)
+                out += piece
+                self.started, self.nl = True, 0    # the line goes on: no newline before its next piece
         return out
+
     def finish(self) -> str:
-        s = self._emit([self.buf.rstrip("\r")]) if self.buf else ""
+        s = self._lines(self.buf.rstrip("\r") + "\n") if self.buf else ""
         self.buf = ""
         return s
 

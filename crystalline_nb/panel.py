@@ -111,8 +111,8 @@ class ControlPanel(W.VBox):
         self.new_layers = W.BoundedIntText(description="Layers", value=PRESETS["micro"][1], min=1, max=MAX_LAYERS, **s)
         self.new_tokenizer = W.Dropdown(description="Tokenizer", options=["byte", "bpe"], **s)
         self.new_corpus = W.Text(description="BPE corpus", placeholder="file or folder (bpe only)", **s)
-        self.new_init = W.Dropdown(description="Embedding init", options=list(EMBEDDING_INITS), **s)
-        self.new_pos = W.Dropdown(description="Positions", options=list(POSITIONALS), **s)
+        self.new_init = W.Dropdown(description="Embedding init", options=list(EMBEDDING_INITS), value="normal", **s)
+        self.new_pos = W.Dropdown(description="Positions", options=list(POSITIONALS), value="rope", **s)
         self.new_bias = W.Dropdown(description="Attention bias", options=list(ATTENTION_BIASES), value="none", **s)
         self.new_target = W.BoundedFloatText(description="Target epochs", value=10, min=0.01, max=1e6, **s)
         self.create_btn = W.Button(description="Create model", button_style="primary", icon="plus")
@@ -141,6 +141,9 @@ class ControlPanel(W.VBox):
         self.lr = W.FloatLogSlider(description="Learning rate", base=10, min=-5, max=-1, value=3e-4, readout_format=".1e", continuous_update=False, **s)
         self.layers = W.IntSlider(description="Layers", min=1, max=64, value=4, continuous_update=False, **s)
         self.layers_note = W.HTML()
+        import os as _os
+        self.nproc = W.BoundedIntText(description="Processes", value=1, min=1, max=max(1, _os.cpu_count() or 1), **s)
+        self.proc = None
         self.start_btn = W.Button(description="Train", button_style="success", icon="play")
         self.stop_btn = W.Button(description="Stop", button_style="warning", icon="stop", disabled=True)
         self.progress = W.FloatProgress(min=0, max=1, value=0, description="Epochs", layout=W.Layout(width="420px"), style=dict(description_width="120px"))
@@ -181,7 +184,7 @@ def _wire(self: ControlPanel):
     self.add_btn.on_click(lambda _: self.add_files())
     self.crawl_btn.on_click(lambda _: self.start_crawl())
     self.crawl_stop_btn.on_click(lambda _: self.stop_crawl())
-    for w in (self.batch, self.seq, self.epochs, self.lr, self.layers): w.observe(lambda ch: self._show_train_cli(), names="value")
+    for w in (self.batch, self.seq, self.epochs, self.lr, self.layers, self.nproc): w.observe(lambda ch: self._show_train_cli(), names="value")
     self.layers.observe(lambda ch: self._layers_note(), names="value")
     self.start_btn.on_click(lambda _: self.start_training())
     self.stop_btn.on_click(lambda _: self.stop_training())
@@ -200,7 +203,7 @@ def _layout(self: ControlPanel):
                    W.HTML("<b>Crawl</b> (robots.txt obeyed; pages join the queue as they arrive, and a running training takes them at its next epoch)"),
                    W.HBox([W.VBox([self.crawl_url, self.crawl_pages]), W.VBox([self.crawl_delay, self.crawl_depth])]),
                    box(self.crawl_btn, self.crawl_stop_btn), self.crawl_status, self.queue_table])
-    train = W.VBox([W.HBox([W.VBox([self.batch, self.seq, self.epochs]), W.VBox([self.lr, self.layers, self.layers_note])]),
+    train = W.VBox([W.HBox([W.VBox([self.batch, self.seq, self.epochs]), W.VBox([self.lr, self.layers, self.layers_note, self.nproc])]),
                     box(self.start_btn, self.stop_btn, self.progress), self.status, self.plot.image, self.plot.caption, self.compare])
     gen = W.VBox([self.prompt, W.HBox([W.VBox([self.temperature, self.top_k, self.top_p]), W.VBox([self.max_tokens, self.seed, self.gen_btn])]),
                   self.gen_out])
@@ -286,6 +289,7 @@ def _show_queue(self: ControlPanel, name):
 def _show_train_cli(self: ControlPanel):
     if self.model.value is None: return
     extra = ["--layers", self.layers.value] if self.layers.value > self.layers.min else []
+    extra += ["--nproc", self.nproc.value] if self.nproc.value > 1 else []
     self._show_cli("train", self.model.value, "--epochs", f"{self.epochs.value:g}", "--batch-size", self.batch.value,
                    "--seq-len", self.seq.value, "--lr", f"{self.lr.value:.2e}", *extra)
 
@@ -447,7 +451,12 @@ def start_training(self: ControlPanel):
     self.stop_btn.disabled = False
     self.status.value = "starting…"
     self.training = True
-    self.train_thread = threading.Thread(target=self._train_worker, args=(tr,), daemon=True, name=f"cllm-train-{name}")
+    if self.nproc.value > 1:                       # several processes: torchrun in a subprocess, the plot follows the history
+        self.trainer = None
+        kw = dict(target_epochs=self.epochs.value, layers=layers, batch_size=self.batch.value, seq_len=self.seq.value, lr=self.lr.value)
+        self.train_thread = threading.Thread(target=self._follow_worker, args=(name, kw), daemon=True, name=f"cllm-ddp-{name}")
+    else:
+        self.train_thread = threading.Thread(target=self._train_worker, args=(tr,), daemon=True, name=f"cllm-train-{name}")
     self.train_thread.start()
 
 def _train_worker(self: ControlPanel, tr):
@@ -462,6 +471,49 @@ def _train_worker(self: ControlPanel, tr):
         self._msg(str(e).splitlines()[0] if str(e) else type(e).__name__, error=True)
     finally:
         self.training = False
+        self.plot.render()
+        self.stop_btn.disabled = True
+        for w in (self.model, self.layers, self.seq, self.batch): w.disabled = False
+        try: self.refresh()
+        except Exception as e: self._msg(str(e), error=True)
+
+def _follow_worker(self: ControlPanel, name: str, kw: dict):
+    "Run torchrun with several processes and follow the model's history file for the plot and status."
+    import os, subprocess
+    from crystalline_nb.distributed import launch_command
+    n = self.nproc.value
+    cmd = launch_command(self.ws.home, name, n, **{k: v for k, v in kw.items() if v is not None})
+    hist = self.ws.path(name) / "history" / "steps.csv"
+    seen = len(hist.read_text().splitlines()) if hist.exists() else 0
+    try:
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // n))})
+        while True:
+            done = self.proc.poll() is not None
+            lines = hist.read_text().splitlines() if hist.exists() else []
+            for ln in lines[max(seen, 1):]:
+                p = ln.split(",")
+                if len(p) == 10:
+                    try: self.plot.add(float(p[1]), float(p[4]))
+                    except ValueError: pass
+            if len(lines) > max(seen, 1) and len(lines[-1].split(",")) == 10:
+                p = lines[-1].split(",")
+                self.status.value = f"{n} processes · epoch {float(p[1]):.3f}/{kw['target_epochs']:g} · step {p[2]} · loss {float(p[4]):.4f} · {float(p[9]):,.0f} tokens/s"
+                self.progress.value = min(1.0, float(p[1]) / kw["target_epochs"])
+            seen = max(seen, len(lines))
+            if self.plot.due(): self.plot.render()
+            if done: break
+            time.sleep(0.5)
+        err = self.proc.stderr.read() if self.proc.stderr else ""
+        if self.proc.returncode == 0: self._msg(f"training with {n} processes finished: epochs {self.ws.read_state(name)['epochs_trained']:.3f}; checkpoint saved")
+        elif getattr(self, "_stopping", False): self._msg(f"stopped: epochs {self.ws.read_state(name)['epochs_trained']:.3f}; checkpoint saved")
+        else:
+            last = [l for l in err.splitlines() if l.startswith("error:")]
+            self._msg(last[-1][7:] if last else f"a training process failed (torchrun exit status {self.proc.returncode}); the last checkpoint is intact", error=True)
+    except Exception as e:
+        self._msg(str(e).splitlines()[0] if str(e) else type(e).__name__, error=True)
+    finally:
+        self.proc, self._stopping, self.training = None, False, False
         self.plot.render()
         self.stop_btn.disabled = True
         for w in (self.model, self.layers, self.seq, self.batch): w.disabled = False
@@ -490,6 +542,9 @@ def _on_event(self: ControlPanel, ev: dict):
 def stop_training(self: ControlPanel):
     "Ask the running trainer to finish its step, checkpoint and stop."
     if self.trainer is not None: self.trainer.stop(); self.status.value += " · stopping after this step…"
+    if self.proc is not None:
+        import signal
+        self._stopping = True; self.proc.send_signal(signal.SIGTERM); self.status.value += " · stopping all processes after this step…"
     self.stop_btn.disabled = True
 
 def wait(self: ControlPanel, timeout: float | None = None):
@@ -504,6 +559,7 @@ def set_compare(self: ControlPanel, names):
     self.plot.render()
 
 ControlPanel.start_training, ControlPanel._train_worker, ControlPanel._on_event = start_training, _train_worker, _on_event
+ControlPanel._follow_worker = _follow_worker
 ControlPanel.stop_training, ControlPanel.wait, ControlPanel.set_compare = stop_training, wait, set_compare
 
 # %% ../nbs/10_panel.ipynb #4e5d2893

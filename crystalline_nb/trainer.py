@@ -5,12 +5,14 @@
 # %% ../nbs/07_trainer.ipynb #3e41a911
 from __future__ import annotations
 import io, json, math, os, sys, threading, time
+from contextlib import nullcontext
 from dataclasses import dataclass, asdict, fields, replace
 from pathlib import Path
 from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torch.distributed as dist
 from .model import CLLM, CLLMConfig, flops_per_token, MAX_LAYERS
 from .workspace import (Workspace, LoadedModel, _busy_lock, atomic_write_bytes, atomic_write_json, weights_bytes,
                                       read_json, recover_state, DEFAULT_TRAINING, _now)
@@ -117,11 +119,11 @@ def describe_changes(ch: dict) -> str:
 
 # %% ../nbs/07_trainer.ipynb #79228f0f
 def optimizer_for(model: CLLM, s: TrainSettings) -> torch.optim.AdamW:
-    "AdamW with weight decay on matrices only."
+    "AdamW with weight decay on matrices only (the vectorised `foreach` implementation, also on CPU)."
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     return torch.optim.AdamW([dict(params=decay, weight_decay=s.weight_decay), dict(params=no_decay, weight_decay=0.0)],
-                             lr=s.lr, betas=(0.9, 0.95), eps=1e-8)
+                             lr=s.lr, betas=(0.9, 0.95), eps=1e-8, foreach=True)
 
 def optimizer_state(model, opt) -> dict:
     "Optimizer moments keyed by parameter name."
@@ -191,6 +193,8 @@ class Trainer:
         self.layers, self.save_every, self.threads, self.save_seconds = layers, save_every, threads, save_seconds
         self._subs, self._stop = [], threading.Event()
         self.running = False
+        self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+        self.ddp = None
 
     def subscribe(self, fn: Callable[[dict], None]):
         "Call `fn(event)` for every event; returns `fn`."
@@ -208,6 +212,32 @@ class Trainer:
         return ev
 
 # %% ../nbs/07_trainer.ipynb #09933146
+class _NoHistory:
+    "History sink of ranks other than 0."
+    def step(self, **k): pass
+    def epoch(self, **k): pass
+    def event(self, **k): pass
+    def sync(self): pass
+    def close(self): pass
+
+def _any(self: Trainer, *flags) -> list[bool]:
+    "Flags OR-ed over all processes (the flags themselves in a single process)."
+    if self.world == 1: return [bool(f) for f in flags]
+    t = torch.tensor([float(bool(f)) for f in flags]); dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in t.tolist()]
+
+def _bcast(self: Trainer, value: int) -> int:
+    "Rank 0's integer, on every process."
+    if self.world == 1: return value
+    t = torch.tensor([int(value)], dtype=torch.long); dist.broadcast(t, 0)
+    return int(t.item())
+
+def _checkpoint(self: Trainer):
+    if self.rank == 0: write_checkpoint(self.path, self.lm, self.opt, self.history)
+
+Trainer._any, Trainer._bcast, Trainer._checkpoint = _any, _bcast, _checkpoint
+
+# %% ../nbs/07_trainer.ipynb #c164392c
 def _epochs_trained(self: Trainer) -> float:
     d = self.lm.state.get("data") or {}
     return d["epoch"] + d["offset"] / d["n_train"] if d.get("n_train") else float(d.get("epoch", self.lm.state["epochs_trained"]))
@@ -221,7 +251,7 @@ def _begin_epoch(self: Trainer):
         if self.plan.n_train != d["n_train"]: raise TrainingError(f"the queue of {self.name!r} changed under its current epoch; it cannot resume")
         return
     e = int(round(st["epochs_trained"])) if not d else d["epoch"]
-    n_rows = len(self.queue.rows())
+    n_rows = self._bcast(len(self.queue.rows()))
     self.corpus = Corpus(self.queue, n_rows)
     self.plan = EpochPlan(len(self.corpus), s.seq_len, s.seed, e)
     need = missing_tokens(self.plan.n_train, s.batch_size, s.seq_len)
@@ -234,7 +264,7 @@ def _begin_epoch(self: Trainer):
 def _end_epoch(self: Trainer):
     st = self.lm.state
     d = st["data"]
-    val = self.validate()
+    val = self.validate() if self.rank == 0 else None
     tl = self._epoch_loss[0] / self._epoch_loss[1] if getattr(self, "_epoch_loss", [0, 0])[1] else float("nan")
     st.setdefault("epoch_rows", []).append(d["n_rows"])
     st["data"] = dict(epoch=d["epoch"] + 1, offset=0, n_rows=None, n_train=0)
@@ -270,7 +300,7 @@ def _collect(self: Trainer, need: int):
 
 Trainer._epochs_trained, Trainer._begin_epoch, Trainer._end_epoch, Trainer._collect = _epochs_trained, _begin_epoch, _end_epoch, _collect
 
-# %% ../nbs/07_trainer.ipynb #c164392c
+# %% ../nbs/07_trainer.ipynb #1a457881
 @torch.no_grad()
 def _validate(self: Trainer, max_blocks: int = 32) -> float | None:
     if self.plan is None or self.plan.val_starts.size == 0: return None
@@ -290,7 +320,7 @@ def _validate(self: Trainer, max_blocks: int = 32) -> float | None:
 
 Trainer.validate = _validate
 
-# %% ../nbs/07_trainer.ipynb #1a457881
+# %% ../nbs/07_trainer.ipynb #6e63aa23
 def _step(self: Trainer, x: np.ndarray, y: np.ndarray) -> tuple[float, float, int]:
     s, m, opt = self.settings, self.lm.model, self.opt
     T = s.seq_len
@@ -298,16 +328,25 @@ def _step(self: Trainer, x: np.ndarray, y: np.ndarray) -> tuple[float, float, in
     if pad:
         x = np.concatenate([x, np.full(pad, self.lm.tokenizer.pad_id)]); y = np.concatenate([y, np.full(pad, -100)])
     X, Y = torch.from_numpy(x.reshape(-1, T)), torch.from_numpy(y.reshape(-1, T))
-    n_tok = int((Y != -100).sum())
+    n_tok = int((Y != -100).sum())                                   # tokens of the whole (global) step
+    if self.world > 1:                                               # this process's contiguous share of the windows
+        k = -(-X.shape[0] // self.world)
+        X, Y = X[self.rank * k:(self.rank + 1) * k], Y[self.rank * k:(self.rank + 1) * k]
+        if X.shape[0] < k:                                           # equal shares: pad with windows the loss ignores
+            X = torch.cat([X, torch.full((k - X.shape[0], T), self.lm.tokenizer.pad_id)]); Y = torch.cat([Y, torch.full((k - Y.shape[0], T), -100)])
     lr = lr_at(s, self.lm.state["steps"], self._epochs_trained() / self.target)
     for g in opt.param_groups: g["lr"] = lr
     opt.zero_grad(set_to_none=True)
-    total = 0.0
-    for i in range(0, X.shape[0], s.batch_size):
-        logits = m(X[i:i + s.batch_size])
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), Y[i:i + s.batch_size].reshape(-1), ignore_index=-100, reduction="sum")
-        (loss / n_tok).backward()
+    total, net = 0.0, self.ddp or m
+    starts = list(range(0, X.shape[0], s.batch_size))
+    for j, i in enumerate(starts):
+        with (net.no_sync() if self.ddp is not None and j < len(starts) - 1 else nullcontext()):
+            logits = net(X[i:i + s.batch_size])
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), Y[i:i + s.batch_size].reshape(-1), ignore_index=-100, reduction="sum")
+            (loss * (self.world / n_tok)).backward()                # DDP averages over processes: scale back to a sum
         total += loss.item()
+    if self.world > 1:
+        t = torch.tensor([total], dtype=torch.float64); dist.all_reduce(t); total = float(t.item())
     gn = torch.nn.utils.clip_grad_norm_(m.parameters(), s.grad_clip if s.grad_clip > 0 else float("inf")).item()
     loss = total / n_tok
     if not (math.isfinite(loss) and math.isfinite(gn)):
@@ -319,14 +358,15 @@ def _step(self: Trainer, x: np.ndarray, y: np.ndarray) -> tuple[float, float, in
 
 Trainer._step = _step
 
-# %% ../nbs/07_trainer.ipynb #6e63aa23
+# %% ../nbs/07_trainer.ipynb #c6e96dbd
 def _setup(self: Trainer):
     if self.threads: torch.set_num_threads(self.threads)
     self.lm = self.ws.load(self.name)
     st = self.lm.state
-    for stale in (self.path / "trainer").glob("ckpt-*.pt"):                # left by a checkpoint that never committed
-        if int(stale.stem.split("-")[1]) > st["steps"]: stale.unlink()
-    self.history = HistoryWriter(self.path, st["steps"])
+    if self.rank == 0:
+        for stale in (self.path / "trainer").glob("ckpt-*.pt"):            # left by a checkpoint that never committed
+            if int(stale.stem.split("-")[1]) > st["steps"]: stale.unlink()
+    self.history = HistoryWriter(self.path, st["steps"]) if self.rank == 0 else _NoHistory()
     self.queue = Queue(self.path, self.lm.tokenizer)
     self.opt = optimizer_for(self.lm.model, self.settings)
     ck = read_checkpoint(self.path, st["steps"]) if st["steps"] else None
@@ -358,22 +398,25 @@ def _grow(self: Trainer):
     self.opt = optimizer_for(m, self.settings); load_optimizer_state(m, self.opt, saved)
     ev = self._emit("growth", from_layers=old, to_layers=self.layers, loss_before=before, loss_after=after)
     self.history.event(**ev)
-    write_checkpoint(self.path, self.lm, self.opt, self.history)
+    self._checkpoint()
 
 Trainer._setup, Trainer._grow = _setup, _grow
 
-# %% ../nbs/07_trainer.ipynb #e2513b54
+# %% ../nbs/07_trainer.ipynb #aaf7f60d
 def _run(self: Trainer, max_steps: int | None = None, max_time: float | None = None) -> dict:
     "Train until the target epochs, `max_steps`, `max_time` seconds or `stop()`; returns a summary dict."
     if self.running: raise TrainingError("this trainer is already running")
     self.running, self._stop = True, threading.Event() if self._stop.is_set() else self._stop
     t0 = time.time()
     try:
-        with _busy_lock(self.path):
+        with (_busy_lock(self.path) if self.rank == 0 else nullcontext()):
             self._setup()
             st, s = self.lm.state, self.settings
             self._grow()
             self.lm.model.train()
+            if self.world > 1:
+                from torch.nn.parallel import DistributedDataParallel
+                self.ddp = DistributedDataParallel(self.lm.model)
             peak = matmul_peak()
             fpt = flops_per_token(self.lm.model.cfg, s.seq_len)
             start = self._emit("start", settings=asdict(s), target_epochs=self.target, epochs_trained=self._epochs_trained(),
@@ -384,10 +427,11 @@ def _run(self: Trainer, max_steps: int | None = None, max_time: float | None = N
             while True:
                 if self._epochs_trained() >= self.target - 1e-12: reason = "target"; break
                 if max_steps is not None and run_steps >= max_steps: reason = "max_steps"; break
-                if max_time is not None and time.time() - t0 >= max_time: reason = "max_time"; break
-                if self._stop.is_set(): reason = "stop"; break
+                stop, late = self._any(self._stop.is_set(), max_time is not None and time.time() - t0 >= max_time)
+                if late: reason = "max_time"; break
+                if stop: reason = "stop"; break
                 ts = time.perf_counter()
-                batch = self._collect(s.batch_size * s.seq_len * s.grad_accum)
+                batch = self._collect(s.batch_size * s.seq_len * s.grad_accum * self.world)     # the global batch
                 if batch is None: reason = "target"; break
                 loss, gn, n_tok = self._step(*batch)
                 dt = time.perf_counter() - ts
@@ -408,12 +452,12 @@ def _run(self: Trainer, max_steps: int | None = None, max_time: float | None = N
                 if d.get("n_train") and d["offset"] >= d["n_train"]: self._end_epoch()
                 if (getattr(self, "_end_of_epoch_pending", False) or st["steps"] - last_save >= self.save_every
                         or time.time() - last_save_t >= self.save_seconds):
-                    write_checkpoint(self.path, self.lm, self.opt, self.history); last_save, last_save_t = st["steps"], time.time()
+                    self._checkpoint(); last_save, last_save_t = st["steps"], time.time()
                     self._end_of_epoch_pending = False
                     self._emit("checkpoint", epochs_trained=st["epochs_trained"])
             st["epochs_trained"] = self._epochs_trained()
             if st["steps"] != last_save or reason == "target":
-                write_checkpoint(self.path, self.lm, self.opt, self.history)
+                self._checkpoint()
                 self._emit("checkpoint", epochs_trained=st["epochs_trained"])
             summary = dict(model=self.name, reason=reason, steps=run_steps, tokens=run_tokens, first_loss=first, last_loss=last,
                            epochs_trained=st["epochs_trained"], target_epochs=self.target, total_steps=st["steps"],
@@ -429,7 +473,7 @@ def _run(self: Trainer, max_steps: int | None = None, max_time: float | None = N
 
 Trainer.run = _run
 
-# %% ../nbs/07_trainer.ipynb #aaf7f60d
+# %% ../nbs/07_trainer.ipynb #16d30575
 def _dur(sec) -> str:
     if sec is None or not math.isfinite(sec): return "?"
     sec = int(sec)

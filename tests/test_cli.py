@@ -24,7 +24,7 @@ def test_round_trip(home, tmp_path):
     assert "3 layers" in r.stdout
     info = json.loads(run(home, "show", "m1", "--json").stdout)
     assert (info["n_layer"], info["target_epochs"], info["epochs_trained"], info["tokenizer"]) == (3, 4, 0.0, "byte")
-    assert info["n_params"] > 0 and info["config"]["positional"] == "clock"
+    assert info["n_params"] > 0 and info["config"]["positional"] == "rope"
     assert "m1" in run(home, "ls").stdout
     assert json.loads(run(home, "ls", "--json").stdout)[0]["name"] == "m1"
     g1 = run(home, "generate", "m1", "--prompt", "Hi", "--max-tokens", "15", "--seed", "3")

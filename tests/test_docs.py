@@ -25,3 +25,8 @@ def test_docs_site_builds(tmp_path):
         page = site / f"{m}.html"
         assert page.exists(), f"no docs page for {m}"
         assert len(page.read_text()) > 2000
+    tutorials = [p.stem for p in (ROOT / "nbs" / "tutorials").glob("*.ipynb")]
+    assert len(tutorials) >= 4
+    for t in tutorials: assert (site / "tutorials" / f"{t}.html").exists(), f"no docs page for tutorial {t}"
+    index = (site / "index.html").read_text()
+    assert "Tutorials" in index and "API reference" in index                     # navigation separates the two

@@ -45,7 +45,7 @@ def test_preset_param_count(name):
     cfg = preset(name)
     assert CLLM(cfg).n_params == param_count(cfg)
     d, l, h, f, t = PRESETS[name]
-    # the formula written out once more by hand, for the preset defaults (clock positions, no bias)
+    # the formula written out once more by hand, for the preset defaults (rope positions, no bias)
     assert param_count(cfg) == 259 * d + l * (4 * d * d + 9 * d + 2 * d * f + f) + 2 * d
 
 

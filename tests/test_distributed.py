@@ -1,0 +1,118 @@
+"Several processes with torchrun + DDP (gloo on CPU): equal to one process, resumable across world sizes, fail-fast, stoppable."
+import json, os, signal, subprocess, sys, time
+import numpy as np
+import pytest
+import torch
+from crystalline_nb.workspace import Workspace
+from crystalline_nb.trainer import Trainer
+from crystalline_nb.distributed import run_distributed, launch_command
+from crystalline_nb.history import history
+from conftest import BIN, cllm_env
+
+TEXT = "".join(f"Line {i}: the clock lattice has rings of twelve, sixty, sixty and one hundred positions.\n" for i in range(200))
+KW = dict(seq_len=32, lr=3e-3, warmup=5, target_epochs=5, save_every=5)
+
+
+def make(ws, name):
+    ws.create(name, preset_name="nano", d_model=32, n_head=2, d_ff=64, max_seq_len=64)
+    ws.queue(name).add_text(TEXT, source="lines")
+
+
+def ddp(ws, name, steps, nproc=2, batch=4):
+    r = run_distributed(ws.home, name, nproc, capture=True, run={"max_steps": steps}, batch_size=batch, threads=1, **KW)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def single(ws, name, steps, batch=8):
+    return Trainer(ws, name, batch_size=batch, threads=1, **KW).run(max_steps=steps)
+
+
+def losses(ws, name): return history(ws, name).loss.values
+
+
+@pytest.fixture
+def ws(home):
+    w = Workspace(home)
+    for n in ("one", "two", "a", "b"): make(w, n)
+    return w
+
+
+def test_two_processes_equal_one(ws):
+    single(ws, "one", 20)
+    ddp(ws, "two", 20)
+    a, b = losses(ws, "one"), losses(ws, "two")
+    assert len(a) == len(b) == 20
+    assert np.abs(a - b).max() < 1e-4, np.abs(a - b).max()
+    sa, sb = ws.read_state("one"), ws.read_state("two")
+    assert sa["tokens_seen"] == sb["tokens_seen"] and sa["data"] == sb["data"]
+    wa, wb = ws.load("one").model.state_dict(), ws.load("two").model.state_dict()
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-4) for k in wa)
+    print(f"largest loss difference, 2 processes x batch 4 against 1 x batch 8: {np.abs(a - b).max():.2e}")
+
+
+def test_resume_across_world_sizes(ws):
+    single(ws, "one", 20)
+    ddp(ws, "a", 10); single(ws, "a", 10)          # 2 processes, then 1
+    single(ws, "b", 10); ddp(ws, "b", 10)          # 1 process, then 2
+    ref = losses(ws, "one")
+    for n in ("a", "b"):
+        l = losses(ws, n)
+        assert len(l) == 20 and np.abs(l - ref).max() < 1e-4, (n, np.abs(l - ref).max())
+        st = ws.read_state(n)
+        assert st["tokens_seen"] == ws.read_state("one")["tokens_seen"] and st["data"] == ws.read_state("one")["data"]
+
+
+def test_a_dead_rank_stops_the_job(ws):
+    import psutil
+    cmd = launch_command(ws.home, "two", 2, run={}, batch_size=4, threads=1, **{**KW, "target_epochs": 1000, "save_every": 2})
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    hist = ws.path("two") / "history" / "steps.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not hist.exists() or len(hist.read_text().splitlines()) < 6): time.sleep(0.1)
+    workers = [c for c in psutil.Process(p.pid).children(recursive=True) if "crystalline_nb.distributed" in " ".join(c.cmdline())]
+    assert len(workers) == 2
+    t0 = time.time(); workers[-1].send_signal(signal.SIGKILL)
+    p.wait(60)
+    assert p.returncode != 0 and time.time() - t0 < 20, time.time() - t0
+    lm = ws.load("two")
+    assert lm.state["steps"] >= 2 and len(losses(ws, "two")) == lm.state["steps"]
+    single(ws, "two", 3)                                                        # resumes from the last checkpoint
+    assert ws.read_state("two")["steps"] == lm.state["steps"] + 3
+
+
+def test_cli_nproc_and_ctrl_c(ws):
+    env = cllm_env(ws.home)
+    r = subprocess.run([str(BIN / "cllm"), "train", "one", "--nproc", "2", "--max-steps", "6", "--batch-size", "4", "--seq-len", "32", "--epochs", "5"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "starting 2 processes with torchrun" in r.stdout and ws.read_state("one")["steps"] == 6
+    r = subprocess.run([str(BIN / "cllm"), "train", "one", "--nproc", "2", "--seq-len", "999"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 1 and "seq-len must be between" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    p = subprocess.Popen([str(BIN / "cllm"), "train", "two", "--nproc", "2", "--batch-size", "4", "--seq-len", "32", "--epochs", "1000", "--save-every", "100000"],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    hist = ws.path("two") / "history" / "steps.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not hist.exists() or len(hist.read_text().splitlines()) < 5): time.sleep(0.1)
+    t0 = time.time(); os.killpg(p.pid, signal.SIGINT)                          # Ctrl-C reaches the whole process group
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and time.time() - t0 < 30, (p.returncode, err[-2000:])
+    st = ws.read_state("two")
+    assert st["steps"] >= 4 and len(losses(ws, "two")) == st["steps"]        # the stop checkpointed
+
+
+def test_panel_with_two_processes(ws):
+    from crystalline_nb.panel import ControlPanel
+    panel = ControlPanel(ws.home)
+    panel.model.value = "one"
+    panel.batch.value, panel.seq.value, panel.epochs.value, panel.nproc.value = 4, 32, 2, 2
+    assert "--nproc 2" in panel.cli.value
+    panel.start_training()
+    hist = ws.path("one") / "history" / "steps.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(panel.plot.live["x"]) < 3: time.sleep(0.2)
+    assert len(panel.plot.live["x"]) >= 3                                      # the plot follows the run's history
+    panel.stop_training(); panel.wait(60)
+    assert "stopped" in panel.message.value, panel.message.value
+    st = ws.read_state("one")
+    assert st["steps"] >= 3 and len(losses(ws, "one")) == st["steps"] and not panel.start_btn.disabled
