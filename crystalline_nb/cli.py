@@ -345,9 +345,9 @@ def free_port() -> int:
 def cmd_panel(args):
     import secrets, subprocess, time, urllib.request
     ws = _ws(args)
-    nb = panel_notebook(ws.home)
     port = args.port or free_port()
     if not 1 <= port <= 65535: raise ValueError(f"port must be between 1 and 65535, got {port}")
+    nb = panel_notebook(ws.home)
     token = secrets.token_hex(16)
     log = open(ws.home / "panel-server.log", "w")
     cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0",
