@@ -12,6 +12,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                     'crystalline_nb.cli._say': ('cli.html#_say', 'crystalline_nb/cli.py'),
                                     'crystalline_nb.cli._train': ('cli.html#_train', 'crystalline_nb/cli.py'),
                                     'crystalline_nb.cli._train_distributed': ('cli.html#_train_distributed', 'crystalline_nb/cli.py'),
+                                    'crystalline_nb.cli._trainer_kwargs': ('cli.html#_trainer_kwargs', 'crystalline_nb/cli.py'),
                                     'crystalline_nb.cli._ws': ('cli.html#_ws', 'crystalline_nb/cli.py'),
                                     'crystalline_nb.cli.build_parser': ('cli.html#build_parser', 'crystalline_nb/cli.py'),
                                     'crystalline_nb.cli.cmd_add': ('cli.html#cmd_add', 'crystalline_nb/cli.py'),

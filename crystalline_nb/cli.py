@@ -192,14 +192,18 @@ def cmd_crawl(args):
     if rep.reason == "stopped": raise SystemExit(130)
 
 # %% ../nbs/11_cli.ipynb #7d4657eb
+def _trainer_kwargs(args) -> dict:
+    "`Trainer` keyword arguments from the `cllm train` options (None: keep the model's stored setting)."
+    return dict(target_epochs=args.epochs, layers=args.layers, save_every=args.save_every, threads=args.threads,
+                batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr, warmup=args.warmup, schedule=args.schedule,
+                weight_decay=args.weight_decay, grad_clip=args.grad_clip, grad_accum=args.grad_accum, seed=args.seed,
+                arch=dict(d_model=getattr(args, "d_model", None), n_head=getattr(args, "heads", None),
+                          d_ff=getattr(args, "d_ff", None), vocab_size=getattr(args, "vocab_size", None)))
+
 def _train(ws, name, args, max_time=None, quiet=False):
     import signal
     from crystalline_nb.trainer import Trainer, ConsoleProgress, describe_changes
-    settings = dict(batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr, warmup=args.warmup, schedule=args.schedule,
-                    weight_decay=args.weight_decay, grad_clip=args.grad_clip, grad_accum=args.grad_accum, seed=args.seed)
-    arch = dict(d_model=getattr(args, "d_model", None), n_head=getattr(args, "heads", None), d_ff=getattr(args, "d_ff", None),
-                vocab_size=getattr(args, "vocab_size", None))
-    tr = Trainer(ws, name, target_epochs=args.epochs, layers=args.layers, save_every=args.save_every, threads=args.threads, arch=arch, **settings)
+    tr = Trainer(ws, name, **_trainer_kwargs(args))
     if not quiet: _say(describe_changes(tr.changes))
     st = ws.read_state(name)
     if st["epochs_trained"] >= tr.target - 1e-12:
@@ -220,11 +224,10 @@ def _train_distributed(args):
     from crystalline_nb.trainer import Trainer, describe_changes
     from crystalline_nb.distributed import launch_command
     ws = _ws(args)
-    settings = dict(batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr, warmup=args.warmup, schedule=args.schedule,
-                    weight_decay=args.weight_decay, grad_clip=args.grad_clip, grad_accum=args.grad_accum, seed=args.seed)
-    tr = Trainer(ws, args.name, target_epochs=args.epochs, layers=args.layers, save_every=args.save_every, threads=args.threads, **settings)
+    kw = _trainer_kwargs(args)
+    tr = Trainer(ws, args.name, **kw)
     _say(describe_changes(tr.changes))
-    kw = {k: v for k, v in dict(target_epochs=args.epochs, layers=args.layers, save_every=args.save_every, threads=args.threads, **settings).items() if v is not None}
+    kw = {k: v for k, v in kw.items() if v is not None and k != "arch"}
     cmd = launch_command(ws.home, args.name, args.nproc, nnodes=args.nnodes, node_rank=args.node_rank, master_addr=args.master_addr,
                          master_port=args.master_port, run={"max_steps": args.max_steps}, **kw)
     _say(f"starting {args.nproc * args.nnodes} processes with torchrun ({args.nproc} on this node)")
