@@ -14,7 +14,7 @@ def parser(doc: str) -> argparse.ArgumentParser:
 
 def corpus_text(n_chars: int) -> str:
     "Deterministic English-like text: the standard library's docstrings, repeated to `n_chars`."
-    from crystalline_nb.cli import demo_corpus
+    from crystalline_nb.ingest import demo_corpus
     d = Path(tempfile.mkdtemp()) / "c"
     demo_corpus(d, max_bytes=3_000_000)
     base = "\n\n".join(p.read_text() for p in sorted(d.glob("*.txt")))

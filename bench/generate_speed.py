@@ -7,7 +7,8 @@ depend on them). Both paths produce the same tokens (checked); the figure is tok
 import time
 import torch
 from common import parser
-from crystalline_nb.model import CLLM, preset
+from crystalline_nb.model import CLLM
+from crystalline_nb.config import preset
 from crystalline_nb.generate import generate_ids
 
 

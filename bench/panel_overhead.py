@@ -26,19 +26,19 @@ def main():
         ws.queue(name).add_text(text, source="lines")
     panel = ControlPanel(home)
     panel.model.value = "panel"
-    panel.plot.reset("panel")
+    panel.train.plot.reset("panel")
     res = {"plain": [], "panel": []}
     Trainer(ws, "plain", target_epochs=1000, batch_size=8, seq_len=128, threads=2).run(max_steps=10)   # warm-up, not counted
     for r in range(rounds):
         for name in ("plain", "panel"):
             tr = Trainer(ws, name, target_epochs=1000, batch_size=8, seq_len=128, lr=1e-3, threads=2, save_every=10**9, save_seconds=1e9)
-            if name == "panel": tr.subscribe(panel._on_event)
+            if name == "panel": tr.subscribe(panel.train.on_event)
             s = tr.run(max_steps=steps)
             res[name].append(s["tokens"] / s["seconds"])
             print(f"round {r + 1} {name:>5}: {res[name][-1]:,.0f} tokens/s", flush=True)
     p, q = statistics.median(res["plain"]), statistics.median(res["panel"])
     print(f"\nplain training      {p:,.0f} tokens/s (median of {rounds})")
-    print(f"with the live panel {q:,.0f} tokens/s ({panel.plot.renders} plot renders, last {panel.plot.cost * 1000:.0f} ms)")
+    print(f"with the live panel {q:,.0f} tokens/s ({panel.train.plot.renders} plot renders, last {panel.train.plot.cost * 1000:.0f} ms)")
     print(f"ratio panel/plain   {q / p:.3f}  (target >= 0.95)")
 
 

@@ -15,7 +15,8 @@ import torch
 from common import parser, corpus_text, median
 from crystalline_nb.workspace import Workspace
 from crystalline_nb.trainer import Trainer, matmul_peak, optimizer_for, TrainSettings, lr_at
-from crystalline_nb.model import CLLM, flops_per_token
+from crystalline_nb.model import CLLM
+from crystalline_nb.config import flops_per_token
 
 
 def trainer_run(ws, name, steps, B, T, threads):

@@ -86,7 +86,7 @@ def test_panel_in_a_real_browser(lab, tmp_path):
             page.wait_for_selector("text=/step \\d+ · loss/", timeout=60_000)
             page.screenshot(path=str(art / "panel-training.png"), full_page=True)
             page.locator("button[title='Stop']").click()
-            page.wait_for_selector("text=/stopped: \\d+ steps this run/", timeout=60_000)
+            page.wait_for_selector("text=/stopped: \\d+ steps, [0-9,]+ tokens/", timeout=60_000)
             page.screenshot(path=str(art / "panel-stopped.png"), full_page=True)
         except Exception:
             page.screenshot(path=str(art / "panel-failure.png"), full_page=True)

@@ -186,10 +186,10 @@ def test_panel_crawl(ws, site):
     from crystalline_nb.panel import ControlPanel
     base, log, _ = site
     panel = ControlPanel(ws.home)
-    panel.crawl_url.value, panel.crawl_delay.value = base + "/", 0.0
-    panel.start_crawl(); panel.wait(120)
-    assert "no more pages in scope" in panel.crawl_status.value and "4 queued" in panel.crawl_status.value, panel.crawl_status.value
+    panel.data.crawl_url.value, panel.data.crawl_delay.value = base + "/", 0.0
+    panel.data.start_crawl(); panel.wait(120)
+    assert "no more pages in scope" in panel.data.crawl_status.value and "4 queued" in panel.data.crawl_status.value, panel.data.crawl_status.value
     assert len(ws.queue("web").rows()) == 4                                                 # /a, /b, /c and /slow (15 s timeout here)
     assert "crawl web" in panel.cli.value
-    panel.crawl_url.value = "ftp://nope"; panel.start_crawl()
+    panel.data.crawl_url.value = "ftp://nope"; panel.data.start_crawl()
     assert "only http and https" in panel.message.value

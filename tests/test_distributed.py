@@ -105,14 +105,14 @@ def test_panel_with_two_processes(ws):
     from crystalline_nb.panel import ControlPanel
     panel = ControlPanel(ws.home)
     panel.model.value = "one"
-    panel.batch.value, panel.seq.value, panel.epochs.value, panel.nproc.value = 4, 32, 2, 2
+    panel.train.batch.value, panel.train.seq.value, panel.train.epochs.value, panel.train.nproc.value = 4, 32, 2, 2
     assert "--nproc 2" in panel.cli.value
-    panel.start_training()
+    panel.train.start()
     hist = ws.path("one") / "history" / "steps.csv"
     deadline = time.time() + 120
-    while time.time() < deadline and len(panel.plot.live["x"]) < 3: time.sleep(0.2)
-    assert len(panel.plot.live["x"]) >= 3                                      # the plot follows the run's history
-    panel.stop_training(); panel.wait(60)
+    while time.time() < deadline and len(panel.train.plot.live["x"]) < 3: time.sleep(0.2)
+    assert len(panel.train.plot.live["x"]) >= 3                                      # the plot follows the run's history
+    panel.train.stop(); panel.wait(60)
     assert "stopped" in panel.message.value, panel.message.value
     st = ws.read_state("one")
-    assert st["steps"] >= 3 and len(losses(ws, "one")) == st["steps"] and not panel.start_btn.disabled
+    assert st["steps"] >= 3 and len(losses(ws, "one")) == st["steps"] and not panel.train.start_btn.disabled

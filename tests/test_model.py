@@ -4,7 +4,8 @@ from dataclasses import replace
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
-from crystalline_nb.model import CLLM, CLLMConfig, param_count, preset, PRESETS, POSITIONALS, ATTENTION_BIASES, EMBEDDING_INITS
+from crystalline_nb.model import CLLM
+from crystalline_nb.config import CLLMConfig, param_count, preset, PRESETS, POSITIONALS, ATTENTION_BIASES, EMBEDDING_INITS
 
 SMALL = CLLMConfig(vocab_size=259, d_model=32, n_layer=2, n_head=2, d_ff=64, max_seq_len=64)
 COMBOS = list(itertools.product(EMBEDDING_INITS, POSITIONALS, ATTENTION_BIASES))

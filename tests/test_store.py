@@ -3,8 +3,9 @@ import itertools, json, os
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
-from crystalline_nb.workspace import Workspace, check_name, atomic_write_bytes, resolve_home
-from crystalline_nb.model import POSITIONALS, ATTENTION_BIASES, EMBEDDING_INITS
+from crystalline_nb.core import atomic_write_bytes
+from crystalline_nb.workspace import Workspace, check_name, resolve_home
+from crystalline_nb.config import POSITIONALS, ATTENTION_BIASES, EMBEDDING_INITS
 
 
 @pytest.mark.parametrize("init,pos,bias", list(itertools.product(EMBEDDING_INITS, POSITIONALS, ATTENTION_BIASES)))
