@@ -66,11 +66,15 @@ def cmd_ls(args):
         _say(f"no models in {ws.home} (create one with `cllm new NAME`)")
         return
     head = ("name", "layers", "params", "epochs", "tokenizer", "modified")
+    good = [r for r in rows if "damaged" not in r]
     table = [(r["name"], str(r["n_layer"]), _fmt_n(r["n_params"]), f"{r['epochs_trained']:.2f}/{r['target_epochs']:g}",
-              f"{r['tokenizer']}:{r['vocab_size']}", r["modified"].replace("+00:00", "Z")) for r in rows]
+              f"{r['tokenizer']}:{r['vocab_size']}", r["modified"].replace("+00:00", "Z")) for r in good]
     w = [max(len(x) for x in col) for col in zip(head, *table)]
     for row in (head, *table):
         _say("  ".join(x.ljust(n) for x, n in zip(row, w)).rstrip())
+    for r in rows:
+        if "damaged" in r:
+            _say(f"{r['name'].ljust(w[0])}  damaged: {r['damaged']}")
 
 # %% ../nbs/14_cli.ipynb #c1081121
 def cmd_show(args):
@@ -297,6 +301,17 @@ def cmd_train(args):
         raise SystemExit(130)
 
 # %% ../nbs/14_cli.ipynb #9f1efeed
+def _finite(o):
+    "`o` with every NaN or infinite float replaced by None (JSON has no NaN)."
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    return o
+
+# %% ../nbs/14_cli.ipynb #bdad076b
 def cmd_history(args):
     from crystalline_nb.history import history, events, read_table, TABLES
     ws = _ws(args)
@@ -304,8 +319,7 @@ def cmd_history(args):
     if args.format == "json":
         tables = {t: read_table(path, t, max_step=steps) for t in TABLES}
         ds = history(ws, args.name)
-        out = json.dumps(dict(model=args.name, **tables, events=events(ds)), indent=1, default=str)
-        _say(out.replace("NaN", "null"))
+        _say(json.dumps(_finite(dict(model=args.name, **tables, events=events(ds))), indent=1, default=str))
     elif args.format == "csv":
         cols = TABLES[args.table]
         _say(",".join(cols))
@@ -356,7 +370,7 @@ def cmd_demo(args):
     lm = ws.load(name)
     sample = generate(lm.model, lm.tokenizer, prompt, max_tokens=100, temperature=0.7, seed=0)
     _say(f"\nsample after (epochs {lm.state['epochs_trained']:.2f}): {sample!r}")
-    if summary:
+    if summary and summary["first_loss"] is not None:
         _say(f"\nloss {summary['first_loss']:.3f} -> {summary['last_loss']:.3f} this run; run `make demo` again to "
              f"keep training (history: `cllm history {name}`)")
 

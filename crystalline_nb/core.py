@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Callable
 
 # %% auto #0
-__all__ = ['fsync_dir', 'atomic_write_bytes', 'atomic_write_json', 'read_json', 'read_jsonl', 'append_jsonl', 'file_lock',
-           'busy_lock', 'now', 'one_line', 'fmt_duration', 'on_interrupt', 'free_port']
+__all__ = ['fsync_dir', 'atomic_write_bytes', 'atomic_write_json', 'read_json', 'fsync_tree', 'read_jsonl', 'append_jsonl',
+           'file_lock', 'busy_lock', 'shared_lock', 'now', 'one_line', 'fmt_duration', 'on_interrupt', 'free_port']
 
 # %% ../nbs/00_core.ipynb #41c8d6a8
 def fsync_dir(path):
@@ -53,6 +53,17 @@ def read_json(path):
         raise ValueError(f"missing file {path}") from None
     except (OSError, ValueError) as e:
         raise ValueError(f"cannot read {path}: {e}") from None
+
+# %% ../nbs/00_core.ipynb #b5e016aa
+def fsync_tree(path):
+    "fsync every file and folder under `path` (a folder built before it is renamed into place)."
+    for here, dirs, files in os.walk(path):
+        for f in files:
+            p = Path(here) / f
+            if not p.is_symlink():
+                with open(p, "rb") as fh:
+                    os.fsync(fh.fileno())
+        fsync_dir(here)
 
 # %% ../nbs/00_core.ipynb #6978ade2
 def read_jsonl(path) -> list[dict]:
@@ -109,6 +120,17 @@ def busy_lock(path, busy_message: str, blocking: bool = False):
         yield
     finally:
         f.close()
+
+# %% ../nbs/00_core.ipynb #75a6751f
+@contextmanager
+def shared_lock(path):
+    "Hold a shared lock on the file `path` (many holders at once), waiting while someone holds it exclusively."
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 # %% ../nbs/00_core.ipynb #0e8de64e
 def now() -> str:

@@ -9,9 +9,9 @@ from datetime import timedelta
 from pathlib import Path
 import torch
 import torch.distributed as dist
-from .core import free_port
+from .core import free_port, one_line
 from .workspace import Workspace
-from .trainer import Trainer, ConsoleProgress, TrainingError
+from .trainer import Trainer, ConsoleProgress
 
 # %% auto #0
 __all__ = ['launch_command', 'worker', 'start_distributed', 'run_distributed']
@@ -50,9 +50,9 @@ def worker(spec: dict) -> int:
             print(json.dumps(dict(summary=s, world_size=world)), flush=True)
         dist.destroy_process_group()
         return 0
-    except TrainingError as e:
+    except ValueError as e:  # TrainingError and the other one-line refusals (a model in use, a damaged file)
         if rank == 0:
-            print(f"error: {e}", file=sys.stderr, flush=True)
+            print(f"error: {one_line(e)}", file=sys.stderr, flush=True)
         return 1
 
 # %% ../nbs/12_distributed.ipynb #47336949

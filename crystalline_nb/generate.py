@@ -40,7 +40,8 @@ def sample_next(
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 # %% ../nbs/09_generate.ipynb #ac91e5bf
-def _check(max_tokens, temperature, top_k, top_p):
+def _check(max_tokens=100, temperature=0.8, top_k=0, top_p=1.0, **_):
+    "Raise `ValueError` for sampling options out of range."
     if not 0 <= max_tokens <= 1_000_000:
         raise ValueError(f"max_tokens must be between 0 and 1000000, got {max_tokens}")
     if not 0 <= temperature <= 100:
@@ -70,7 +71,10 @@ def generate_ids(
     try:
         dev = next(model.parameters()).device
         g = torch.Generator(device=dev)
-        g.manual_seed(seed if seed is not None else torch.seed())
+        if seed is None:
+            g.seed()  # a fresh seed for this generator alone: the global RNG (training's) is left alone
+        else:
+            g.manual_seed(seed)
         ctx = list(prompt_ids) or [eos_id if eos_id is not None else 0]
         T = model.cfg.max_seq_len
         cache, pending = None, ctx[-T:]
@@ -95,7 +99,12 @@ def generate_ids(
 
 # %% ../nbs/09_generate.ipynb #5e575420
 def stream(model: CLLM, tokenizer, prompt: str = "", **kw) -> Iterator[str]:
-    "Yield pieces of generated text (see `generate_ids` for the options)."
+    "Pieces of generated text as they come (see `generate_ids` for the options, which are checked at once)."
+    _check(**kw)
+    return _pieces(model, tokenizer, prompt, **kw)
+
+
+def _pieces(model: CLLM, tokenizer, prompt: str, **kw) -> Iterator[str]:
     ids, shown = [], ""
     for i in generate_ids(model, tokenizer.encode(prompt), eos_id=tokenizer.eos_id, **kw):
         ids.append(i)

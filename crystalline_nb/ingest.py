@@ -10,9 +10,9 @@ from typing import Iterator
 from .core import one_line
 
 # %% auto #0
-__all__ = ['DOC_BREAK', 'CHUNK', 'TEXT_SUFFIXES', 'HTML_SUFFIXES', 'MAX_WHOLE_FILE', 'Rejected', 'Cleaner', 'clean_text',
-           'read_text_chunks', 'extract_html', 'html_to_text', 'extract_pdf', 'extract_json', 'extract_jsonl',
-           'check_file', 'extractor_for', 'extract', 'corpus_texts', 'demo_corpus']
+__all__ = ['DOC_BREAK', 'CHUNK', 'TEXT_SUFFIXES', 'HTML_SUFFIXES', 'MAX_WHOLE_FILE', 'MAX_LINE', 'Rejected', 'Cleaner',
+           'clean_text', 'read_text_chunks', 'extract_html', 'html_to_text', 'extract_pdf', 'extract_json',
+           'extract_jsonl', 'extract_ipynb', 'check_file', 'extractor_for', 'extract', 'corpus_texts', 'demo_corpus']
 
 # %% ../nbs/05_ingest.ipynb #0fc7cfb2
 class Rejected(ValueError):
@@ -23,7 +23,7 @@ DOC_BREAK = object()  # separates documents inside one source (a JSONL line, a J
 CHUNK = 1 << 20  # bytes read at a time from text files
 
 # %% ../nbs/05_ingest.ipynb #ef55a584
-_CTRL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ufeff]")
+_CTRL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ufeff\ud800-\udfff]")  # and lone surrogates
 _WS_RUN = re.compile(r"[ \t\u00a0]{2,}|[\t\u00a0]")
 _TRAIL_WS = re.compile(r"[ \t\u00a0]+\n")
 _BLANKS = re.compile(r"\n{3,}")
@@ -102,53 +102,13 @@ def clean_text(text: str) -> str:
     return c.feed(text) + c.finish()
 
 # %% ../nbs/05_ingest.ipynb #227e7e3d
-TEXT_SUFFIXES = {
-    ".txt",
-    ".md",
-    ".markdown",
-    ".rst",
-    ".tex",
-    ".csv",
-    ".tsv",
-    ".log",
-    ".py",
-    ".pyi",
-    ".ipynb",
-    ".c",
-    ".h",
-    ".cc",
-    ".cpp",
-    ".hpp",
-    ".java",
-    ".js",
-    ".ts",
-    ".go",
-    ".rs",
-    ".rb",
-    ".php",
-    ".sh",
-    ".bash",
-    ".r",
-    ".jl",
-    ".scala",
-    ".kt",
-    ".swift",
-    ".sql",
-    ".toml",
-    ".yaml",
-    ".yml",
-    ".ini",
-    ".cfg",
-    ".xml",
-    ".css",
-    ".el",
-    ".lisp",
-    ".hs",
-    ".ml",
-    ".lua",
-}
+TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".tex", ".csv", ".tsv", ".log", ".py", ".pyi", ".c", ".h",
+    ".cc", ".cpp", ".hpp", ".java", ".js", ".ts", ".go", ".rs", ".rb", ".php", ".sh", ".bash", ".r", ".jl",
+    ".scala", ".kt", ".swift", ".sql", ".toml", ".yaml", ".yml", ".ini", ".cfg", ".xml", ".css", ".el", ".lisp",
+    ".hs", ".ml", ".lua"}
 HTML_SUFFIXES = {".html", ".htm", ".xhtml"}
-MAX_WHOLE_FILE = 64 << 20  # HTML, PDF and JSON are parsed whole; larger ones are refused
+MAX_WHOLE_FILE = 64 << 20  # HTML, PDF, JSON and notebooks are parsed whole; larger ones are refused
+MAX_LINE = 64 << 20  # the longest JSONL line read
 
 
 def read_text_chunks(path, chunk: int = CHUNK) -> Iterator[str]:
@@ -166,13 +126,12 @@ def read_text_chunks(path, chunk: int = CHUNK) -> Iterator[str]:
             nul = raw.find(b"\x00")
             if nul >= 0:
                 raise Rejected(f"binary file (NUL byte at offset {offset + nul})")
+            pending = dec.getstate()[0]  # bytes of a character cut by the previous chunk
             try:
                 yield dec.decode(raw)
-            except UnicodeDecodeError as e:
-                raise Rejected(
-                    f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at offset {offset + e.start}); "
-                    "convert it to UTF-8 first"
-                ) from None
+            except UnicodeDecodeError as e:  # e.start counts from the first pending byte
+                bad, at = (pending + raw)[e.start], offset - len(pending) + e.start
+                raise Rejected(f"not valid UTF-8 (byte 0x{bad:02x} at offset {at}); convert it to UTF-8 first") from None
             offset += len(raw)
     try:
         dec.decode(b"", final=True)
@@ -263,9 +222,12 @@ def extract_json(path) -> Iterator:
 # %% ../nbs/05_ingest.ipynb #8f6e06a4
 def extract_jsonl(path) -> Iterator:
     "One document per line: an object with a `text` field (or a JSON string); streamed line by line."
-    n = 0
+    n, lineno = 0, 0
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
+        while raw := f.readline(MAX_LINE + 1):
+            lineno += 1
+            if len(raw) > MAX_LINE:
+                raise Rejected(f"line {lineno} is longer than {MAX_LINE >> 20} MiB")
             if not raw.strip():
                 continue
             if b"\x00" in raw:
@@ -280,6 +242,25 @@ def extract_jsonl(path) -> Iterator:
             n += 1
     if not n:
         raise Rejected("no JSON lines")
+
+# %% ../nbs/05_ingest.ipynb #163e23cc
+def extract_ipynb(path) -> Iterator:
+    "The source of a Jupyter notebook's markdown and code cells (not its outputs), as one document."
+    try:
+        nb = json.loads(_read_whole(path).decode("utf-8"))
+    except UnicodeDecodeError:
+        raise Rejected("not valid UTF-8") from None
+    except ValueError as e:
+        raise Rejected(f"not a valid notebook ({one_line(e)})") from None
+    cells = nb.get("cells") if isinstance(nb, dict) else None
+    if not isinstance(cells, list):
+        raise Rejected("not a Jupyter notebook (no list of cells)")
+    for c in cells:
+        if isinstance(c, dict) and c.get("cell_type") in ("markdown", "code"):
+            src = c.get("source", "")
+            text = "".join(src) if isinstance(src, list) else str(src)
+            if text.strip():
+                yield text.rstrip("\n") + "\n\n"
 
 # %% ../nbs/05_ingest.ipynb #9defe5ff
 def check_file(path) -> Path:
@@ -315,9 +296,12 @@ def extractor_for(path):
         return extract_json
     if suf == ".jsonl":
         return extract_jsonl
+    if suf == ".ipynb":
+        return extract_ipynb
     if suf in TEXT_SUFFIXES or suf == "":
         return read_text_chunks
-    raise Rejected(f"unsupported file type {suf!r} (supported: text and source code, .md, .html, .pdf, .json, .jsonl)")
+    raise Rejected(f"unsupported file type {suf!r} "
+                   "(supported: text and source code, .md, .html, .pdf, .json, .jsonl, .ipynb)")
 
 # %% ../nbs/05_ingest.ipynb #1f9b0ad0
 def extract(path) -> Iterator:

@@ -224,9 +224,14 @@ class ModelsTab(PanelTab):
 @patch
 def show(self: ModelsTab, infos: list[dict]):
     "Fill the table with the models' summaries (`Workspace.list`)."
-    rows = "".join(f"<tr><td>{html.escape(i['name'])}</td><td>{i['n_layer']}</td><td>{i['n_params']:,}</td>"
-                   f"<td>{i['epochs_trained']:.2f} / {i['target_epochs']:g}</td><td>{i['queue']['tokens']:,}</td>"
-                   f"<td>{i['tokenizer']}</td></tr>" for i in infos)
+    def row(i):
+        if "damaged" in i:
+            return f"<tr><td>{html.escape(i['name'])}</td><td colspan=5>damaged: {html.escape(i['damaged'])}</td></tr>"
+        return (f"<tr><td>{html.escape(i['name'])}</td><td>{i['n_layer']}</td><td>{i['n_params']:,}</td>"
+                f"<td>{i['epochs_trained']:.2f} / {i['target_epochs']:g}</td><td>{i['queue']['tokens']:,}</td>"
+                f"<td>{i['tokenizer']}</td></tr>")
+
+    rows = "".join(row(i) for i in infos)
     head = ("<tr><th>name</th><th>layers</th><th>parameters</th><th>epochs / target</th><th>queue tokens</th>"
             "<th>tokenizer</th></tr>")
     self.table.value = f"<table>{head}{rows}</table>" if rows else "<i>no models yet: create one below</i>"
@@ -836,7 +841,7 @@ class ControlPanel(W.VBox):
     def __init__(self, home=None, **kw):
         self.ws = Workspace(home)
         self.ws.models_dir.mkdir(parents=True, exist_ok=True)
-        self.model = W.Dropdown(description="Model", options=self.ws.names(), **_FIELD)
+        self.model = W.Dropdown(description="Model", options=[], **_FIELD)
         self.refresh_btn = W.Button(description="Refresh", icon="refresh", layout=W.Layout(width="100px"))
         self.summary, self.message, self.cli = W.HTML(), W.HTML(), W.HTML()
         self.models, self.data, self.train = ModelsTab(self), DataTab(self), TrainTab(self)
@@ -879,13 +884,14 @@ def show_cli(self: ControlPanel, *parts):
 # %% ../nbs/13_panel.ipynb #62cb2916
 @patch
 def refresh(self: ControlPanel, select: str | None = None):
-    "Re-read the workspace: model list, tables, selection (`select` if given and present)."
-    names = self.ws.names()
+    "Re-read the workspace: model list, tables, selection (`select` if given and present); damaged models are listed."
+    infos = self.ws.list()
+    names = [i["name"] for i in infos if "damaged" not in i]
     cur = self.model.value if self.model.value in names else (names[0] if names else None)
     cur = select if select in names else cur
     self.model.options = names
     self.model.value = cur
-    self.models.show(self.ws.list())
+    self.models.show(infos)
     self.select(cur)
 
 # %% ../nbs/13_panel.ipynb #e795740c

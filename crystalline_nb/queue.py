@@ -4,18 +4,20 @@
 
 # %% ../nbs/06_queue.ipynb #dd3bbd5e
 from __future__ import annotations
-import hashlib, os, shutil, uuid
+import hashlib, os, shutil, time, uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 import numpy as np
 from fastcore.basics import patch
-from .core import fsync_dir, file_lock, read_jsonl, append_jsonl, now
+from .core import fsync_dir, file_lock, shared_lock, busy_lock, read_jsonl, append_jsonl, now, one_line
 from .ingest import Cleaner, DOC_BREAK, Rejected, extract
 
 # %% auto #0
-__all__ = ['ENCODE_BATCH', 'SHARD_MAX', 'VAL_EVERY', 'VAL_MIN_BLOCKS', 'AddReport', 'Queue', 'iter_files', 'Corpus', 'EpochPlan',
-           'missing_tokens', 'gather', 'ledger', 'queue_summary', 'epoch_record']
+__all__ = ['ENCODE_BATCH', 'SHARD_MAX', 'WRITERS', 'SETTLE', 'VAL_EVERY', 'VAL_MIN_BLOCKS', 'AddReport', 'Queue',
+           'writers_busy_message', 'iter_files', 'Corpus', 'EpochPlan', 'missing_tokens', 'gather', 'ledger',
+           'queue_summary', 'epoch_record']
 
 # %% ../nbs/06_queue.ipynb #478e89f5
 @dataclass
@@ -24,6 +26,7 @@ class AddReport:
     added: list = field(default_factory=list)
     duplicates: list = field(default_factory=list)  # (source, source it duplicates)
     rejected: list = field(default_factory=list)  # (source, reason)
+    waiting: list = field(default_factory=list)  # inbox files still being written, left for the next scan
 
     @property
     def tokens(self) -> int:
@@ -36,6 +39,8 @@ class AddReport:
             s += f"; {len(self.duplicates)} already in the queue"
         if self.rejected:
             s += f"; {len(self.rejected)} skipped"
+        if self.waiting:
+            s += f"; {len(self.waiting)} still being written (left in the inbox)"
         return s
 
     def __repr__(self):
@@ -51,13 +56,24 @@ class Queue:
         self.shards = self.dir / "shards"
         self.manifest = self.dir / "manifest.jsonl"
         self.tokenizer = tokenizer
+        self._existed = self.model_dir.is_dir()  # a model folder that exists now is never re-created once gone
 
     def __repr__(self):
         return f"Queue({str(self.model_dir)!r})"
 
+    def _ensure_dirs(self):
+        "Create the queue's folders inside the model's folder; a model folder that vanished is an error."
+        if not self._existed:
+            self.model_dir.mkdir(parents=True, exist_ok=True)
+        try:  # no `parents`: a model renamed or deleted meanwhile must not come back as a stray folder
+            self.dir.mkdir(exist_ok=True)
+            self.shards.mkdir(exist_ok=True)
+        except FileNotFoundError:
+            raise ValueError(f"the model folder {self.model_dir} is gone (renamed or deleted?); nothing was added")
+
     def _locked(self):
         "Serialise manifest and rejection-log appends between threads and processes."
-        self.shards.mkdir(parents=True, exist_ok=True)
+        self._ensure_dirs()
         return file_lock(self.dir / ".lock")
 
 # %% ../nbs/06_queue.ipynb #aaa23ad3
@@ -157,11 +173,41 @@ def _tokenize_source(tok, w: _ShardWriter, pieces: Callable, h) -> int:
     return chars
 
 # %% ../nbs/06_queue.ipynb #f870adb0
+WRITERS = ".writers"  # the writer lock's file in the model folder
+
+
+def writers_busy_message(model_dir) -> str:
+    return (f"model {Path(model_dir).name!r} is receiving data (an ingestion, a crawl or an import); "
+            "try again when it finishes")
+
+
+@patch
+@contextmanager
+def _writing(self: Queue):
+    "Hold the model's writer lock in shared mode (see above)."
+    self._ensure_dirs()
+    lock = self.model_dir / WRITERS
+    try:
+        with busy_lock(lock, writers_busy_message(self.model_dir)):  # alone: leftovers of killed writers can go
+            for tmp in self.shards.glob(".tmp-*"):
+                tmp.unlink(missing_ok=True)
+    except ValueError:  # other writers are at work; their temporary files are theirs
+        pass
+    with shared_lock(lock):
+        yield
+
+# %% ../nbs/06_queue.ipynb #28c19f05
 @patch
 def add(self: Queue, sources: Iterable, progress: Callable | None = None, min_chars: int = 1) -> AddReport:
     "Clean, tokenize and append `sources` [(name, kind, pieces_fn)]; returns an `AddReport`."
     if self.tokenizer is None:
         raise ValueError("this Queue was opened without a tokenizer; it cannot add data")
+    with self._writing():
+        return self._add(sources, progress, min_chars)
+
+
+@patch
+def _add(self: Queue, sources: Iterable, progress: Callable | None, min_chars: int) -> AddReport:
     tok, rep = self.tokenizer, AddReport()
     known = {r["hash"]: r["source"] for r in self.rows()}
     w, pending, done = _ShardWriter(self), [], 0
@@ -196,9 +242,10 @@ def add(self: Queue, sources: Iterable, progress: Callable | None = None, min_ch
                 if chars < min_chars:
                     raise Rejected(f"too short ({chars} characters; the minimum is {min_chars})")
                 w.write(np.array([tok.eos_id]))
-            except Rejected as e:
+            except Exception as e:  # one bad source never takes the others down (Ctrl-C still stops everything)
                 w.rewind(start)
-                rep.rejected.append((name, str(e)))
+                reason = str(e) if isinstance(e, Rejected) else f"cannot read it ({type(e).__name__}: {one_line(e)})"
+                rep.rejected.append((name, reason))
             else:
                 digest = h.hexdigest()
                 if digest in known:
@@ -229,21 +276,39 @@ def add_text(self: Queue, text: str, source: str = "text", kind: str = "text", *
     return self.add([(source, kind, lambda: iter([text]))], **kw)
 
 # %% ../nbs/06_queue.ipynb #8342def4
+def _leaves(p: Path, root: Path) -> bool:
+    "Whether the link `p` leads out of `root` (already resolved); a broken link or a loop is left to `check_file`."
+    try:
+        target = p.resolve(strict=True)
+    except (OSError, RuntimeError):  # broken, or a loop: refused later with that reason
+        return False
+    return not target.is_relative_to(root)
+
+
 def iter_files(paths, report: AddReport | None = None) -> Iterator[Path]:
-    "Files under `paths` (folders recursively, hidden entries skipped); missing paths go to `report.rejected`."
+    "Files under `paths` (folders walked, hidden entries skipped, links out of a folder refused; see above)."
+    def refuse(path, reason):
+        if report is None:
+            raise Rejected(f"{path}: {reason}")
+        report.rejected.append((str(path), reason))
+
     for p in map(Path, paths):
         if p.is_dir() and not p.is_symlink():
-            for root, dirs, files in os.walk(p):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for f in sorted(files):
-                    if not f.startswith("."):
-                        yield Path(root) / f
+            root = p.resolve()
+            for here, dirs, files in os.walk(p):
+                here = Path(here)
+                for d in sorted(d for d in dirs if not d.startswith(".") and (here / d).is_symlink()):
+                    refuse(here / d, "a symbolic link to a folder (links inside a dropped folder are not followed)")
+                dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (here / d).is_symlink())
+                for f in sorted(f for f in files if not f.startswith(".")):
+                    if (here / f).is_symlink() and _leaves(here / f, root):
+                        refuse(here / f, "a symbolic link leading out of the dropped folder (not followed)")
+                    else:
+                        yield here / f
         elif p.exists() or p.is_symlink():
             yield p
-        elif report is not None:
-            report.rejected.append((str(p), "no such file or directory"))
         else:
-            raise Rejected(f"{p}: no such file or directory")
+            refuse(p, "no such file or directory")
 
 # %% ../nbs/06_queue.ipynb #7e57118f
 @patch
@@ -267,25 +332,51 @@ def _move_out(src: Path, inbox: Path, dest_root: Path):
     shutil.move(str(src), str(dest))
 
 # %% ../nbs/06_queue.ipynb #a4e58165
+SETTLE = 0.5  # seconds an inbox file must keep its size and time to count as completely written
+
+
+def _settled(files: list[Path], wait: float = SETTLE) -> set[Path]:
+    "The files whose size and modification time do not change within `wait` seconds (a copy has finished)."
+    def sig(f):
+        try:
+            st = f.lstat()
+            return st.st_size, st.st_mtime_ns
+        except OSError:
+            return None
+
+    first = {f: sig(f) for f in files}
+    if wait and any(s and time.time_ns() - s[1] < 5e9 for s in first.values()):  # only recent files can be busy
+        time.sleep(wait)
+    return {f for f in files if first[f] is not None and sig(f) == first[f]}
+
+# %% ../nbs/06_queue.ipynb #9637376a
 @patch
 def ingest_inbox(self: Queue, progress: Callable | None = None, **kw) -> AddReport:
     "Ingest everything in the model's inbox, then move it out (to `ingested/` or `rejected/`)."
     inbox = self.model_dir / "inbox"
-    inbox.mkdir(parents=True, exist_ok=True)
-    files = list(iter_files([inbox]))
-    names = {f: f"inbox/{f.relative_to(inbox)}" for f in files}
-    srcs = ((names[f], "file", (lambda f=f: extract(f))) for f in files)
-    prog = (lambda **k: progress(total=len(files), **k)) if progress else None
-    rep = self.add(srcs, progress=prog, **kw) if files else AddReport()
-    bad = {s for s, _ in rep.rejected}
-    for f in files:
-        if f.exists() or f.is_symlink():
-            _move_out(f, inbox, self.model_dir / ("rejected" if names[f] in bad else "ingested"))
-    for d in sorted((p for p in inbox.rglob("*") if p.is_dir()), reverse=True):
-        try:
-            d.rmdir()
-        except OSError:
-            pass
+    with self._writing(), file_lock(self.dir / ".inbox.lock"):  # one scan at a time, so no file goes in twice
+        inbox.mkdir(exist_ok=True)
+        found = AddReport()
+        listed = list(iter_files([inbox], found))
+        files = sorted(_settled(listed))
+        names = {f: f"inbox/{f.relative_to(inbox)}" for f in files}
+        srcs = ((names[f], "file", (lambda f=f: extract(f))) for f in files)
+        prog = (lambda **k: progress(total=len(files), **k)) if progress else None
+        rep = self.add(srcs, progress=prog, **kw) if files else AddReport()
+        rep.waiting = [f"inbox/{f.relative_to(inbox)}" for f in listed if f not in names]
+        bad = {s for s, _ in rep.rejected}
+        for f in files:
+            if f.exists() or f.is_symlink():
+                _move_out(f, inbox, self.model_dir / ("rejected" if names[f] in bad else "ingested"))
+        for path, reason in found.rejected:  # links that leave the inbox: moved aside, never followed
+            _move_out(Path(path), inbox, self.model_dir / "rejected")
+            rep.rejected.append((f"inbox/{Path(path).relative_to(inbox)}", reason))
+        self._log_rejected(found.rejected)
+        for d in sorted((p for p in inbox.rglob("*") if p.is_dir() and not p.is_symlink()), reverse=True):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
     return rep
 
 # %% ../nbs/06_queue.ipynb #b8df19f5

@@ -58,6 +58,7 @@ class BPETokenizer:
         ids = [tk.token_to_id(s) for s in SPECIALS]
         if ids != [0, 1, 2]:
             raise ValueError(f"BPE tokenizer must have {SPECIALS} as ids 0, 1, 2; found {ids}")
+        tk.encode_special_tokens = True  # a literal "<eos>" in a document is text, never the special id
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int = 4096, min_frequency: int = 2):

@@ -131,6 +131,8 @@ class EpochCursor:
     n_train: int = 0  # training positions of the current epoch
     block: int | None = None  # block length of the current epoch (its sequence length when it began)
     seed: int | None = None  # data-order seed of the current epoch
+    loss_sum: float = 0.0  # sum of loss x tokens over the current epoch's steps (its train loss, checkpointed)
+    loss_tokens: int = 0  # tokens of those steps
 
     @property
     def active(self) -> bool:
@@ -161,7 +163,8 @@ def matmul_peak(n: int = 1024, seconds: float = 0.3) -> float:
     "Measured float32 matmul FLOP/s on this machine with the current torch thread count (cached)."
     key = torch.get_num_threads()
     if key not in _PEAK:
-        a, b = torch.randn(n, n), torch.randn(n, n)
+        g = torch.Generator().manual_seed(0)  # its own generator: training's RNG stream stays untouched
+        a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
         a @ b  # warm-up
         k, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
@@ -214,7 +217,6 @@ class Trainer:
         self.lm = self.opt = self.queue = self.corpus = self.plan = self.ddp = None
         self.history = _NoHistory()
         self.cursor = EpochCursor.from_state(self.state)
-        self._epoch_loss = [0.0, 0]  # loss x tokens, tokens of the current epoch
         self._epoch_ended = False  # an epoch ended since the last checkpoint
         self._tps = None  # smoothed tokens/s of the run
 
@@ -299,23 +301,23 @@ def _begin_epoch(self: Trainer):
                             f"{s.batch_size} x {s.seq_len} needs {s.batch_size * s.seq_len:,}: add {need:,} more "
                             "tokens, or lower --batch-size / --seq-len")
     self.cursor = EpochCursor(c.epoch, 0, n_rows, self.plan.n_train, s.seq_len, s.seed)
-    self._epoch_loss = [0.0, 0]
 
 # %% ../nbs/11_trainer.ipynb #d698e69d
 @patch
-def _end_epoch(self: Trainer):
-    "Close the current epoch: validation loss, ledger record, history row and event."
+def _end_epoch(self: Trainer, step: int):
+    "Close the current epoch, completed by optimizer step `step`: validation loss, ledger record, history row, event."
+    # Stamped with the step that completes the epoch: if the process dies before that step's checkpoint, the
+    # resumed run drops the row (it is past the checkpoint) and ends the epoch again, once.
     st, c = self.lm.state, self.cursor
     val = self.validate() if self.rank == 0 else None
-    tl = self._epoch_loss[0] / self._epoch_loss[1] if self._epoch_loss[1] else float("nan")
+    tl = c.loss_sum / c.loss_tokens if c.loss_tokens else float("nan")
     st.setdefault("epoch_rows", []).append(c.n_rows)  # the ledger: sources this epoch saw
     self.cursor = EpochCursor(epoch=c.epoch + 1)
     st["data"], st["epochs_trained"] = self.cursor.to_dict(), float(c.epoch + 1)
-    self.history.epoch(epoch=c.epoch + 1, time=time.time(), step=st["steps"], tokens=st["tokens_seen"],
-                       train_loss=tl, val_loss=float("nan") if val is None else val, n_rows=c.n_rows)
-    ev = self._emit("epoch", epoch=c.epoch + 1, train_loss=tl, val_loss=val, n_rows=c.n_rows)
+    self.history.epoch(epoch=c.epoch + 1, time=time.time(), step=step, tokens=st["tokens_seen"], train_loss=tl,
+                       val_loss=float("nan") if val is None else val, n_rows=c.n_rows)
+    ev = self._emit("epoch", step=step, epoch=c.epoch + 1, train_loss=tl, val_loss=val, n_rows=c.n_rows)
     self.history.event(**ev)
-    self._epoch_loss = [0.0, 0]
     self.plan = None
     self._epoch_ended = True
 
@@ -335,7 +337,7 @@ def _collect(self: Trainer, need: int):
             limit = min(limit, max(0, math.ceil((self.target - c.epoch) * c.n_train) - c.offset))
         if limit == 0:
             if c.offset >= c.n_train:
-                self._end_epoch()
+                self._end_epoch(self.lm.state["steps"] + 1)
                 continue
             break
         k = min(limit, need - got)
@@ -345,7 +347,7 @@ def _collect(self: Trainer, need: int):
         got += k
         c.offset += k
         if c.offset == c.n_train and got < need and self.target >= c.epoch + 1:
-            self._end_epoch()
+            self._end_epoch(self.lm.state["steps"] + 1)  # the batch goes on in the next epoch
     if not got:
         return None
     return np.concatenate(xs), np.concatenate(ys)
@@ -449,7 +451,7 @@ def _setup(self: Trainer):
     st["training"] = {**st.get("training", {}), **self.settings.to_dict()}
     st["target_epochs"] = self.target
     self.cursor = EpochCursor.from_state(st)
-    self.plan, self._epoch_loss, self._epoch_ended = None, [0.0, 0], False
+    self.plan, self._epoch_ended = None, False
     if self.cursor.active:
         self._begin_epoch()
 
@@ -499,8 +501,8 @@ def _record_step(self: Trainer, loss: float, gn: float, n_tok: int, dt: float, f
     st["steps"] += 1
     st["tokens_seen"] += n_tok
     st["epochs_trained"] = self.cursor.epochs_trained
-    self._epoch_loss[0] += loss * n_tok
-    self._epoch_loss[1] += n_tok
+    self.cursor.loss_sum += loss * n_tok
+    self.cursor.loss_tokens += n_tok
     tps = n_tok / dt
     self._tps = tps if self._tps is None else 0.9 * self._tps + 0.1 * tps  # smoothed for the display
     lr = self.opt.param_groups[0]["lr"]
@@ -517,6 +519,8 @@ def _train_loop(self: Trainer, max_steps: int | None, max_time: float | None, t0
     "Steps until a reason to stop; returns the run's summary (after the final checkpoint)."
     st, s = self.lm.state, self.settings
     fpt, peak = flops_per_token(self.lm.model.cfg, s.seq_len), matmul_peak()
+    if self.plan is None and self.cursor.epochs_trained < self.target - 1e-12:
+        self._begin_epoch()  # a queue that cannot fill a batch is refused before the run starts
     start = self._emit("start", settings=s.to_dict(), target_epochs=self.target,
                        epochs_trained=self.cursor.epochs_trained, layers=self.lm.model.cfg.n_layer,
                        n_params=self.lm.model.n_params, peak_flops=peak)
@@ -544,7 +548,7 @@ def _train_loop(self: Trainer, max_steps: int | None, max_time: float | None, t0
         run_steps, run_tokens, last = run_steps + 1, run_tokens + n_tok, loss
         first = loss if first is None else first
         if self.cursor.active and self.cursor.offset >= self.cursor.n_train:
-            self._end_epoch()
+            self._end_epoch(st["steps"])
         due = st["steps"] - last_save >= self.save_every or time.time() - last_save_t >= self.save_seconds
         if self._epoch_ended or due:
             self._checkpoint()
@@ -564,9 +568,7 @@ def run(self: Trainer, max_steps: int | None = None, max_time: float | None = No
     "Train until the target epochs, `max_steps`, `max_time` seconds or `stop()`; returns a summary dict."
     if self.running:
         raise TrainingError("this trainer is already running")
-    if self._stop.is_set():  # a stop asked of an earlier run does not stop this one
-        self._stop = threading.Event()
-    self.running, t0 = True, time.time()
+    self.running, t0 = True, time.time()  # a stop asked before the run starts stops it at its first step
     try:
         with model_lock(self.path) if self.rank == 0 else nullcontext():
             self._setup()
@@ -584,6 +586,7 @@ def run(self: Trainer, max_steps: int | None = None, max_time: float | None = No
         raise
     finally:
         self.history.close()
+        self._stop.clear()  # a stop asked of this run does not stop the next one
         self.running = False
 
 # %% ../nbs/11_trainer.ipynb #33207500
@@ -649,6 +652,4 @@ class ConsoleProgress:
             losses = f"; loss before {lb:.6f}, after {la:.6f}" if lb is not None else ""
             self._line(f"grew {ev['from_layers']} -> {ev['to_layers']} layers{losses}")
         elif t in ("done", "stop"):
-            self._line(describe_end(ev))
-        elif t == "error":
-            self._line(f"error: {ev['message']}")
+            self._line(describe_end(ev))  # errors are not printed here: they reach the caller as exceptions

@@ -13,16 +13,18 @@ import torch
 from fastcore.basics import patch
 from safetensors import safe_open
 from safetensors.torch import save as st_save, load as st_load
-from .core import atomic_write_bytes, atomic_write_json, read_json, fsync_dir, file_lock, busy_lock, now
+from .core import (atomic_write_bytes, atomic_write_json, read_json, fsync_dir, fsync_tree, file_lock,
+                                 busy_lock, now, one_line)
 from .config import CLLMConfig, TrainSettings, preset, param_count, check_target_epochs
 from .model import CLLM
 from .tokenizer import load_tokenizer, make_tokenizer
-from .queue import Queue, epoch_record, ledger as source_ledger, queue_summary as summarize_queue
+from .queue import (Queue, epoch_record, ledger as source_ledger, queue_summary as summarize_queue, WRITERS,
+                                  writers_busy_message)
 
 # %% auto #0
 __all__ = ['FORMAT_VERSION', 'resolve_home', 'check_name', 'new_state', 'weights_bytes', 'weights_step', 'load_weights',
            'checkpoint_path', 'write_checkpoint', 'read_checkpoint', 'drop_checkpoints_after', 'recover_state',
-           'LoadedModel', 'Workspace', 'model_lock']
+           'LoadedModel', 'Workspace', 'model_lock', 'whole_model_lock']
 
 # %% ../nbs/07_workspace.ipynb #c36dfd7e
 def resolve_home(home=None) -> Path:
@@ -30,13 +32,13 @@ def resolve_home(home=None) -> Path:
     return Path(home or os.environ.get("CLLM_HOME") or "data").expanduser()
 
 # %% ../nbs/07_workspace.ipynb #b69d8865
-_NAME_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 
 
 def check_name(name) -> str:
     "Return `name` if it is a valid model name, else raise `ValueError` saying what is allowed."
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or name.startswith("."):
-        rule = "use 1-64 letters, digits, '_', '.' or '-', not starting with '.'"
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        rule = "use 1-64 letters, digits, '_', '.' or '-', starting with a letter or a digit"
         raise ValueError(f"invalid model name {name!r}: {rule}")
     return name
 
@@ -111,10 +113,14 @@ def read_checkpoint(model_dir, step: int) -> dict | None:
 
 # %% ../nbs/07_workspace.ipynb #e1ecb6f6
 def drop_checkpoints_after(model_dir, step: int):
-    "Delete trainer files of checkpoints past `step` (left by a checkpoint that never committed)."
+    "Delete checkpoint files past `step` and temporary files of atomic writes, all left by a killed process."
+    # only the holder of the model's lock (a trainer) calls it: nobody else is writing these files
     for stale in (Path(model_dir) / "trainer").glob("ckpt-*.pt"):
         if int(stale.stem.split("-")[1]) > step:
             stale.unlink()
+    for sub in ("", "trainer", "history"):
+        for tmp in (Path(model_dir) / sub).glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 # %% ../nbs/07_workspace.ipynb #4cc34094
 def recover_state(model_dir) -> dict:
@@ -200,7 +206,25 @@ def model_lock(model_dir, blocking: bool = False):
     msg = f"model {Path(model_dir).name!r} is in use by another process (training?); try again when it finishes"
     return busy_lock(Path(model_dir) / ".busy", msg, blocking)
 
+
+@contextmanager
+def whole_model_lock(model_dir):
+    "Both locks of a model, taken at once or refused: no trainer and no data writer (see `Queue`) is at work."
+    with model_lock(model_dir), busy_lock(Path(model_dir) / WRITERS, writers_busy_message(model_dir)):
+        yield
+
 # %% ../nbs/07_workspace.ipynb #b2b57881
+@patch
+def _sweep(self: Workspace, age: float = 3600):
+    "Remove what killed processes left in `models/`: deleted models' trash, and build folders older than `age` s."
+    import time
+    with self._locked():
+        for p in self.models_dir.iterdir():
+            stale = p.name.startswith(".tmp-") and time.time() - p.stat().st_mtime > age
+            if p.is_dir() and (p.name.startswith(".trash-") or stale):
+                shutil.rmtree(p, ignore_errors=True)
+
+# %% ../nbs/07_workspace.ipynb #622ef199
 @patch
 def create(self: Workspace, name: str, config: CLLMConfig | None = None, *, preset_name: str = "tiny",
            tokenizer: str = "byte", texts: Iterable[str] | None = None, vocab_size: int = 4096,
@@ -220,6 +244,7 @@ def create(self: Workspace, name: str, config: CLLMConfig | None = None, *, pres
         raise ValueError(f"a model of {n:,} parameters is too large for this tool (limit 2e9)")
     torch.manual_seed(seed)
     model = CLLM(config)
+    self._sweep()
     state["seed"] = seed
     state["training"]["seq_len"] = min(state["training"]["seq_len"], config.max_seq_len)  # a default that fits
     self.models_dir.mkdir(parents=True, exist_ok=True)
@@ -231,6 +256,7 @@ def create(self: Workspace, name: str, config: CLLMConfig | None = None, *, pres
         atomic_write_bytes(tmp / "model.safetensors", weights_bytes(model))
         atomic_write_json(tmp / "config.json", config.to_dict())
         atomic_write_json(tmp / "state.json", state)
+        fsync_tree(tmp)  # everything on disk before the model appears under its name
         with self._locked():
             if self.exists(name):
                 raise ValueError(f"a model named {name!r} already exists in {self.home}")
@@ -318,15 +344,27 @@ def info(self: Workspace, name: str) -> dict:
 # %% ../nbs/07_workspace.ipynb #2de8b2f2
 @patch
 def list(self: Workspace) -> list[dict]:
-    "One summary dict per model (see `Workspace.info`)."
-    return [self.info(n) for n in self.names()]
+    "One summary dict per model (see `Workspace.info`); a damaged one is `{name, path, damaged: reason}`."
+    out = []
+    for name in self.names():
+        try:
+            out.append(self.info(name))
+        except Exception as e:  # one damaged model never hides the others
+            out.append(dict(name=name, path=str(self.path(name)), damaged=one_line(e)))
+    folders = sorted(self.models_dir.iterdir()) if self.models_dir.is_dir() else []
+    for p in (p for p in folders if p.is_dir() and not p.name.startswith(".")):  # hand-made folders: named, flagged
+        try:
+            check_name(p.name)
+        except ValueError as e:
+            out.append(dict(name=p.name, path=str(p), damaged=one_line(e)))
+    return sorted(out, key=lambda r: r["name"])
 
 # %% ../nbs/07_workspace.ipynb #b9881e19
 @patch
 def rename(self: Workspace, old: str, new: str):
     "Rename model `old` to `new`; its queue and history move with it."
     src, dst = self.require(old), self.path(new)
-    with self._locked(), model_lock(src):
+    with self._locked(), whole_model_lock(src):
         if dst.exists():
             raise ValueError(f"a model named {new!r} already exists in {self.home}")
         os.rename(src, dst)
@@ -341,12 +379,14 @@ def copy(self: Workspace, src: str, dst: str):
         raise ValueError(f"a model named {dst!r} already exists in {self.home}")
     tmp = self.models_dir / f".tmp-{dst}-{uuid.uuid4().hex[:8]}"
     try:
-        with model_lock(s):
-            shutil.copytree(s, tmp, ignore=shutil.ignore_patterns(".busy", ".*.tmp"))
+        with whole_model_lock(s):  # a consistent copy: nothing trains or writes data meanwhile
+            shutil.copytree(s, tmp, symlinks=True, ignore=shutil.ignore_patterns(".busy", WRITERS, ".*.tmp", ".tmp-*"))
+        fsync_tree(tmp)
         with self._locked():
             if d.exists():
                 raise ValueError(f"a model named {dst!r} already exists in {self.home}")
             os.rename(tmp, d)
+            fsync_dir(self.models_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -357,7 +397,7 @@ def delete(self: Workspace, name: str):
     "Delete model `name` and everything it owns."
     p = self.require(name)
     trash = self.models_dir / f".trash-{name}-{uuid.uuid4().hex[:8]}"
-    with self._locked(), model_lock(p):
+    with self._locked(), whole_model_lock(p):
         os.rename(p, trash)
         fsync_dir(self.models_dir)
     shutil.rmtree(trash, ignore_errors=True)
