@@ -18,6 +18,9 @@ def check(ws, name):
     ds = history(ws, name)
     steps = ds.step.values.tolist()
     assert steps == list(range(1, lm.state["steps"] + 1)), "history rows do not match the checkpoint"
+    ep = ds.epoch.values.tolist()
+    assert ep == list(range(1, len(ep) + 1)), f"epoch rows duplicated or missing: {ep}"
+    assert ep == list(range(1, int(lm.state["epochs_trained"]) + 1)), "epoch rows disagree with epochs_trained"
     q = ws.queue(name); rows = q.rows(); c = q.corpus()
     data = c.read(0, len(c))
     for i, r in enumerate(rows):
@@ -31,7 +34,7 @@ def main():
     ap = parser(__doc__)
     ap.add_argument("--kills", type=int, default=None)
     a = ap.parse_args()
-    kills_wanted = a.kills or (20 if a.quick else 60)
+    kills_wanted = a.kills or (20 if a.quick else 100)
     home = Path(tempfile.mkdtemp())
     ws = Workspace(home)
     text = corpus_text(40_000)
@@ -41,7 +44,7 @@ def main():
     for name in ("ref", "k", "ing"):                                    # "ing" takes the ingests, so that "k" keeps the data of "ref"
         ws.create(name, preset_name="nano", d_model=32, n_head=2, d_ff=64, max_seq_len=64)
         ws.queue(name).add_text(text, source="base")
-    epochs = "6" if a.quick else "16"
+    epochs = "6" if a.quick else "30"
     train = lambda name: [str(BIN / "cllm"), "--home", str(home), "train", name, "--epochs", epochs, "--batch-size", "8", "--seq-len", "32",
                           "--threads", "1", "--save-every", "1"]
     subprocess.run(train("ref"), check=True, capture_output=True)

@@ -42,6 +42,7 @@ class CLLMConfig:
     positional: str = "rope"  # "rope", "learned", "clock" (clock-ring sinusoids) or "none"
     attention_bias: str = "none"  # "angular" (learnably scaled angular score) or "none"
     dropout: float = 0.0  # dropout on attention output and MLP output
+    clock_min_period: float = 3.0  # shortest period of the clock positions, in positions (above 2: see the lattice)
 
     def __post_init__(self):
         self.validate()
@@ -69,6 +70,8 @@ class CLLMConfig:
             raise ValueError(f"clock positions need an even d_model, got {self.d_model}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 2 <= self.clock_min_period <= 12:
+            raise ValueError(f"clock_min_period must be between 2 and 12, got {self.clock_min_period}")
         return self
 
     def to_dict(self) -> dict:
@@ -81,6 +84,8 @@ class CLLMConfig:
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        if "clock_min_period" not in d:  # written by the first version, whose shortest clock period was 2
+            d = {**d, "clock_min_period": 2.0}
         return cls(**d)
 
 # %% ../nbs/01_config.ipynb #764c3f02

@@ -120,6 +120,8 @@ def read_text_chunks(path, chunk: int = CHUNK) -> Iterator[str]:
             raw = f.read(chunk)
             if first and raw.startswith(codecs.BOM_UTF8):
                 raw, offset = raw[3:], 3
+            if first and raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+                raise Rejected("UTF-16 text; convert it to UTF-8 first")
             first = False
             if not raw:
                 break
@@ -131,7 +133,8 @@ def read_text_chunks(path, chunk: int = CHUNK) -> Iterator[str]:
                 yield dec.decode(raw)
             except UnicodeDecodeError as e:  # e.start counts from the first pending byte
                 bad, at = (pending + raw)[e.start], offset - len(pending) + e.start
-                raise Rejected(f"not valid UTF-8 (byte 0x{bad:02x} at offset {at}); convert it to UTF-8 first") from None
+                raise Rejected(f"not valid UTF-8 (byte 0x{bad:02x} at offset {at}); "
+                               "convert it to UTF-8 first") from None
             offset += len(raw)
     try:
         dec.decode(b"", final=True)
@@ -206,6 +209,8 @@ def extract_json(path) -> Iterator:
     "A JSON object with a `text` field, or a list of such objects (or of strings)."
     try:
         data = json.loads(_read_whole(path).decode("utf-8"))
+    except Rejected:
+        raise
     except UnicodeDecodeError:
         raise Rejected("not valid UTF-8") from None
     except ValueError as e:
@@ -248,6 +253,8 @@ def extract_ipynb(path) -> Iterator:
     "The source of a Jupyter notebook's markdown and code cells (not its outputs), as one document."
     try:
         nb = json.loads(_read_whole(path).decode("utf-8"))
+    except Rejected:
+        raise
     except UnicodeDecodeError:
         raise Rejected("not valid UTF-8") from None
     except ValueError as e:

@@ -60,25 +60,25 @@ def lattice_embedding(vocab_size: int, dim: int, std: float = 0.02, jitter: floa
     return (E / E.std() * std).astype(np.float32)
 
 # %% ../nbs/02_lattice.ipynb #1a731e1b
-def clock_periods(n: int, max_period: float | None = None) -> np.ndarray:
-    "`n` periods (in positions) spaced log-linearly through the clock-hand turn lengths 2, 12, 720, 43200, ..."
+def clock_periods(n: int, max_period: float | None = None, min_period: float = 2.0) -> np.ndarray:
+    "`n` periods (in positions) spaced log-linearly through `min_period` and the clock-hand turns 12, 720, 43200, ..."
     if n < 1:
         raise ValueError("n must be positive")
-    marks = [2.0]
+    marks = [min_period]
     for r in CLOCK_RINGS:
         marks.append(marks[-1] * r if len(marks) > 1 else float(r))
-    marks = np.array(marks)  # 2, 12, 720, 43200, 4.32e6, 4.32e9
+    marks = np.array(marks)  # min_period, 12, 720, 43200, 4.32e6, 4.32e9
     if max_period is not None:
         marks = np.concatenate([marks[marks < max_period], [max_period]])
     u = np.linspace(0, len(marks) - 1, n)
     return np.exp(np.interp(u, np.arange(len(marks)), np.log(marks)))
 
 # %% ../nbs/02_lattice.ipynb #7361c641
-def clock_positional_encoding(max_len: int, dim: int) -> np.ndarray:
+def clock_positional_encoding(max_len: int, dim: int, min_period: float = 3.0) -> np.ndarray:
     "Sinusoidal encoding `[max_len, dim]` with clock-ring periods (sin on even, cos on odd dimensions)."
     if dim % 2:
         raise ValueError("dim must be even for a sinusoidal encoding")
-    periods = clock_periods(dim // 2, max_period=max(12.0, 4.0 * max_len))
+    periods = clock_periods(dim // 2, max_period=max(12.0, 4.0 * max_len), min_period=min_period)
     pos = np.arange(max_len)[:, None]
     ang = 2 * np.pi * pos / periods[None, :]
     pe = np.zeros((max_len, dim))

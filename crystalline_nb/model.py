@@ -133,7 +133,8 @@ class CLLM(nn.Module):
         if cfg.positional == "learned":
             self.pos_emb = nn.Embedding(cfg.max_seq_len, cfg.d_model)
         if cfg.positional == "clock":
-            pe = torch.from_numpy(clock_positional_encoding(cfg.max_seq_len, cfg.d_model)) * 0.02 * math.sqrt(2)
+            pe = clock_positional_encoding(cfg.max_seq_len, cfg.d_model, cfg.clock_min_period)
+            pe = torch.from_numpy(pe) * 0.02 * math.sqrt(2)
             self.register_buffer("pos_code", pe, persistent=False)
         if cfg.positional == "rope":
             cos, sin = _rope_tables(cfg.head_dim, cfg.max_seq_len)

@@ -15,9 +15,9 @@ from .core import fsync_dir, file_lock, shared_lock, busy_lock, read_jsonl, appe
 from .ingest import Cleaner, DOC_BREAK, Rejected, extract
 
 # %% auto #0
-__all__ = ['ENCODE_BATCH', 'SHARD_MAX', 'WRITERS', 'SETTLE', 'VAL_EVERY', 'VAL_MIN_BLOCKS', 'AddReport', 'Queue',
-           'writers_busy_message', 'iter_files', 'Corpus', 'EpochPlan', 'missing_tokens', 'gather', 'ledger',
-           'queue_summary', 'epoch_record']
+__all__ = ['ENCODE_BATCH', 'SHARD_MAX', 'WRITERS', 'SETTLE', 'HOLDOUT_SPAN', 'HOLDOUT_EVERY', 'VAL_EVERY', 'VAL_MIN_BLOCKS',
+           'AddReport', 'Queue', 'writers_busy_message', 'iter_files', 'Corpus', 'EpochPlan', 'missing_tokens',
+           'gather', 'ledger', 'queue_summary', 'epoch_record']
 
 # %% ../nbs/06_queue.ipynb #478e89f5
 @dataclass
@@ -421,25 +421,52 @@ def corpus(self: Queue, n_rows: int | None = None) -> Corpus:
     return Corpus(self, n_rows)
 
 # %% ../nbs/06_queue.ipynb #ea2c7a85
-VAL_EVERY, VAL_MIN_BLOCKS = 20, 40
+HOLDOUT_SPAN, HOLDOUT_EVERY = 256, 20
+VAL_EVERY, VAL_MIN_BLOCKS = 20, 40  # the plan of epochs begun by the first version
 
+
+def _blocks(lo: int, hi: int, block: int) -> tuple[np.ndarray, np.ndarray]:
+    "Starts and lengths of blocks of `block` positions covering [lo, hi) (the last one may be short)."
+    starts = np.arange(lo, hi, block, dtype=np.int64)
+    return starts, np.minimum(block, hi - starts)
+
+
+def _heldout(n_pos: int, holdout: int) -> tuple[np.ndarray, np.ndarray]:
+    "Starts and lengths of the held-out spans (see above) within the first `n_pos` positions."
+    first = holdout + (HOLDOUT_EVERY - 1) * HOLDOUT_SPAN
+    starts = np.arange(first, n_pos, HOLDOUT_EVERY * HOLDOUT_SPAN, dtype=np.int64)
+    return starts, np.minimum(HOLDOUT_SPAN, n_pos - starts)
+
+# %% ../nbs/06_queue.ipynb #2bf6d700
 class EpochPlan:
-    "The shuffled block order of one epoch over a corpus of `n_tokens` tokens."
+    "The shuffled block order of one epoch over a corpus of `n_tokens` tokens, and its held-out positions."
 
-    def __init__(self, n_tokens: int, block: int, seed: int, epoch: int):
-        self.n_tokens, self.block, self.seed, self.epoch = n_tokens, block, seed, epoch
+    def __init__(self, n_tokens: int, block: int, seed: int, epoch: int, holdout: int | None = None):
+        self.n_tokens, self.block, self.seed, self.epoch, self.holdout = n_tokens, block, seed, epoch, holdout
         n_pos = max(n_tokens - 1, 0)  # positions that have a target
-        nb = -(-n_pos // block) if n_pos else 0
-        starts = np.arange(nb, dtype=np.int64) * block
-        lens = np.minimum(block, n_pos - starts)
-        is_val = (np.arange(nb) % VAL_EVERY == VAL_EVERY - 1) if nb >= VAL_MIN_BLOCKS else np.zeros(nb, bool)
-        self.val_starts, self.val_lens = starts[is_val], lens[is_val]
-        tr_s, tr_l = starts[~is_val], lens[~is_val]
-        full = tr_l == block  # a short final block goes last, so windows stay aligned
+        if holdout is None:
+            tr_s, tr_l = self._first_version(n_pos)
+        else:
+            self.val_starts, self.val_lens = _heldout(n_pos, holdout)
+            self.val_block = min(block, HOLDOUT_SPAN)
+            edges = [0] + [int(x) for s, n in zip(self.val_starts, self.val_lens) for x in (s, s + n)] + [n_pos]
+            parts = [_blocks(lo, hi, block) for lo, hi in zip(edges[::2], edges[1::2]) if hi > lo]
+            tr_s = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+            tr_l = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
+        full = tr_l == block  # short blocks go last, so that windows stay aligned to blocks
         order = np.random.default_rng([seed, epoch]).permutation(int(full.sum()))
         self.starts = np.concatenate([tr_s[full][order], tr_s[~full]])
         self.lens = np.concatenate([tr_l[full][order], tr_l[~full]])
         self.cum = np.concatenate([[0], np.cumsum(self.lens)])
+        self.cuts = self.cum[1:][self.lens < block]  # stream positions where a short block ends
+
+    def _first_version(self, n_pos: int):
+        "Held-out blocks of the first version's plan; returns the training blocks."
+        starts, lens = _blocks(0, n_pos, self.block)
+        nb = len(starts)
+        is_val = (np.arange(nb) % VAL_EVERY == VAL_EVERY - 1) if nb >= VAL_MIN_BLOCKS else np.zeros(nb, bool)
+        self.val_starts, self.val_lens, self.val_block = starts[is_val], lens[is_val], self.block
+        return starts[~is_val], lens[~is_val]
 
     @property
     def n_train(self) -> int:
@@ -457,6 +484,16 @@ class EpochPlan:
             out.append((int(self.starts[i]) + inner, k))
             offset, n, i = offset + k, n - k, i + 1
         return out
+
+    def next_cut(self, offset: int) -> int:
+        "The first stream position after `offset` where a short block ends (or the epoch ends)."
+        i = int(np.searchsorted(self.cuts, offset, side="right"))
+        return int(self.cuts[i]) if i < len(self.cuts) else self.n_train
+
+    def val_windows(self) -> list[int]:
+        "Starts of the validation windows (`val_block` positions each) in the held-out positions."
+        L = self.val_block
+        return [int(s) + j * L for s, n in zip(self.val_starts, self.val_lens) for j in range(int(n) // L)]
 
 # %% ../nbs/06_queue.ipynb #2af0906a
 def missing_tokens(n_train_positions: int, batch_size: int, seq_len: int) -> int:

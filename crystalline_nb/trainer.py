@@ -133,6 +133,7 @@ class EpochCursor:
     seed: int | None = None  # data-order seed of the current epoch
     loss_sum: float = 0.0  # sum of loss x tokens over the current epoch's steps (its train loss, checkpointed)
     loss_tokens: int = 0  # tokens of those steps
+    holdout: int | None = None  # where the model's held-out grid starts (None: an epoch of the first version)
 
     @property
     def active(self) -> bool:
@@ -285,13 +286,14 @@ def _begin_epoch(self: Trainer):
     c, s = self.cursor, self.settings
     if c.active:  # resume inside an epoch: same sources, same block order
         self.corpus = Corpus(self.queue, c.n_rows)
-        self.plan = EpochPlan(len(self.corpus), c.block, c.seed, c.epoch)
+        self.plan = EpochPlan(len(self.corpus), c.block, c.seed, c.epoch, c.holdout)
         if self.plan.n_train != c.n_train:
             raise TrainingError(f"the queue of {self.name!r} changed under its current epoch; it cannot resume")
         return
     n_rows = self._bcast(len(self.queue.rows()))  # every process takes rank 0's snapshot
     self.corpus = Corpus(self.queue, n_rows)
-    self.plan = EpochPlan(len(self.corpus), s.seq_len, s.seed, c.epoch)
+    holdout = self._holdout()
+    self.plan = EpochPlan(len(self.corpus), s.seq_len, s.seed, c.epoch, holdout)
     if n_rows == 0:
         raise TrainingError(f"the queue of {self.name!r} is empty: add data with `cllm add {self.name} PATH` "
                             f"or drop files into {self.path / 'inbox'}")
@@ -300,7 +302,17 @@ def _begin_epoch(self: Trainer):
         raise TrainingError(f"{self.name!r} has {self.plan.n_train:,} training tokens in its queue, and one batch of "
                             f"{s.batch_size} x {s.seq_len} needs {s.batch_size * s.seq_len:,}: add {need:,} more "
                             "tokens, or lower --batch-size / --seq-len")
-    self.cursor = EpochCursor(c.epoch, 0, n_rows, self.plan.n_train, s.seq_len, s.seed)
+    self.cursor = EpochCursor(c.epoch, 0, n_rows, self.plan.n_train, s.seq_len, s.seed, holdout=holdout)
+
+
+@patch
+def _holdout(self: Trainer) -> int:
+    "Where the model's held-out grid starts (see `EpochPlan`), fixed the first time it is asked for."
+    st = self.lm.state
+    if "holdout" not in st:  # a new model: 0; a model trained by the first version: after all it may have seen
+        seen = max(st.get("epoch_rows", []) + [self.cursor.n_rows or 0])
+        st["holdout"] = len(Corpus(self.queue, seen)) if seen else 0
+    return st["holdout"]
 
 # %% ../nbs/11_trainer.ipynb #d698e69d
 @patch
@@ -340,7 +352,8 @@ def _collect(self: Trainer, need: int):
                 self._end_epoch(self.lm.state["steps"] + 1)
                 continue
             break
-        k = min(limit, need - got)
+        cut = self.plan.next_cut(c.offset)  # the end of a short block (or of the epoch)
+        k = min(limit, need - got, cut - c.offset)
         x, y = gather(self.corpus, self.plan.runs(c.offset, k))
         xs.append(x)
         ys.append(y)
@@ -348,6 +361,14 @@ def _collect(self: Trainer, need: int):
         c.offset += k
         if c.offset == c.n_train and got < need and self.target >= c.epoch + 1:
             self._end_epoch(self.lm.state["steps"] + 1)  # the batch goes on in the next epoch
+        T = self.settings.seq_len
+        if c.offset == cut and got % T and got < need:
+            # after a short block the next window starts fresh: pad this one with positions the loss ignores,
+            # so that no window joins the ends of two unrelated blocks
+            pad = T - got % T
+            xs.append(np.full(pad, self.lm.tokenizer.pad_id))
+            ys.append(np.full(pad, -100))
+            got += pad
     if not got:
         return None
     return np.concatenate(xs), np.concatenate(ys)
@@ -356,19 +377,18 @@ def _collect(self: Trainer, need: int):
 @patch
 def validate(self: Trainer, max_blocks: int = 32) -> float | None:
     "Mean loss (nats/token) on up to `max_blocks` held-out blocks of the current epoch; None if it has none."
-    if self.plan is None or self.plan.val_starts.size == 0:
-        return None
-    starts = self.plan.val_starts[self.plan.val_lens == self.plan.block]
+    starts = np.array(self.plan.val_windows() if self.plan is not None else [], dtype=np.int64)
     if starts.size == 0:
         return None
     starts = starts[np.linspace(0, starts.size - 1, min(max_blocks, starts.size)).astype(int)]
+    L = self.plan.val_block
     m = self.lm.model
     was = m.training
     m.eval()
     tot, n, B = 0.0, 0, self.settings.batch_size
     with torch.no_grad():
         for i in range(0, len(starts), B):
-            x, y = zip(*(gather(self.corpus, [(int(s), self.plan.block)]) for s in starts[i : i + B]))
+            x, y = zip(*(gather(self.corpus, [(int(s), L)]) for s in starts[i : i + B]))
             x, y = torch.from_numpy(np.stack(x)), torch.from_numpy(np.stack(y))
             logits = m(x)
             tot += F.cross_entropy(logits.view(-1, logits.size(-1)).float(), y.view(-1), reduction="sum").item()

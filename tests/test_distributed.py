@@ -38,6 +38,12 @@ def ws(home):
     return w
 
 
+def same_cursor(a: dict, b: dict) -> bool:
+    "The same place in the data; the epoch's running loss may differ in its last bits (summation order)."
+    exact = lambda d: {k: v for k, v in d.items() if k != "loss_sum"}
+    return exact(a) == exact(b) and abs(a.get("loss_sum", 0) - b.get("loss_sum", 0)) <= 1e-5 * max(1.0, a.get("loss_sum", 0))
+
+
 def test_two_processes_equal_one(ws):
     single(ws, "one", 20)
     ddp(ws, "two", 20)
@@ -45,7 +51,7 @@ def test_two_processes_equal_one(ws):
     assert len(a) == len(b) == 20
     assert np.abs(a - b).max() < 1e-4, np.abs(a - b).max()
     sa, sb = ws.read_state("one"), ws.read_state("two")
-    assert sa["tokens_seen"] == sb["tokens_seen"] and sa["data"] == sb["data"]
+    assert sa["tokens_seen"] == sb["tokens_seen"] and same_cursor(sa["data"], sb["data"])
     wa, wb = ws.load("one").model.state_dict(), ws.load("two").model.state_dict()
     assert all(torch.allclose(wa[k], wb[k], atol=1e-4) for k in wa)
     print(f"largest loss difference, 2 processes x batch 4 against 1 x batch 8: {np.abs(a - b).max():.2e}")
@@ -60,7 +66,7 @@ def test_resume_across_world_sizes(ws):
         l = losses(ws, n)
         assert len(l) == 20 and np.abs(l - ref).max() < 1e-4, (n, np.abs(l - ref).max())
         st = ws.read_state(n)
-        assert st["tokens_seen"] == ws.read_state("one")["tokens_seen"] and st["data"] == ws.read_state("one")["data"]
+        assert st["tokens_seen"] == ws.read_state("one")["tokens_seen"] and same_cursor(st["data"], ws.read_state("one")["data"])
 
 
 def test_a_dead_rank_stops_the_job(ws):

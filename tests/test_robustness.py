@@ -184,3 +184,121 @@ def test_epoch_end_is_written_once_across_a_crash(ws, monkeypatch):
     assert list(ds.epoch.values) == [1, 2, 3], list(ds.epoch.values)
     assert np.isfinite(ds.train_loss.values).all() and crashed == [10]
     assert [e["epoch"] for e in json.loads(ds.attrs["events"]) if e["type"] == "epoch"] == [1, 2, 3]
+
+
+def _record_training(monkeypatch):
+    "Record, per optimizer step, the corpus positions of its windows (-1 for padding) and every validation window."
+    import crystalline_nb.queue as qm
+    steps, val, calls = [], [], []
+    real_runs, real_collect, real_validate = qm.EpochPlan.runs, Trainer._collect, Trainer.validate
+
+    def runs(plan, offset, n):
+        out = real_runs(plan, offset, n)
+        calls.append(out)
+        return out
+
+    def collect(self, need):
+        calls.clear()
+        got = real_collect(self, need)
+        if got is not None:  # padded positions are those whose target the loss ignores
+            pos = np.full(len(got[1]), -1)
+            pos[got[1] != -100] = np.concatenate([np.arange(s, s + k) for run in calls for s, k in run])
+            steps.append(pos)
+        return got
+
+    def validate(self, max_blocks=32):
+        if self.plan is not None:
+            val.extend(s + j for s in self.plan.val_windows() for j in range(self.plan.val_block))
+        return real_validate(self, max_blocks)
+
+    monkeypatch.setattr(qm.EpochPlan, "runs", runs)
+    monkeypatch.setattr(Trainer, "_collect", collect)
+    monkeypatch.setattr(Trainer, "validate", validate)
+    return steps, val
+
+
+def test_no_validation_token_is_ever_trained_on(tmp_path, monkeypatch):
+    "Across sequence-length changes, a growing corpus and growth, training never touches a held-out position."
+    steps, val = _record_training(monkeypatch)
+    w = Workspace(tmp_path)
+    w.create("v", preset_name="nano", max_seq_len=64)
+    text = "".join(f"Record {i}: twelve rings, sixty marks, a hundred steps.\n" for i in range(160))
+    w.queue("v").add_text(text, source="a")
+    Trainer(w, "v", batch_size=4, seq_len=32, target_epochs=1).run()
+    w.queue("v").add_text(text.replace("Record", "Entry"), source="b")
+    Trainer(w, "v", batch_size=3, seq_len=48, target_epochs=2, layers=3).run()
+    Trainer(w, "v", batch_size=8, seq_len=16, target_epochs=3).run()
+    trained = set(np.concatenate(steps).tolist()) - {-1}
+    assert len(val) > 0 and len(trained) > 10_000
+    assert not trained & set(val)
+    assert w.read_state("v")["holdout"] == 0
+
+
+def test_windows_stay_aligned_across_epoch_ends(tmp_path, monkeypatch):
+    "A batch that crosses an epoch end restarts on a window boundary: no window mixes two blocks."
+    steps, _ = _record_training(monkeypatch)
+    w = Workspace(tmp_path)
+    w.create("a", preset_name="nano", max_seq_len=64)
+    w.queue("a").add_text("Short lines of a corpus whose length is no multiple of anything. " * 25, source="s")
+    Trainer(w, "a", batch_size=4, seq_len=32, target_epochs=4, lr=1e-3).run()
+    assert any((s == -1).any() for s in steps)  # some batch did cross an epoch end
+    for pos in steps:
+        pos = np.concatenate([pos, np.full(-len(pos) % 32, -1)])  # the run's last window is padded later
+        for win in pos.reshape(-1, 32):
+            real = win[win >= 0]
+            assert (win[: len(real)] >= 0).all()  # padding only at the end of a window
+            assert (np.diff(real) == 1).all(), win  # one contiguous run of the corpus per window
+
+
+from hypothesis import given, settings, HealthCheck, strategies as st
+
+EXTS = [".txt", ".md", ".py", ".json", ".jsonl", ".html", ".pdf", ".ipynb", ".bin", ""]
+CONTENT = st.one_of(
+    st.binary(max_size=200),
+    st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")),
+    st.text(max_size=100).map(lambda t: t.encode("utf-16")),
+    st.text(alphabet="abc é\n{}[]\":", max_size=200).map(str.encode),
+    st.just(b'{"text": "a json document"}'), st.just(b"[" * 5000),
+)
+ENTRY = st.tuples(st.lists(st.sampled_from(["a", "b", "sub", "x y"]), max_size=3),  # folders
+                  st.text(alphabet="abcdef-_", min_size=1, max_size=6), st.sampled_from(EXTS),
+                  st.sampled_from(["file", "file", "file", "link-in", "link-out", "link-dir"]), CONTENT)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(ENTRY, min_size=1, max_size=12))
+def test_random_trees_each_file_accounted_once(tmp_path_factory, entries):
+    "Any tree of files: no error escapes, every file is added, a duplicate or refused exactly once, nothing leaks."
+    base = tmp_path_factory.mktemp("tree").resolve()
+    root, outside = base / "drop", base / "private"
+    root.mkdir()
+    outside.mkdir()
+    (outside / "key").write_text("TOPSECRET " * 20)
+    made = set()
+    for folders, stem, ext, kind, data in entries:
+        d = root.joinpath(*folders)
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):  # a file already took that folder's name
+            continue
+        p = d / (stem + ext)
+        if p.exists() or p.is_symlink() or p in made:
+            continue
+        if kind == "file" or not made:
+            p.write_bytes(data)
+        elif kind == "link-in":
+            p.symlink_to(sorted(made)[0])
+        elif kind == "link-out":
+            p.symlink_to(outside / "key")
+        else:
+            p.symlink_to(outside, target_is_directory=True)
+        made.add(p)
+    w = Workspace(base / "home")
+    w.create("t", preset_name="nano")
+    rep = w.queue("t").add_paths([root])
+    reported = ([r["source"] for r in rep.added] + [s for s, _ in rep.duplicates] + [s for s, _ in rep.rejected])
+    rel = sorted(str(Path(s).relative_to(root)) if Path(s).is_absolute() else s for s in reported)
+    assert rel == sorted(str(p.relative_to(root)) for p in made)
+    assert all("\n" not in why and why for _, why in rep.rejected)
+    c = w.queue("t").corpus()
+    assert "TOPSECRET" not in w.load("t").tokenizer.decode(c.read(0, len(c)).tolist())

@@ -61,3 +61,19 @@ def test_the_checks_can_fail():
     bad = ast.parse("from crystalline_nb.workspace import _busy_lock\nclass A: pass\nA.run = _run\n")
     assert [n for _, names in imports(bad) for n in names] == ["_busy_lock"]
     assert isinstance(bad.body[2].targets[0], ast.Attribute)
+
+
+@pytest.mark.parametrize("mod", LAYERS)
+def test_one_statement_per_line_and_lines_within_120(mod):
+    "No `;` between statements; no line over 120 characters except in nbdev's generated `__all__` list."
+    import io, tokenize
+    src = (PKG / f"{mod}.py").read_text()
+    tokens = tokenize.generate_tokens(io.StringIO(src).readline)
+    semis = [t.start[0] for t in tokens if t.type == tokenize.OP and t.string == ";"]
+    assert not semis, f"{mod}: semicolons on lines {semis}"
+    generated = set()
+    for node in MODULES[mod].body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "__all__" for t in node.targets):
+            generated |= set(range(node.lineno, node.end_lineno + 1))
+    long = [i for i, ln in enumerate(src.splitlines(), 1) if len(ln) > 120 and i not in generated]
+    assert not long, f"{mod}: lines over 120 characters: {long}"
