@@ -1,5 +1,6 @@
-"""Kill trials: SIGKILL at random moments of training, checkpointing and ingesting; after every kill the model
-loads, the history has no duplicated or missing rows, the queue reads whole and the ledger agrees with it.
+"""Kill trials: SIGKILL at random moments of training, checkpointing, epoch ends, growth and ingesting; after every
+kill the model loads, the history has no duplicated or missing rows (steps and epochs), the queue reads whole and
+the ledger agrees with it.
 
 Usage: python bench/kill_trials.py [--quick] [--kills N]
 Each trial starts a real `cllm` process (training with a checkpoint after every step, so kills often land
@@ -44,9 +45,19 @@ def main():
     for name in ("ref", "k", "ing"):                                    # "ing" takes the ingests, so that "k" keeps the data of "ref"
         ws.create(name, preset_name="nano", d_model=32, n_head=2, d_ff=64, max_seq_len=64)
         ws.queue(name).add_text(text, source="base")
-    epochs = "6" if a.quick else "30"
-    train = lambda name: [str(BIN / "cllm"), "--home", str(home), "train", name, "--epochs", epochs, "--batch-size", "8", "--seq-len", "32",
-                          "--threads", "1", "--save-every", "1"]
+    epochs, grow_at = ("6", 3) if a.quick else ("30", 12)
+    # both models grow from 2 to 3 layers when they reach `grow_at` epochs: the reference at once, the killed one
+    # in whichever run gets there (kills land inside growth and its checkpoint too)
+
+    def train(name, upto=None):
+        target, extra = (str(grow_at), []) if upto == "grow" else (epochs, ["--layers", "3"])
+        return [str(BIN / "cllm"), "--home", str(home), "train", name, "--epochs", target, "--batch-size", "8",
+                "--seq-len", "32", "--threads", "1", "--save-every", "1", *extra]
+
+    def train_k():
+        return train("k", "grow" if ws.read_state("k")["epochs_trained"] < grow_at else None)
+
+    subprocess.run(train("ref", "grow"), check=True, capture_output=True)
     subprocess.run(train("ref"), check=True, capture_output=True)
     rng = random.Random(1)
     counts = {"training": 0, "ingesting": 0}
@@ -56,7 +67,7 @@ def main():
         hist = home / "models" / "k" / "history" / "steps.csv"
         before = len(hist.read_text().splitlines()) if hist.exists() else 0
         if what == "training":
-            p = subprocess.Popen(train("k"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            p = subprocess.Popen(train_k(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             while p.poll() is None and (len(hist.read_text().splitlines()) if hist.exists() else 0) <= before: time.sleep(0.01)
             time.sleep(rng.uniform(0, 0.5))
         else:
@@ -71,14 +82,19 @@ def main():
         steps, rows = check(ws, "k")
         _, rows = check(ws, "ing")
         print(f"kill {sum(counts.values()):>3} while {what:<9}: model loads at step {steps}, history {steps} rows, ingest queue {rows} sources whole", flush=True)
-    r = subprocess.run(train("k"), capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    while ws.read_state("k")["epochs_trained"] < float(epochs):
+        r = subprocess.run(train_k(), capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
     check(ws, "k")
     a_, b_ = history(ws, "ref"), history(ws, "k")
     n = a_.sizes["step"]
     same = b_.sizes["step"] == n and (a_.loss.values == b_.loss.values).all()
     print(f"\n{sum(counts.values())} kills ({counts['training']} training or checkpointing, {counts['ingesting']} ingesting) in {time.time() - t0:.0f} s; "
           f"every check held after every kill")
+    from crystalline_nb.history import events
+    grew = [[e["step"] for e in events(h) if e["type"] == "growth"] for h in (a_, b_)]
+    print(f"both grew from 2 to 3 layers at step {grew[0]} (reference) and {grew[1]} (killed)")
+    same = same and grew[0] == grew[1] == grew[0][:1] and ws.info("k")["n_layer"] == 3
     print("resumed run equals the uninterrupted one, loss for loss:", "yes" if same else "NO")
     if not same: raise SystemExit(1)
 

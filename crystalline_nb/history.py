@@ -115,6 +115,11 @@ class HistoryWriter:
         f.write(json.dumps(e) + "\n")
         f.flush()
 
+    def has_event(self, **fields) -> bool:
+        "Whether the log holds an event with these fields (a run redoing what a crash cut short writes it once)."
+        self.files["events.jsonl"].flush()
+        return any(all(e.get(k) == v for k, v in fields.items()) for e in _read_events(self.dir / "events.jsonl"))
+
     def sync(self):
         "fsync every history file (called before a checkpoint commits)."
         for f in self.files.values():

@@ -181,6 +181,7 @@ class _NoHistory:
     def step(self, **k): pass
     def epoch(self, **k): pass
     def event(self, **k): pass
+    def has_event(self, **k): return False
     def sync(self): pass
     def close(self): pass
 
@@ -510,7 +511,8 @@ def _grow(self: Trainer):
     self.opt = optimizer_for(m, self.settings)
     load_optimizer_state(m, self.opt, saved)
     ev = self._emit("growth", from_layers=old, to_layers=self.layers, loss_before=before, loss_after=after)
-    self.history.event(**ev)
+    if not self.history.has_event(type="growth", step=ev["step"], to_layers=self.layers):  # once, even after a crash
+        self.history.event(**ev)
     self._checkpoint()
 
 # %% ../nbs/11_trainer.ipynb #d615ac19

@@ -302,3 +302,24 @@ def test_random_trees_each_file_accounted_once(tmp_path_factory, entries):
     assert all("\n" not in why and why for _, why in rep.rejected)
     c = w.queue("t").corpus()
     assert "TOPSECRET" not in w.load("t").tokenizer.decode(c.read(0, len(c)).tolist())
+
+
+def test_growth_event_written_once_across_a_crash(ws, monkeypatch):
+    "Killed after growing but before the growth's checkpoint: the resumed run grows again and logs it once."
+    ws.queue("m").add_text(GOOD, source="t")
+    Trainer(ws, "m", batch_size=4, seq_len=32, target_epochs=1).run(max_steps=3)
+    real = Trainer._checkpoint
+
+    def dying(self):
+        if self.lm.model.cfg.n_layer == 3:
+            raise RuntimeError("power cut")
+        real(self)
+
+    monkeypatch.setattr(Trainer, "_checkpoint", dying)
+    with pytest.raises(RuntimeError, match="power cut"):
+        Trainer(ws, "m", layers=3).run(max_steps=2)
+    monkeypatch.setattr(Trainer, "_checkpoint", real)
+    assert ws.info("m")["n_layer"] == 2  # the growth never committed
+    Trainer(ws, "m", layers=3).run(max_steps=2)
+    grown = [e for e in json.loads(history(ws, "m").attrs["events"]) if e["type"] == "growth"]
+    assert [(e["step"], e["to_layers"]) for e in grown] == [(3, 3)] and ws.info("m")["n_layer"] == 3
