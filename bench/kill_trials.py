@@ -45,7 +45,7 @@ def main():
     for name in ("ref", "k", "ing"):                                    # "ing" takes the ingests, so that "k" keeps the data of "ref"
         ws.create(name, preset_name="nano", d_model=32, n_head=2, d_ff=64, max_seq_len=64)
         ws.queue(name).add_text(text, source="base")
-    epochs, grow_at = ("6", 3) if a.quick else ("30", 12)
+    epochs, grow_at = ("6", 3) if a.quick else ("30", 4)
     # both models grow from 2 to 3 layers when they reach `grow_at` epochs: the reference at once, the killed one
     # in whichever run gets there (kills land inside growth and its checkpoint too)
 

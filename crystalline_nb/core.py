@@ -12,7 +12,7 @@ from typing import Callable
 
 # %% auto #0
 __all__ = ['fsync_dir', 'atomic_write_bytes', 'atomic_write_json', 'read_json', 'fsync_tree', 'read_jsonl', 'append_jsonl',
-           'file_lock', 'busy_lock', 'shared_lock', 'now', 'one_line', 'fmt_duration', 'on_interrupt', 'free_port']
+           'file_lock', 'busy_lock', 'now', 'one_line', 'fmt_duration', 'on_interrupt', 'free_port']
 
 # %% ../nbs/00_core.ipynb #41c8d6a8
 def fsync_dir(path):
@@ -98,10 +98,10 @@ def append_jsonl(path, rows: list[dict]):
 
 # %% ../nbs/00_core.ipynb #ff3f95d2
 @contextmanager
-def file_lock(path):
-    "Hold an exclusive lock on the file `path` (created if missing), waiting for other holders."
+def file_lock(path, shared: bool = False):
+    "Hold a lock on the file `path` (created if missing), waiting for it: exclusive, or `shared` with other sharers."
     with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+        fcntl.flock(f, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -120,17 +120,6 @@ def busy_lock(path, busy_message: str, blocking: bool = False):
         yield
     finally:
         f.close()
-
-# %% ../nbs/00_core.ipynb #75a6751f
-@contextmanager
-def shared_lock(path):
-    "Hold a shared lock on the file `path` (many holders at once), waiting while someone holds it exclusively."
-    with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_SH)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 # %% ../nbs/00_core.ipynb #0e8de64e
 def now() -> str:

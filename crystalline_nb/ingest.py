@@ -205,16 +205,21 @@ def _text_field(obj, where: str) -> str:
     raise Rejected(f"{where} has no 'text' field")
 
 # %% ../nbs/05_ingest.ipynb #0a146798
-def extract_json(path) -> Iterator:
-    "A JSON object with a `text` field, or a list of such objects (or of strings)."
+def _load_json(path, what: str = "JSON"):
+    "The parsed content of a JSON file (parsed whole, so size-capped), or `Rejected` with the reason."
     try:
-        data = json.loads(_read_whole(path).decode("utf-8"))
+        return json.loads(_read_whole(path).decode("utf-8"))
     except Rejected:
         raise
     except UnicodeDecodeError:
         raise Rejected("not valid UTF-8") from None
     except ValueError as e:
-        raise Rejected(f"not valid JSON ({e})") from None
+        raise Rejected(f"not valid {what} ({one_line(e)})") from None
+
+
+def extract_json(path) -> Iterator:
+    "A JSON object with a `text` field, or a list of such objects (or of strings)."
+    data = _load_json(path)
     items = data if isinstance(data, list) else [data]
     if not items:
         raise Rejected("empty JSON list")
@@ -251,14 +256,7 @@ def extract_jsonl(path) -> Iterator:
 # %% ../nbs/05_ingest.ipynb #163e23cc
 def extract_ipynb(path) -> Iterator:
     "The source of a Jupyter notebook's markdown and code cells (not its outputs), as one document."
-    try:
-        nb = json.loads(_read_whole(path).decode("utf-8"))
-    except Rejected:
-        raise
-    except UnicodeDecodeError:
-        raise Rejected("not valid UTF-8") from None
-    except ValueError as e:
-        raise Rejected(f"not a valid notebook ({one_line(e)})") from None
+    nb = _load_json(path, "notebook JSON")
     cells = nb.get("cells") if isinstance(nb, dict) else None
     if not isinstance(cells, list):
         raise Rejected("not a Jupyter notebook (no list of cells)")

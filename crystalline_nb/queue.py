@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 import numpy as np
 from fastcore.basics import patch
-from .core import fsync_dir, file_lock, shared_lock, busy_lock, read_jsonl, append_jsonl, now, one_line
+from .core import fsync_dir, file_lock, busy_lock, read_jsonl, append_jsonl, now, one_line
 from .ingest import Cleaner, DOC_BREAK, Rejected, extract
 
 # %% auto #0
@@ -193,7 +193,7 @@ def _writing(self: Queue):
                 tmp.unlink(missing_ok=True)
     except ValueError:  # other writers are at work; their temporary files are theirs
         pass
-    with shared_lock(lock):
+    with file_lock(lock, shared=True):
         yield
 
 # %% ../nbs/06_queue.ipynb #28c19f05
