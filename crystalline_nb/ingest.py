@@ -303,7 +303,7 @@ def extractor_for(path):
         return extract_jsonl
     if suf == ".ipynb":
         return extract_ipynb
-    if suf in TEXT_SUFFIXES or suf == "":
+    if suf in TEXT_SUFFIXES or suf == "" or suf[1:].isdigit():  # README, LICENSE, Apache-2.0, notes.2024
         return read_text_chunks
     raise Rejected(f"unsupported file type {suf!r} "
                    "(supported: text and source code, .md, .html, .pdf, .json, .jsonl, .ipynb)")
