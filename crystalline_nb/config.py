@@ -10,8 +10,8 @@ from fastcore.docments import docments
 
 # %% auto #0
 __all__ = ['EMBEDDING_INITS', 'POSITIONALS', 'ATTENTION_BIASES', 'MAX_DIM', 'MAX_LAYERS', 'MAX_SEQ', 'MAX_VOCAB', 'PRESETS',
-           'SCHEDULES', 'MAX_EPOCHS', 'CLLMConfig', 'preset', 'param_count', 'flops_per_token', 'TrainingError',
-           'TrainSettings', 'setting_help', 'check_target_epochs']
+           'SCHEDULES', 'MAX_EPOCHS', 'DEVICES', 'PRECISIONS', 'CLLMConfig', 'preset', 'param_count', 'flops_per_token',
+           'TrainingError', 'TrainSettings', 'setting_help', 'check_target_epochs']
 
 # %% ../nbs/01_config.ipynb #822e76a8
 EMBEDDING_INITS = ("lattice", "normal")
@@ -133,6 +133,8 @@ def flops_per_token(cfg: CLLMConfig, seq_len: int) -> float:
 # %% ../nbs/01_config.ipynb #ab495f59
 SCHEDULES = ("cosine", "linear", "constant")
 MAX_EPOCHS = 1e6
+DEVICES = ("auto", "cpu", "cuda", "mps")  # where a run computes (see the device module); "cuda:N" picks one GPU
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: bf16 on CUDA GPUs that have it, fp32 elsewhere
 
 
 class TrainingError(ValueError):

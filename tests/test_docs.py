@@ -40,9 +40,11 @@ def _public_methods():
     from crystalline_nb.trainer import Trainer
     from crystalline_nb.crawler import Crawler
     from crystalline_nb import panel
-    classes = {"07_workspace": [Workspace], "06_queue": [Queue], "11_trainer": [Trainer], "10_crawler": [Crawler],
-               "13_panel": [panel.ControlPanel, panel.PanelTab, panel.ModelsTab, panel.DataTab, panel.TrainTab,
-                            panel.GenerateTab, panel.HistoryTab, panel.LossPlot]}
+    page = {p.stem.split("_", 1)[1]: p.stem for p in (ROOT / "nbs").glob("[0-9]*.ipynb")}  # module -> notebook
+    tabs = [panel.ControlPanel, panel.PanelTab, panel.ModelsTab, panel.DataTab, panel.TrainTab, panel.GenerateTab,
+            panel.HistoryTab, panel.LossPlot]
+    classes = {page["workspace"]: [Workspace], page["queue"]: [Queue], page["trainer"]: [Trainer],
+               page["crawler"]: [Crawler], page["panel"]: tabs}
     out = []
     for page, classes in classes.items():
         for cls in classes:

@@ -149,8 +149,8 @@ def test_exact_resume_with_dropout(tmp_path):
     wa, wb = Workspace(tmp_path / "a"), Workspace(tmp_path / "b")
     Trainer(wa, "a", batch_size=4, seq_len=32, lr=3e-3, target_epochs=2, save_every=1000).run(max_steps=16)
     Trainer(wb, "b", batch_size=4, seq_len=32, lr=3e-3, target_epochs=2, save_every=1000).run(max_steps=8)
-    import crystalline_nb.trainer as tm
-    tm._PEAK.clear()  # a new process measures its peak again: that must not disturb the RNG
+    import crystalline_nb.device as dm
+    dm._PEAK.clear()  # a new process measures its peak again: that must not disturb the RNG
     Trainer(wb, "b", save_every=1000).run(max_steps=8)
     assert np.array_equal(_losses(wa, "a"), _losses(wb, "b"))
 
