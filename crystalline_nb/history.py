@@ -4,14 +4,15 @@
 
 # %% ../nbs/09_history.ipynb #4c665b30
 from __future__ import annotations
-import json, os, time
+import json, math, os, time
 from pathlib import Path
 import numpy as np
 from .core import atomic_write_bytes
+from .queue import Queue, bytes_per_token
 
 # %% auto #0
 __all__ = ['STEP_COLS', 'EPOCH_COLS', 'TABLES', 'HistoryWriter', 'read_history', 'history', 'events', 'read_table',
-           'StepFollower', 'plot_history']
+           'StepFollower', 'bits_per_byte', 'check_tensorboard', 'TensorBoardSink', 'plot_history']
 
 # %% ../nbs/09_history.ipynb #1a2c21fb
 STEP_COLS = ["time", "epoch", "step", "tokens", "loss", "lr", "batch_size", "seq_len", "grad_norm", "tokens_per_s"]
@@ -144,7 +145,8 @@ def read_history(model_dir, max_step: int | None = None, name: str | None = None
     coords = dict(step=np.array([int(r["step"]) for r in steps], dtype=int),
                   epoch=np.array([int(r["epoch"]) for r in epochs], dtype=int))
     ds = xr.Dataset({**sv, **ev}, coords=coords)
-    ds.attrs.update(model=name or Path(model_dir).name, events=json.dumps(_read_events(d / "events.jsonl", max_step)))
+    ds.attrs.update(model=name or Path(model_dir).name, events=json.dumps(_read_events(d / "events.jsonl", max_step)),
+                    bytes_per_token=bytes_per_token(Queue(model_dir).rows()) or float("nan"))
     return ds
 
 # %% ../nbs/09_history.ipynb #9aac9bee
@@ -195,9 +197,55 @@ class StepFollower:
                 self.after = r["step"]
         return rows
 
+# %% ../nbs/09_history.ipynb #cc6b5ff8
+def bits_per_byte(ds, nats):
+    "Loss `nats` (per token, a number or an array) of the model of history `ds` in bits per byte of text."
+    return np.asarray(nats, dtype=float) / math.log(2) / ds.attrs.get("bytes_per_token", float("nan"))
+
+# %% ../nbs/09_history.ipynb #2c5f662f
+def check_tensorboard():
+    "Raise `ValueError` with the command to run if the `tensorboard` package is missing."
+    import importlib.util
+    if importlib.util.find_spec("tensorboard") is None:
+        raise ValueError("TensorBoard logging needs the tensorboard package: pip install 'crystalline_nb[tensorboard]'")
+
+
+class TensorBoardSink:
+    "Trainer events as TensorBoard scalars in `logdir`, continuing a run from checkpoint step `start_step`."
+
+    SCALARS = ("loss", "lr", "grad_norm", "tokens_per_s", "mfu", "bits_per_byte")
+
+    def __init__(self, logdir, start_step: int = 0):
+        check_tensorboard()
+        from torch.utils.tensorboard import SummaryWriter
+        self.logdir = Path(logdir)
+        self.writer = SummaryWriter(str(self.logdir), purge_step=start_step + 1)
+
+    def __call__(self, ev: dict):
+        t, step, w = ev["type"], ev["step"], self.writer
+        if t == "step":
+            for k in self.SCALARS:
+                if ev.get(k) is not None and math.isfinite(ev[k]):
+                    w.add_scalar(f"train/{k}", ev[k], step)
+        elif t == "epoch":
+            for k in ("train_loss", "val_loss", "val_bits_per_byte"):
+                if ev.get(k) is not None and math.isfinite(ev[k]):
+                    w.add_scalar(f"epoch/{k}", ev[k], step)
+        elif t == "growth":
+            w.add_scalar("model/layers", ev["to_layers"], step)
+        elif t in ("checkpoint", "done", "stop", "error"):
+            w.flush()
+
+    def close(self):
+        self.writer.close()
+
 # %% ../nbs/09_history.ipynb #04c8ad01
-def plot_history(datasets, x: str = "epoch", ax=None, title: str | None = None, smooth: int = 1):
-    "Loss curves of one or several history datasets against `x` ('epoch', 'tokens' or 'step')."
+def plot_history(datasets, x: str = "epoch", ax=None, title: str | None = None, smooth: int = 1,
+                 unit: str = "nats"):
+    "Loss curves of history datasets against `x` ('epoch', 'tokens', 'step'), in nats/token or bits/byte ('bits')."
+    if unit not in ("nats", "bits"):
+        raise ValueError(f"unit must be 'nats' (per token) or 'bits' (per byte), got {unit!r}")
+    conv = (lambda ds, v: bits_per_byte(ds, v)) if unit == "bits" else (lambda ds, v: v)
     import matplotlib.pyplot as plt
     if not isinstance(datasets, (list, tuple)):
         datasets = [datasets]
@@ -209,16 +257,16 @@ def plot_history(datasets, x: str = "epoch", ax=None, title: str | None = None, 
         color, name = f"C{i % 10}", ds.attrs.get("model", "")
         if ds.sizes.get("step", 0):
             xs = {"epoch": ds.epochs_trained.values, "tokens": ds.tokens.values, "step": ds.step.values}[x]
-            ys = ds.loss.values
+            ys = conv(ds, ds.loss.values)
             if smooth > 1 and len(ys) >= smooth:  # moving average; x follows the window's last point
                 ys, xs = np.convolve(ys, np.ones(smooth) / smooth, mode="valid"), xs[smooth - 1 :]
             ax.plot(xs, ys, color=color, lw=1.2, label=f"{name} train")
         if ds.sizes.get("epoch", 0) and np.isfinite(ds.val_loss.values).any():
             ex = {"epoch": ds.epoch.values.astype(float), "tokens": ds.epoch_tokens.values,
                   "step": ds.epoch_step.values}[x]
-            ax.plot(ex, ds.val_loss.values, "o--", color=color, ms=5, lw=1, label=f"{name} val")
+            ax.plot(ex, conv(ds, ds.val_loss.values), "o--", color=color, ms=5, lw=1, label=f"{name} val")
     ax.set_xlabel({"epoch": "epochs", "tokens": "tokens", "step": "steps"}[x])
-    ax.set_ylabel("loss (nats/token)")
+    ax.set_ylabel("loss (bits/byte)" if unit == "bits" else "loss (nats/token)")
     ax.grid(alpha=0.3)
     if title:
         ax.set_title(title)

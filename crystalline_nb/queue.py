@@ -16,8 +16,8 @@ from .ingest import Cleaner, DOC_BREAK, Rejected, extract
 
 # %% auto #0
 __all__ = ['ENCODE_BATCH', 'SHARD_MAX', 'WRITERS', 'SETTLE', 'HOLDOUT_SPAN', 'HOLDOUT_EVERY', 'VAL_EVERY', 'VAL_MIN_BLOCKS',
-           'AddReport', 'Queue', 'writers_busy_message', 'iter_files', 'Corpus', 'EpochPlan', 'missing_tokens',
-           'gather', 'ledger', 'queue_summary', 'epoch_record']
+           'AddReport', 'Queue', 'clean_source', 'bytes_per_token', 'writers_busy_message', 'iter_files', 'Corpus',
+           'EpochPlan', 'missing_tokens', 'gather', 'ledger', 'queue_summary', 'epoch_record']
 
 # %% ../nbs/07_queue.ipynb #478e89f5
 @dataclass
@@ -140,37 +140,63 @@ class _ShardWriter:
         self.tmp.unlink(missing_ok=True)
 
 # %% ../nbs/07_queue.ipynb #92055005
-def _tokenize_source(tok, w: _ShardWriter, pieces: Callable, h) -> int:
-    "Clean and tokenize one source's pieces into `w`, hashing the cleaned text into `h`; returns its characters."
-    chars, buf, cl = 0, [], Cleaner()
-
-    def emit(text):
-        nonlocal chars
-        if not text:
-            return
+def _cleaned(pieces: Callable, h) -> Iterator:
+    "Cleaned text of one source's pieces, `DOC_BREAK` between its documents, hashed into `h` (its content hash)."
+    cl = Cleaner()
+    for p in pieces():
+        text = cl.finish() if p is DOC_BREAK else cl.feed(p)
+        if text:
+            h.update(text.encode("utf-8"))
+            yield text
+        if p is DOC_BREAK:  # one source, several documents: an end-of-sequence token between them
+            cl = Cleaner()
+            h.update(b"\x1e")
+            yield DOC_BREAK
+    text = cl.finish()
+    if text:
         h.update(text.encode("utf-8"))
-        chars += len(text)
-        buf.append(text)
-        if sum(map(len, buf)) >= ENCODE_BATCH:
-            flush()
+        yield text
+
+
+def _tokenize_source(tok, w: _ShardWriter, pieces: Callable, h) -> tuple[int, int]:
+    "Clean and tokenize one source's pieces into `w`, hashing the cleaned text into `h`; returns (characters, bytes)."
+    chars, nbytes, buf = 0, 0, []
 
     def flush():
         if buf:
             w.write(tok.encode_array("".join(buf)))
             buf.clear()
 
-    for p in pieces():
-        if p is DOC_BREAK:  # one source, several documents: an end-of-sequence token between them
-            emit(cl.finish())
-            cl = Cleaner()
+    for text in _cleaned(pieces, h):
+        if text is DOC_BREAK:
             flush()
             w.write(np.array([tok.eos_id]))
-            h.update(b"\x1e")
-        else:
-            emit(cl.feed(p))
-    emit(cl.finish())
+            continue
+        chars, nbytes = chars + len(text), nbytes + len(text.encode("utf-8"))
+        buf.append(text)
+        if sum(map(len, buf)) >= ENCODE_BATCH:
+            flush()
     flush()
-    return chars
+    return chars, nbytes
+
+
+def clean_source(pieces: Callable) -> tuple[list[str], str]:
+    "The cleaned documents of one source and its content hash, as `Queue.add` computes them (nothing is stored)."
+    h, docs, cur = hashlib.sha256(), [], []
+    for text in _cleaned(pieces, h):
+        if text is DOC_BREAK:
+            docs.append("".join(cur))
+            cur = []
+        else:
+            cur.append(text)
+    docs.append("".join(cur))
+    return docs, h.hexdigest()
+
+
+def bytes_per_token(rows: list[dict]) -> float | None:
+    "UTF-8 bytes of text per token over queue `rows` (rows written before bytes were counted give characters)."
+    tokens = sum(r["tokens"] for r in rows)
+    return sum(r.get("bytes", r["chars"]) for r in rows) / tokens if tokens else None
 
 # %% ../nbs/07_queue.ipynb #f870adb0
 WRITERS = ".writers"  # the writer lock's file in the model folder
@@ -236,7 +262,7 @@ def _add(self: Queue, sources: Iterable, progress: Callable | None, min_chars: i
         for name, kind, pieces in sources:
             start, h = w.n, hashlib.sha256()
             try:
-                chars = _tokenize_source(tok, w, pieces, h)
+                chars, nbytes = _tokenize_source(tok, w, pieces, h)
                 if chars == 0:
                     raise Rejected("no text left after cleaning")
                 if chars < min_chars:
@@ -253,8 +279,8 @@ def _add(self: Queue, sources: Iterable, progress: Callable | None, min_chars: i
                     rep.duplicates.append((name, known[digest]))
                 else:
                     known[digest] = name
-                    row = dict(source=name, kind=kind, hash=digest, tokens=w.n - start, chars=chars, offset=start,
-                               dtype=np.dtype(w.dtype).name, added=now())
+                    row = dict(source=name, kind=kind, hash=digest, tokens=w.n - start, chars=chars, bytes=nbytes,
+                               offset=start, dtype=np.dtype(w.dtype).name, added=now())
                     pending.append(row)
             done += 1
             if progress:
