@@ -18,7 +18,7 @@ def main():
     m = CLLM(preset("micro")).eval()
     prompt = list(range(3, 19))
     print(f"micro preset, {m.n_params:,} parameters, {torch.get_num_threads()} threads\n")
-    for n in ((64, 200) if a.quick else (64, 200, 400)):
+    for n in ((64, 256) if a.quick else (64, 256, 400)):
         res = {}
         for cache in (True, False):
             t0 = time.perf_counter()

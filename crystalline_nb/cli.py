@@ -50,7 +50,8 @@ def cmd_new(args):
                    vocab_size=args.vocab_size, target_epochs=args.target_epochs, seed=args.seed, n_layer=args.layers,
                    d_model=args.d_model,
                    n_head=args.heads, d_ff=args.d_ff, max_seq_len=args.max_seq_len,
-                   embedding_init=args.embedding_init, positional=args.positional, attention_bias=args.attention_bias)
+                   embedding_init=args.embedding_init, positional=args.positional, attention_bias=args.attention_bias,
+                   bias=args.bias)
     c = lm.config
     _say(f"created {lm.name}: {c.n_layer} layers, d_model {c.d_model}, {c.n_head} heads, d_ff {c.d_ff}, "
          f"max_seq_len {c.max_seq_len}, {lm.tokenizer.kind} tokenizer ({c.vocab_size} tokens), "
@@ -486,6 +487,10 @@ def _wait_for_server(proc, url: str, log: Path, seconds: float = 90):
             time.sleep(0.3)
 
 # %% ../nbs/17_cli.ipynb #f604a07e
+def _raise_interrupt(*_):
+    raise KeyboardInterrupt
+
+
 def cmd_panel(args):
     import secrets, signal, subprocess
     ws = _ws(args)
@@ -503,7 +508,7 @@ def cmd_panel(args):
     base = f"http://127.0.0.1:{port}"
     _wait_for_server(proc, f"{base}/api/status?token={token}", log_path)
     if threading.current_thread() is threading.main_thread():  # stop the server on SIGTERM too, not only Ctrl-C
-        signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGINT))
+        signal.signal(signal.SIGTERM, _raise_interrupt)  # (SIGINT's handler may be "ignore" in a background job)
     _say(f"control panel: {base}/lab/tree/{nb.name}?token={token}")
     _say("open it in a browser and run the cell; Ctrl-C here stops the server")
     try:
@@ -545,6 +550,8 @@ def _model_verbs(verb):
     s.add_argument("--embedding-init", choices=EMBEDDING_INITS, help="token embedding init (default normal)")
     s.add_argument("--positional", choices=POSITIONALS, help="position encoding (default rope)")
     s.add_argument("--attention-bias", choices=ATTENTION_BIASES, help="angular attention bias (default none)")
+    s.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None,
+                   help="additive biases in linear layers and LayerNorms (--no-bias leaves them out)")
     s.add_argument("--target-epochs", type=float, default=10, help="epochs to train towards (default 10)")
     s.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
     s = verb("ls", cmd_ls, "list models")

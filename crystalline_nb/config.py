@@ -43,6 +43,7 @@ class CLLMConfig:
     attention_bias: str = "none"  # "angular" (learnably scaled angular score) or "none"
     dropout: float = 0.0  # dropout on attention output and MLP output
     clock_min_period: float = 3.0  # shortest period of the clock positions, in positions (above 2: see the lattice)
+    bias: bool = True  # additive biases in the linear layers and LayerNorms
 
     def __post_init__(self):
         self.validate()
@@ -72,6 +73,8 @@ class CLLMConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if not 2 <= self.clock_min_period <= 12:
             raise ValueError(f"clock_min_period must be between 2 and 12, got {self.clock_min_period}")
+        if not isinstance(self.bias, (bool, np.bool_)):
+            raise ValueError(f"bias must be true or false, got {self.bias!r}")
         return self
 
     def to_dict(self) -> dict:
@@ -86,6 +89,8 @@ class CLLMConfig:
             raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
         if "clock_min_period" not in d:  # written by the first version, whose shortest clock period was 2
             d = {**d, "clock_min_period": 2.0}
+        if "bias" not in d:  # written before the option existed: every model had biases
+            d = {**d, "bias": True}
         return cls(**d)
 
 # %% ../nbs/01_config.ipynb #764c3f02
@@ -116,8 +121,9 @@ def preset(name: str, vocab_size: int = 259, **overrides) -> CLLMConfig:
 def param_count(cfg: CLLMConfig) -> int:
     "Number of trainable parameters of `CLLM(cfg)`, from the formula."
     V, D, L, H, Fd, T = cfg.vocab_size, cfg.d_model, cfg.n_layer, cfg.n_head, cfg.d_ff, cfg.max_seq_len
-    block = 4 * D + (3 * D * D + 3 * D) + (D * D + D) + (2 * D * Fd + Fd + D)
-    n = V * D + L * block + 2 * D
+    b = 1 if cfg.bias else 0  # biases of linear layers and LayerNorms
+    block = 2 * D * (1 + b) + (3 * D * D + 3 * D * b) + (D * D + D * b) + (2 * D * Fd + (Fd + D) * b)
+    n = V * D + L * block + D * (1 + b)
     if cfg.positional == "learned":
         n += T * D
     if cfg.attention_bias == "angular":
@@ -151,6 +157,7 @@ class TrainSettings:
     schedule: str = "cosine"  # learning-rate decay over the epochs to target: cosine, linear or constant
     min_lr_ratio: float = 0.1  # the decayed learning rate ends at lr * min_lr_ratio
     weight_decay: float = 0.1  # AdamW weight decay on matrices (not on norms and biases)
+    beta2: float = 0.95  # AdamW's second-moment decay (0.99 steadies small batches)
     grad_clip: float = 1.0  # clip the gradient norm to this (0 = off)
     grad_accum: int = 1  # micro-batches per optimizer step
     seed: int = 0  # seed of the data order (from the next epoch on) and of dropout
@@ -172,6 +179,7 @@ class TrainSettings:
         check("schedule", self.schedule in SCHEDULES, f"must be one of {', '.join(SCHEDULES)}")
         check("min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "must be in [0, 1]")
         check("weight_decay", 0 <= self.weight_decay <= 10, "must be in [0, 10]")
+        check("beta2", isinstance(self.beta2, (int, float)) and 0 < self.beta2 < 1, "must be in (0, 1)")
         check("grad_clip", 0 <= self.grad_clip <= 1e6, "must be 0 (off) or positive")
         check("grad_accum", 1 <= self.grad_accum <= 4096, "must be between 1 and 4096")
         check("seed", 0 <= self.seed < 2**63, "must be non-negative")

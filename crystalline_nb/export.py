@@ -42,9 +42,18 @@ def _neox_qkv(t: torch.Tensor, n_head: int) -> torch.Tensor:
     return torch.stack([q[:, half], k[:, half], v], 1).reshape(t.shape)
 
 
+def _with_biases(model) -> dict:
+    "The model's state dict, with zero biases where a model without biases has none (the same function)."
+    sd = dict(model.state_dict())
+    for name, mod in model.named_modules():
+        if isinstance(mod, (torch.nn.Linear, torch.nn.LayerNorm)) and f"{name}.bias" not in sd:
+            sd[f"{name}.bias"] = torch.zeros(mod.weight.shape[0])
+    return sd
+
+
 def neox_weights(model) -> dict:
     "The state dict of `transformers.GPTNeoXForCausalLM` for a rotary model (the output layer is tied)."
-    sd, H = model.state_dict(), model.cfg.n_head
+    sd, H = _with_biases(model), model.cfg.n_head
     out = {"gpt_neox.embed_in.weight": sd["tok_emb.weight"], "gpt_neox.final_layer_norm.weight": sd["ln_f.weight"],
            "gpt_neox.final_layer_norm.bias": sd["ln_f.bias"]}
     names = {"ln1": "input_layernorm", "ln2": "post_attention_layernorm", "attn.proj": "attention.dense",
@@ -59,7 +68,7 @@ def neox_weights(model) -> dict:
 
 def gpt2_weights(model) -> dict:
     "The state dict of `transformers.GPT2LMHeadModel` for a model with learned, clock or no positions (tied output)."
-    sd, cfg = model.state_dict(), model.cfg
+    sd, cfg = _with_biases(model), model.cfg
     if cfg.positional == "learned":
         wpe = sd["pos_emb.weight"]
     elif cfg.positional == "clock":

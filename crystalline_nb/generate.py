@@ -53,7 +53,7 @@ def _check(max_tokens=100, temperature=0.8, top_k=0, top_p=1.0, **_):
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
 
 # %% ../nbs/10_generate.ipynb #15d80170
-@torch.no_grad()
+@torch.inference_mode()
 def generate_ids(
     model: CLLM,
     prompt_ids: list[int],
@@ -85,7 +85,7 @@ def generate_ids(
             else:
                 if cache is None or cache.length + len(pending) > T:
                     cache, pending = (
-                        KVCache(model.cfg.n_layer),
+                        KVCache(model.cfg.n_layer, capacity=T),
                         ctx[-max(1, T // 2) :] if cache is not None else ctx[-T:],
                     )
                 logits = model(torch.tensor([pending], device=dev), cache=cache)

@@ -19,15 +19,42 @@ __all__ = ['KVCache', 'Attention', 'MLP', 'Block', 'CLLM']
 
 # %% ../nbs/04_model.ipynb #b43a5fdc
 class KVCache:
-    "Keys and values of every layer for the tokens processed so far (and their ids, for the angular bias)."
+    "Keys, values and ids of the positions processed so far, in buffers allocated for `capacity` positions at once."
 
-    def __init__(self, n_layer: int):
-        self.layers = [None] * n_layer
-        self.ids = None
+    def __init__(self, n_layer: int, capacity: int | None = None):
+        self.capacity = capacity  # positions to allocate on first use (None: as needed, doubling)
+        self.layers = [None] * n_layer  # each layer's (keys, values) buffers [B, H, allocated, head_dim]
+        self.ids = None  # token ids buffer [B, allocated] (the angular bias compares every pair of ids)
+        self.length = 0  # positions stored
 
-    @property
-    def length(self):
-        return 0 if self.ids is None else self.ids.shape[1]
+    def _fit(self, buf: torch.Tensor | None, new: torch.Tensor, dim: int) -> torch.Tensor:
+        "`buf` with room for `new` after the stored positions along `dim` (reallocated, doubling, if short)."
+        n = self.length + new.shape[dim]
+        if buf is not None and buf.shape[dim] >= n:
+            return buf
+        shape = list(new.shape)
+        shape[dim] = max(n, self.capacity or 0, 2 * buf.shape[dim] if buf is not None else 0)
+        out = new.new_empty(shape)
+        if buf is not None:
+            out.narrow(dim, 0, self.length).copy_(buf.narrow(dim, 0, self.length))
+        return out
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        "Store layer `layer`'s keys and values [B, H, T, hd] of the new positions; all of them so far (views)."
+        kb, vb = self.layers[layer] or (None, None)
+        kb, vb = self._fit(kb, k, 2), self._fit(vb, v, 2)
+        n = self.length + k.shape[2]
+        kb[:, :, self.length : n] = k
+        vb[:, :, self.length : n] = v
+        self.layers[layer] = (kb, vb)
+        return kb[:, :, :n], vb[:, :, :n]
+
+    def ids_with(self, idx: torch.Tensor) -> torch.Tensor:
+        "Store the new positions' ids [B, T]; all ids so far."
+        self.ids = self._fit(self.ids, idx, 1)
+        n = self.length + idx.shape[1]
+        self.ids[:, self.length : n] = idx
+        return self.ids[:, :n]
 
 # %% ../nbs/04_model.ipynb #d32f3454
 def _rope_tables(head_dim: int, max_len: int, base: float = 10000.0):
@@ -49,8 +76,8 @@ class Attention(nn.Module):
     def __init__(self, cfg: CLLMConfig):
         super().__init__()
         self.n_head, self.hd, self.dropout = cfg.n_head, cfg.head_dim, cfg.dropout
-        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
-        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
         self.angular = cfg.attention_bias == "angular"
         if self.angular:
             self.bias_scale = nn.Parameter(torch.ones(cfg.n_head))
@@ -64,14 +91,14 @@ class Attention(nn.Module):
         s = angular_score(d[:, None], self.head_freq[None, :, None, None])  # [B, H, Tq, Tk]
         return self.bias_scale[None, :, None, None] * s.float()
 
-    def forward(self, x, rope=None, ids=None, cache_layer=None, k_ids=None):
+    def forward(self, x, rope=None, ids=None, cache: KVCache | None = None, layer: int = 0, k_ids=None):
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, self.hd).transpose(1, 2) for t in (q, k, v))  # [B, H, T, hd]
         if rope is not None:
             q, k = _apply_rope(q, *rope), _apply_rope(k, *rope)
-        if cache_layer is not None and cache_layer[0] is not None:
-            k, v = torch.cat([cache_layer[0], k], 2), torch.cat([cache_layer[1], v], 2)
+        if cache is not None:
+            k, v = cache.append(layer, k, v)
         S = k.shape[2]
         mask, causal = None, S == T and T > 1
         if self.angular or (S != T and T > 1):
@@ -84,7 +111,7 @@ class Attention(nn.Module):
             q, k, v, attn_mask=mask, is_causal=causal, dropout_p=self.dropout if self.training else 0.0
         )
         y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.proj(y), (k, v)
+        return self.proj(y)
 
 # %% ../nbs/04_model.ipynb #0bf2d230
 class MLP(nn.Module):
@@ -93,8 +120,8 @@ class MLP(nn.Module):
     def __init__(self, cfg: CLLMConfig):
         super().__init__()
         self.fc, self.out, self.drop = (
-            nn.Linear(cfg.d_model, cfg.d_ff),
-            nn.Linear(cfg.d_ff, cfg.d_model),
+            nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.bias),
+            nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.bias),
             nn.Dropout(cfg.dropout),
         )
 
@@ -107,19 +134,19 @@ class Block(nn.Module):
 
     def __init__(self, cfg: CLLMConfig):
         super().__init__()
-        self.ln1, self.attn = nn.LayerNorm(cfg.d_model), Attention(cfg)
-        self.ln2, self.mlp = nn.LayerNorm(cfg.d_model), MLP(cfg)
+        self.ln1, self.attn = nn.LayerNorm(cfg.d_model, bias=cfg.bias), Attention(cfg)
+        self.ln2, self.mlp = nn.LayerNorm(cfg.d_model, bias=cfg.bias), MLP(cfg)
 
-    def forward(self, x, rope=None, ids=None, cache_layer=None, k_ids=None):
-        a, kv = self.attn(self.ln1(x), rope, ids, cache_layer, k_ids)
-        x = x + a
-        return x + self.mlp(self.ln2(x)), kv
+    def forward(self, x, rope=None, ids=None, cache: KVCache | None = None, layer: int = 0, k_ids=None):
+        x = x + self.attn(self.ln1(x), rope, ids, cache, layer, k_ids)
+        return x + self.mlp(self.ln2(x))
 
     def zero_output(self):
         "Zero the output projections so that the block is the identity (used by `grow`)."
         for lin in (self.attn.proj, self.mlp.out):
             nn.init.zeros_(lin.weight)
-            nn.init.zeros_(lin.bias)
+            if lin.bias is not None:
+                nn.init.zeros_(lin.bias)
 
 # %% ../nbs/04_model.ipynb #4be149a3
 class CLLM(nn.Module):
@@ -142,7 +169,7 @@ class CLLM(nn.Module):
             self.register_buffer("rope_sin", sin, persistent=False)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
-        self.ln_f = nn.LayerNorm(cfg.d_model)
+        self.ln_f = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -189,13 +216,13 @@ class CLLM(nn.Module):
             else None
         )
         x = self.drop(x)
-        k_ids = idx if cache is None or cache.ids is None else torch.cat([cache.ids, idx], 1)
+        k_ids = None
+        if self.cfg.attention_bias == "angular":  # the bias needs the ids of every key
+            k_ids = idx if cache is None else cache.ids_with(idx)
         for i, blk in enumerate(self.blocks):
-            x, kv = blk(x, rope, idx, cache.layers[i] if cache is not None else None, k_ids)
-            if cache is not None:
-                cache.layers[i] = kv
+            x = blk(x, rope, idx, cache, i, k_ids)
         if cache is not None:
-            cache.ids = k_ids
+            cache.length += T
         logits = F.linear(self.ln_f(x), self.tok_emb.weight)
         if targets is None:
             return logits

@@ -160,21 +160,23 @@ def _cleaned(pieces: Callable, h) -> Iterator:
 
 def _tokenize_source(tok, w: _ShardWriter, pieces: Callable, h) -> tuple[int, int]:
     "Clean and tokenize one source's pieces into `w`, hashing the cleaned text into `h`; returns (characters, bytes)."
-    chars, nbytes, buf = 0, 0, []
+    chars, nbytes, buf, size = 0, 0, [], 0
 
     def flush():
+        nonlocal size
         if buf:
             w.write(tok.encode_array("".join(buf)))
             buf.clear()
+            size = 0
 
     for text in _cleaned(pieces, h):
         if text is DOC_BREAK:
             flush()
             w.write(np.array([tok.eos_id]))
             continue
-        chars, nbytes = chars + len(text), nbytes + len(text.encode("utf-8"))
+        chars, nbytes, size = chars + len(text), nbytes + len(text.encode("utf-8")), size + len(text)
         buf.append(text)
-        if sum(map(len, buf)) >= ENCODE_BATCH:
+        if size >= ENCODE_BATCH:
             flush()
     flush()
     return chars, nbytes

@@ -4,13 +4,13 @@
 
 # %% ../nbs/05_tokenizer.ipynb #b23ceb65
 from __future__ import annotations
-import json
+import json, re
 from pathlib import Path
 from typing import Iterable
 import numpy as np
 
 # %% auto #0
-__all__ = ['SPECIALS', 'ByteTokenizer', 'BPETokenizer', 'load_tokenizer', 'make_tokenizer']
+__all__ = ['SPECIALS', 'PARALLEL_MIN', 'ByteTokenizer', 'split_at_words', 'BPETokenizer', 'load_tokenizer', 'make_tokenizer']
 
 # %% ../nbs/05_tokenizer.ipynb #4f928ba8
 SPECIALS = ("<pad>", "<bos>", "<eos>")
@@ -47,6 +47,23 @@ class ByteTokenizer:
         return "ByteTokenizer(vocab_size=259)"
 
 # %% ../nbs/05_tokenizer.ipynb #dcb953b8
+PARALLEL_MIN = 1 << 16  # characters: shorter texts are encoded in one call
+_WORD_START = re.compile(r"(?<=\S) (?=[^\W\d_])")  # a space after a non-space and before a letter
+
+
+def split_at_words(text: str, size: int = 1 << 15) -> list[str]:
+    "`text` in pieces of about `size` characters, cut only before a space that starts a word."
+    out, start = [], 0
+    while len(text) - start > size:
+        m = _WORD_START.search(text, start + size)
+        if m is None:
+            break
+        out.append(text[start : m.start()])
+        start = m.start()
+    out.append(text[start:])
+    return out
+
+# %% ../nbs/05_tokenizer.ipynb #dbb7cef9
 class BPETokenizer:
     "Byte-level BPE from the `tokenizers` library, with `<pad>`, `<bos>`, `<eos>` as ids 0, 1, 2."
 
@@ -97,7 +114,11 @@ class BPETokenizer:
         return self.tk.encode(text, add_special_tokens=False).ids
 
     def encode_array(self, text: str) -> np.ndarray:
-        return np.asarray(self.encode(text), dtype=np.int32)
+        "Token ids of `text` as an int32 array (a long text is encoded on every core, with the same ids)."
+        if len(text) < PARALLEL_MIN:
+            return np.asarray(self.encode(text), dtype=np.int32)
+        encs = self.tk.encode_batch(split_at_words(text), add_special_tokens=False)
+        return np.concatenate([np.asarray(e.ids, dtype=np.int32) for e in encs])
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.tk.decode([int(i) for i in ids], skip_special_tokens=True)

@@ -44,7 +44,7 @@ def lr_at(s: TrainSettings, step: int, progress: float) -> float:
     return s.lr * warm * decay
 
 # %% ../nbs/14_trainer.ipynb #a003bd1b
-FREE = ("lr", "warmup", "schedule", "min_lr_ratio", "weight_decay", "grad_clip")
+FREE = ("lr", "warmup", "schedule", "min_lr_ratio", "weight_decay", "beta2", "grad_clip")
 REACCOUNTED = ("batch_size", "seq_len", "grad_accum", "seed")
 ARCH = {"d_model": "width", "n_head": "heads", "d_ff": "MLP width", "vocab_size": "vocabulary",
         "max_seq_len": "context length", "embedding_init": "embedding init", "positional": "positions",
@@ -106,7 +106,7 @@ def optimizer_for(model: CLLM, s: TrainSettings, fused: bool = False) -> torch.o
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     groups = [dict(params=decay, weight_decay=s.weight_decay), dict(params=no_decay, weight_decay=0.0)]
     kind = dict(fused=True) if fused else dict(foreach=True)
-    return torch.optim.AdamW(groups, lr=s.lr, betas=(0.9, 0.95), eps=1e-8, **kind)
+    return torch.optim.AdamW(groups, lr=s.lr, betas=(0.9, s.beta2), eps=1e-8, **kind)
 
 # %% ../nbs/14_trainer.ipynb #2d7485c9
 def optimizer_state(model, opt) -> dict:

@@ -35,9 +35,14 @@ def lab(tmp_path):
         if m: url = m.group(1); break
     assert url, f"cllm panel did not print its address: {proc.stderr.read() if proc.poll() is not None else ''}"
     yield home, url
-    proc.terminate()
+    proc.terminate()  # cllm panel stops its server (and the server its kernels) on SIGTERM
     try: proc.wait(20)
     except subprocess.TimeoutExpired: proc.kill()
+    time.sleep(2)
+    left = subprocess.run(["pgrep", "-f", str(home.parent)], capture_output=True, text=True).stdout.split()
+    for pid in left:  # never leak a server, even when the check below fails
+        subprocess.run(["kill", "-9", pid])
+    assert not left, f"cllm panel left {len(left)} process(es) running after SIGTERM"
 
 
 def test_panel_in_a_real_browser(lab, tmp_path):

@@ -81,10 +81,11 @@ def test_eval_bad_input_is_one_line(home, tmp_path):
     assert r.returncode == 1 and "ghost" in r.stderr
 
 
-@pytest.mark.parametrize("positional", ["rope", "learned", "clock", "none"])
-def test_export_loads_in_transformers_with_the_same_logits_tokens_and_ids(home, tmp_path, positional):
+@pytest.mark.parametrize("positional,bias", [("rope", True), ("learned", True), ("clock", True), ("none", True),
+                                           ("rope", False), ("learned", False)])
+def test_export_loads_in_transformers_with_the_same_logits_tokens_and_ids(home, tmp_path, positional, bias):
     transformers = pytest.importorskip("transformers")
-    ws, _ = make(home, positional=positional)
+    ws, _ = make(home, positional=positional, bias=bias)
     Trainer(ws, "m", **RUN).run(max_steps=6)  # biases and norms move away from their initial values
     out = tmp_path / "hf"
     r = cllm(home, "export", "m", out)

@@ -106,3 +106,22 @@ def test_seq_len_limit_and_bad_configs():
                      (dict(attention_bias="cymatic"), "attention_bias"), (dict(d_model=10**9), "d_model"), (dict(n_layer=2.5), "integer")]:
         with pytest.raises(ValueError, match=msg):
             replace(SMALL, **bad)
+
+
+@pytest.mark.parametrize("pos", ["rope", "learned"])
+def test_model_without_biases_trains_grows_and_counts(pos):
+    torch.manual_seed(0)
+    m = CLLM(replace(SMALL, positional=pos, bias=False))
+    assert not [n for n, _ in m.named_parameters() if n.endswith(".bias")]
+    assert m.n_params == param_count(m.cfg) < param_count(replace(m.cfg, bias=True))
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    x, y = _corpus()
+    losses = []
+    for _ in range(20):
+        _, loss = m(x, y); opt.zero_grad(); loss.backward(); opt.step(); losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+    m.eval()
+    with torch.no_grad(): before = m(x)
+    m.grow(4)
+    with torch.no_grad(): assert torch.allclose(before, m(x), atol=1e-6, rtol=0)
+    assert m.n_params == param_count(m.cfg)

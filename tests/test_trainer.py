@@ -204,7 +204,8 @@ def test_cli_train_history_and_errors(home):
     for args, msg in [(["--seq-len", "65"], "seq-len must be between 2 and the model's max_seq_len (64)"),
                       (["--epochs", "0.5"], "below the 1.000 epochs already trained"),
                       (["--layers", "1"], "never shrink"), (["--lr", "-1"], "lr must be in (0, 1]"),
-                      (["--heads", "4"], "heads 2 -> 4"), (["--batch-size", "0"], "batch-size must be between")]:
+                      (["--heads", "4"], "heads 2 -> 4"), (["--batch-size", "0"], "batch-size must be between"),
+                      (["--beta2", "1"], "beta2 must be in (0, 1)")]:
         r = cllm("train", "m", *args)
         assert r.returncode == 1 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, (args, r.stderr)
     r = cllm("history", "m", "--format", "csv")
