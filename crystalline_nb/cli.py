@@ -455,7 +455,7 @@ def cmd_demo(args):
 
 # %% ../nbs/17_cli.ipynb #85fbbd42
 def panel_notebook(home: Path) -> Path:
-    "Write `<home>/panel.ipynb`, a notebook that displays `ControlPanel` for `home`; returns its path."
+    "`<home>/panel.ipynb`, a notebook that displays `ControlPanel` for `home` (written once: later edits are kept)."
     home = Path(home).resolve()
     home.mkdir(parents=True, exist_ok=True)
     title = {"cell_type": "markdown", "id": "title", "metadata": {},
@@ -465,7 +465,8 @@ def panel_notebook(home: Path) -> Path:
     kernel = {"display_name": "Python 3", "language": "python", "name": "python3"}
     nb = {"cells": [title, code], "metadata": {"kernelspec": kernel}, "nbformat": 4, "nbformat_minor": 5}
     p = home / "panel.ipynb"
-    p.write_text(json.dumps(nb, indent=1))
+    if not p.exists():  # the user's cells and outputs survive the next `cllm panel`
+        p.write_text(json.dumps(nb, indent=1))
     return p
 
 # %% ../nbs/17_cli.ipynb #74d7ea9f
@@ -501,10 +502,11 @@ def cmd_panel(args):
     token = secrets.token_hex(16)
     log_path = ws.home / "panel-server.log"
     cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-           "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={nb.parent}",
+           "--ServerApp.port_retries=0", f"--ServerApp.root_dir={nb.parent}",
            "--LabApp.expose_app_in_browser=True"] + (["--allow-root"] if os.geteuid() == 0 else [])
+    env = {**os.environ, "JUPYTER_TOKEN": token}  # not on the command line, where any local user could read it
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
     base = f"http://127.0.0.1:{port}"
     _wait_for_server(proc, f"{base}/api/status?token={token}", log_path)
     if threading.current_thread() is threading.main_thread():  # stop the server on SIGTERM too, not only Ctrl-C

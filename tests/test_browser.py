@@ -34,6 +34,8 @@ def lab(tmp_path):
         m = re.search(r"(http://127\.0\.0\.1:\d+/lab/tree/panel\.ipynb\?token=\w+)", line)
         if m: url = m.group(1); break
     assert url, f"cllm panel did not print its address: {proc.stderr.read() if proc.poll() is not None else ''}"
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert url.split("token=")[1] not in ps, "the server's token is readable in the process list"
     yield home, url
     proc.terminate()  # cllm panel stops its server (and the server its kernels) on SIGTERM
     try: proc.wait(20)

@@ -94,3 +94,15 @@ def test_help_everywhere(home):
         assert r.returncode == 0 and "usage: cllm " + verb in r.stdout, verb
     r = run(home)
     assert r.returncode == 2 and "new" in r.stdout
+
+
+def test_panel_notebook_is_written_once(tmp_path):
+    "A cell the user added to panel.ipynb survives the next `cllm panel`."
+    import json
+    from crystalline_nb.cli import panel_notebook
+    p = panel_notebook(tmp_path / "home")
+    nb = json.loads(p.read_text())
+    nb["cells"].append({"cell_type": "code", "id": "mine", "metadata": {}, "execution_count": None, "outputs": [],
+                        "source": ["print('my own cell')"]})
+    p.write_text(json.dumps(nb))
+    assert panel_notebook(tmp_path / "home") == p and "my own cell" in p.read_text()
