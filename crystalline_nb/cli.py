@@ -360,8 +360,10 @@ def _compare_table(ws, names: list[str]) -> list[str]:
     from crystalline_nb.evaluate import evaluations
     lines = [f"{'model':<20} {'steps':>7} {'tokens':>12} {'epochs':>7} {'train':>7} {'val':>7} {'val b/B':>8} "
              f"{'eval b/B':>9}"]
+    trained_on = False
     for n in names:
         ds, ev = history(ws, n), evaluations(ws, n)
+        trained_on = trained_on or bool(ev and ev[-1]["total"]["trained_on"])
         last = lambda var, dim: float(ds[var].values[-1]) if ds.sizes.get(dim, 0) else float("nan")
         val = last("val_loss", "epoch")
         cells = [f"{last('loss', 'step'):.4f}", f"{val:.4f}", f"{float(bits_per_byte(ds, val)):.3f}",
@@ -372,7 +374,7 @@ def _compare_table(ws, names: list[str]) -> list[str]:
                      f"{int(last('tokens', 'step')) if ds.sizes.get('step', 0) else 0:>12,} "
                      f"{ws.read_state(n)['epochs_trained']:>7.2f} {cells[0]:>7} {cells[1]:>7} {cells[2]:>8} "
                      f"{cells[3]:>9}")
-    if any(evaluations(ws, n) and evaluations(ws, n)[-1]["total"]["trained_on"] for n in names):
+    if trained_on:
         lines.append("* the evaluation included files the model trained on")
     return lines
 
@@ -383,6 +385,8 @@ def cmd_history(args):
     names = list(dict.fromkeys(args.names))
     for n in names:
         ws.require(n)
+    if args.plot and not Path(args.plot).absolute().parent.is_dir():  # refused before anything is printed
+        raise ValueError(f"cannot write the plot {args.plot}: its folder does not exist")
     if args.format == "json":
         recs = [_history_record(ws, n) for n in names]
         _say(json.dumps(_finite(recs[0] if len(recs) == 1 else recs), indent=1, default=str))

@@ -184,8 +184,11 @@ def export_hf(ws: Workspace, name: str, dest, overwrite: bool = False) -> Path:
     lm = ws.load(name)
     arch = hf_architecture(lm.model.cfg)
     weights = neox_weights(lm.model) if arch == "gpt_neox" else gpt2_weights(lm.model)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))  # complete, then renamed into place
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))  # complete, then renamed into place
+    except OSError as e:
+        raise ExportError(f"cannot write {dest}: {e.strerror or e}") from None
     try:
         tensors = {k: v.detach().float().contiguous().cpu() for k, v in weights.items()}
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})

@@ -294,8 +294,9 @@ def _begin_epoch(self: Trainer):
         if self.plan.n_train != c.n_train:
             raise TrainingError(f"the queue of {self.name!r} changed under its current epoch; it cannot resume")
         return
-    n_rows = self._bcast(len(self.queue.rows()))  # every process takes rank 0's snapshot
-    self._bpt = bytes_per_token(self.queue.rows()[:n_rows])
+    rows = self.queue.rows()  # the manifest, read once (it is append-only: rank 0's count is a prefix here)
+    n_rows = self._bcast(len(rows))  # every process takes rank 0's snapshot
+    self._bpt = bytes_per_token(rows[:n_rows])
     self.corpus = Corpus(self.queue, n_rows)
     holdout = self._holdout()
     self.plan = EpochPlan(len(self.corpus), s.seq_len, s.seed, c.epoch, holdout)

@@ -123,6 +123,8 @@ def test_export_bpe_tokenizer_ids_and_refusals(home, tmp_path):
     r = cllm(home, "export", "b", tmp_path / "b")
     assert r.returncode == 1 and "not empty" in r.stderr
     assert cllm(home, "export", "b", tmp_path / "b", "--force").returncode == 0
+    r = cllm(home, "export", "b", "/proc/nowhere")
+    assert r.returncode == 1 and r.stderr.strip() == "error: cannot write /proc/nowhere: No such file or directory"
 
 
 RUN_TB = """
@@ -171,6 +173,8 @@ def test_history_compares_models_in_csv_json_table_and_plot(home, tmp_path):
     table = cllm(home, "history", "m", "n", "--plot", tmp_path / "cmp.png").stdout
     assert table.splitlines()[0].split()[:2] == ["model", "steps"] and "*" in table
     assert (tmp_path / "cmp.png").stat().st_size > 5000
+    r = cllm(home, "history", "m", "--plot", tmp_path / "no" / "x.png")
+    assert r.returncode == 1 and r.stdout == "" and "its folder does not exist" in r.stderr
     one = json.loads(cllm(home, "history", "m", "--format", "json").stdout)
     assert one["model"] == "m" and "bytes_per_token" in one
 

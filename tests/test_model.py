@@ -118,7 +118,11 @@ def test_model_without_biases_trains_grows_and_counts(pos):
     x, y = _corpus()
     losses = []
     for _ in range(20):
-        _, loss = m(x, y); opt.zero_grad(); loss.backward(); opt.step(); losses.append(loss.item())
+        _, loss = m(x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
     assert losses[-1] < 0.8 * losses[0]
     m.eval()
     with torch.no_grad(): before = m(x)
