@@ -58,7 +58,7 @@ def main():
     ws = Workspace(home)
     ws.create("m", preset_name="nano")
     state_before = (ws.path("m") / "state.json").read_text()
-    r = subprocess.run([str(BIN / "cllm"), "--home", str(home), "add", "m", str(d)], capture_output=True, text=True)
+    r = subprocess.run([str(BIN / "cllm"), "--home", str(home), "add", "m", str(d), "--verbose"], capture_output=True, text=True)
     skipped = [ln for ln in r.stderr.splitlines() if ln.startswith("skipped ")]
     names = sorted(Path(ln.split(": ", 1)[0][8:]).name for ln in skipped)
     print(r.stdout.strip())

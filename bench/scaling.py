@@ -17,7 +17,7 @@ CHILD = textwrap.dedent("""
     n = int(sys.argv[1]); home = sys.argv[2]
     ws = Workspace(home); ws.create("m", preset_name="nano", d_model=32, n_head=2, d_ff=64, max_seq_len=64)
     text = corpus_text(n)
-    for i in range(0, n, 200_000): ws.queue("m").add_text(text[i:i + 200_000], source=f"part{i}")
+    for i in range(0, n, 200_000): ws.queue("m").add_text(text[i:i + 200_000], source=f"part{i}", near_duplicates=False)
     del text
     tr = Trainer(ws, "m", target_epochs=1, batch_size=32, seq_len=64, threads=2, save_every=10**9, save_seconds=1e9)
     ts = []

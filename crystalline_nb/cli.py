@@ -4,14 +4,14 @@
 
 # %% ../nbs/17_cli.ipynb #aba9083e
 from __future__ import annotations
-import argparse, json, math, os, sys, threading
+import argparse, collections, json, math, os, re, sys, threading
 from pathlib import Path
 from .core import one_line, on_interrupt, free_port
 from .config import (PRESETS, EMBEDDING_INITS, POSITIONALS, ATTENTION_BIASES, SCHEDULES, PRECISIONS,
                                    setting_help)
 
 # %% auto #0
-__all__ = ['cmd_new', 'cmd_ls', 'cmd_show', 'cmd_mv', 'cmd_cp', 'cmd_rm', 'cmd_generate', 'cmd_add', 'cmd_ingest',
+__all__ = ['cmd_new', 'cmd_ls', 'cmd_show', 'cmd_mv', 'cmd_cp', 'cmd_rm', 'cmd_generate', 'reason_kind', 'cmd_add', 'cmd_ingest',
            'cmd_import_queue', 'cmd_queue', 'cmd_crawl', 'cmd_train', 'cmd_history', 'cmd_export', 'cmd_eval',
            'cmd_demo', 'panel_notebook', 'cmd_panel', 'build_parser', 'main']
 
@@ -149,24 +149,51 @@ class _Progress:
         t = time.monotonic()
         if self.on and (t - self.last > 0.2 or done == total):
             self.last = t
-            sys.stderr.write(f"\r  {done}{'/' + str(total) if total else ''} {self.what}, {tokens:,} tokens")
+            bar = ""
+            if total:
+                full = round(24 * done / total)
+                bar = f"[{'#' * full}{'.' * (24 - full)}] {done:,}/{total:,}"
+            else:
+                bar = f"{done:,}"
+            sys.stderr.write(f"\r  {bar} {self.what}, {tokens:,} tokens ")
             sys.stderr.flush()
 
     def close(self):
         if self.on and self.last:
-            sys.stderr.write("\r" + " " * 60 + "\r")
+            sys.stderr.write("\r" + " " * 79 + "\r")
             sys.stderr.flush()
 
 # %% ../nbs/17_cli.ipynb #94677821
-def _report(rep, single: str | None = None):
-    "Print an `AddReport`; an error if nothing at all went in."
+def reason_kind(why: str) -> str:
+    "A refusal's reason without its particulars (offsets, counts, examples in brackets), to count by reason."
+    return re.sub(r"\s*\(.*$", "", why).strip() or why
+
+
+def _report(rep, single: str | None = None, verbose: bool = False, limit: int = 10):
+    "Print an `AddReport`: every source when few (or `verbose`), else counts by reason; an error if nothing went in."
     if single and not rep.added and rep.rejected:
         raise ValueError(f"{rep.rejected[0][0]}: {rep.rejected[0][1]}")
     _say(rep.summary())
-    for src, dup in rep.duplicates:
-        _say(f"  already in the queue: {src}" + (f" (same content as {dup})" if dup != src else ""))
-    for src, why in rep.rejected:
-        print(f"skipped {src}: {why}", file=sys.stderr)
+    if verbose or len(rep.duplicates) <= limit:
+        for src, dup in rep.duplicates:
+            what = "" if dup == src else f" ({dup})" if "near-duplicate" in dup else f" (same content as {dup})"
+            _say(f"  already in the queue: {src}{what}")
+    else:
+        _say(f"  {len(rep.duplicates):,} already in the queue, unchanged or with the same text (--verbose lists them)")
+    if verbose or len(rep.rejected) <= limit:
+        for src, why in rep.rejected:
+            print(f"skipped {src}: {why}", file=sys.stderr)
+    else:
+        counts = collections.Counter(reason_kind(why) for _, why in rep.rejected).most_common()
+        print(f"skipped {len(rep.rejected):,} sources, by reason (--verbose lists each; so does "
+              "`cllm queue NAME --rejected`):", file=sys.stderr)
+        for why, n in counts[:limit]:
+            print(f"  {n:>8,}  {why}", file=sys.stderr)
+        if len(counts) > limit:
+            rest = sum(n for _, n in counts[limit:])
+            print(f"  {rest:>8,}  for {len(counts) - limit} other reasons", file=sys.stderr)
+    if rep.interrupted:
+        raise SystemExit(130)
     if rep.rejected and not rep.added and not rep.duplicates:
         raise ValueError(f"nothing added: {len(rep.rejected)} source(s) skipped")
 
@@ -175,24 +202,25 @@ def cmd_add(args):
     q = _ws(args).queue(args.name)
     prog = _Progress()
     try:
-        rep = q.add_paths(args.paths, progress=prog, min_chars=args.min_chars)
+        rep = q.add_paths(args.paths, progress=prog, min_chars=args.min_chars, include=args.include or (),
+                          exclude=args.exclude or (), near_duplicates=not args.keep_near_duplicates)
     finally:
         prog.close()
     single = args.paths[0] if len(args.paths) == 1 and not Path(args.paths[0]).is_dir() else None
-    _report(rep, single)
+    _report(rep, single, verbose=args.verbose)
 
 # %% ../nbs/17_cli.ipynb #3013b46f
 def cmd_ingest(args):
     q = _ws(args).queue(args.name)
     prog = _Progress()
     try:
-        rep = q.ingest_inbox(progress=prog, min_chars=args.min_chars)
+        rep = q.ingest_inbox(progress=prog, min_chars=args.min_chars, near_duplicates=not args.keep_near_duplicates)
     finally:
         prog.close()
     if not rep.added and not rep.rejected and not rep.duplicates:
         _say(f"the inbox is empty ({q.model_dir / 'inbox'})")
         return
-    _report(rep)
+    _report(rep, verbose=args.verbose)
 
 # %% ../nbs/17_cli.ipynb #606977d8
 def cmd_import_queue(args):
@@ -204,6 +232,15 @@ def cmd_import_queue(args):
 # %% ../nbs/17_cli.ipynb #b38a1a55
 def cmd_queue(args):
     ws = _ws(args)
+    if args.rejected:
+        rows = list({r["source"]: r for r in ws.queue(args.name).rejected()}.values())  # the latest per source
+        if args.json:
+            _say(json.dumps(rows, indent=2))
+        for r in [] if args.json else rows:
+            _say(f"{r['time']}  {r['source']}: {r['reason']}")
+        if not rows and not args.json:
+            _say(f"{args.name}: nothing was refused")
+        return
     led, sm = ws.ledger(args.name), ws.queue_summary(args.name)
     if args.json:
         _say(json.dumps(dict(summary=sm, sources=led), indent=2))
@@ -225,10 +262,15 @@ def cmd_queue(args):
 # %% ../nbs/17_cli.ipynb #e2b804c0
 def cmd_crawl(args):
     from crystalline_nb.crawler import Crawler, CrawlSettings, DEFAULT_UA
+    if args.same_host and args.scope not in (None, "host"):
+        raise ValueError(f"--same-host and --scope {args.scope} contradict each other")
     domains = tuple(d.lower().lstrip(".") for d in args.allow_domain or ())
     st = CrawlSettings(max_pages=args.max_pages, delay=args.delay, depth=args.depth, allow_domains=domains,
-                       max_bytes=args.max_bytes, timeout=args.timeout, user_agent=args.user_agent or DEFAULT_UA,
-                       refresh=args.refresh, min_chars=args.min_chars)
+                       scope=args.scope or ("host" if args.same_host else "prefix"), include=tuple(args.include or ()),
+                       exclude=tuple(args.exclude or ()), allow_private=args.allow_private,
+                       max_crawl_delay=args.max_crawl_delay, max_bytes=args.max_bytes, timeout=args.timeout,
+                       user_agent=args.user_agent or DEFAULT_UA, refresh=args.refresh, min_chars=args.min_chars,
+                       near_duplicates=not args.keep_near_duplicates)
     cr = Crawler(_ws(args), args.name, st)
 
     def show(ev):
@@ -236,9 +278,13 @@ def cmd_crawl(args):
 
     with on_interrupt(cr.stop, "stopping after this request (Ctrl-C again to abort)..."):
         rep = cr.run(args.urls, progress=show)
+    for note in rep.notes:
+        _say(f"note: {note}")
     _say(f"{rep.reason}: {rep.summary()}")
     if rep.reason == "stopped":
         raise SystemExit(130)
+    if rep.failed and not rep.queued and not rep.duplicates:
+        raise ValueError(f"nothing was queued: {rep.first_failure}")
 
 # %% ../nbs/17_cli.ipynb #3cc7ddcd
 def _trainer_kwargs(args) -> dict:
@@ -593,15 +639,25 @@ def _data_verbs(verb):
     s.add_argument("paths", nargs="+", metavar="PATH", help="files or directories")
     s.add_argument("--min-chars", type=int, default=1,
                    help="skip documents shorter than this after cleaning (default 1)")
+    s.add_argument("--include", action="append", metavar="GLOB",
+                   help="read only files matching GLOB (path inside the folder or file name; repeatable)")
+    s.add_argument("--exclude", action="append", metavar="GLOB", help="never read files matching GLOB (repeatable)")
+    s.add_argument("--verbose", "-v", action="store_true", help="list every skipped or duplicate file")
+    s.add_argument("--keep-near-duplicates", action="store_true",
+                   help="add texts whose paragraphs are mostly in the queue already (skipped by default)")
     s = verb("ingest", cmd_ingest, "ingest everything dropped into the model's inbox/ folder")
     s.add_argument("name")
     s.add_argument("--min-chars", type=int, default=1,
                    help="skip documents shorter than this after cleaning (default 1)")
+    s.add_argument("--verbose", "-v", action="store_true", help="list every skipped or duplicate file")
+    s.add_argument("--keep-near-duplicates", action="store_true",
+                   help="add texts whose paragraphs are mostly in the queue already (skipped by default)")
     s = verb("queue", cmd_queue,
              "show a model's queue: its sources, tokens, epochs trained and status (the data ledger)")
     s.add_argument("name")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.add_argument("--all", action="store_true", help="list every source")
+    s.add_argument("--rejected", action="store_true", help="list the sources refused so far, with their reasons")
     s = verb("import-queue", cmd_import_queue, "copy another model's data into this model's queue")
     s.add_argument("target", help="model that receives the data")
     s.add_argument("--from", dest="source", required=True, help="model whose data is copied")
@@ -613,15 +669,27 @@ def _data_verbs(verb):
     s.add_argument("--delay", type=float, default=1.0,
                    help="seconds between requests to one host (default 1; robots.txt Crawl-delay can raise it)")
     s.add_argument("--depth", type=int, default=2, help="links to follow from the start URLs (default 2)")
-    g = s.add_mutually_exclusive_group()
-    g.add_argument("--same-host", action="store_true", help="follow links only on the start URLs' hosts (the default)")
-    g.add_argument("--allow-domain", action="append", metavar="D",
+    s.add_argument("--scope", choices=["prefix", "host", "domain"], default=None,
+                   help="prefix: stay below the start URL's folder (the default, like wget --no-parent); host: its "
+                        "whole host; domain: the host and its subdomains")
+    s.add_argument("--same-host", action="store_true", help="the same as --scope host")
+    s.add_argument("--include", action="append", metavar="GLOB",
+                   help="URLs matching GLOB are in scope too, e.g. 'https://host/api/*' (repeatable)")
+    s.add_argument("--exclude", action="append", metavar="GLOB",
+                   help="URLs matching GLOB are never fetched, e.g. '*/print.html' (repeatable)")
+    s.add_argument("--allow-domain", action="append", metavar="D",
                    help="also follow links into domain D and its subdomains (repeatable)")
+    s.add_argument("--allow-private", action="store_true",
+                   help="fetch loopback and private addresses even when the start URLs are public")
+    s.add_argument("--max-crawl-delay", type=float, default=30.0,
+                   help="the longest robots.txt Crawl-delay obeyed, in seconds (default 30)")
     s.add_argument("--max-bytes", type=int, default=2_000_000, help="abandon larger responses (default 2000000)")
     s.add_argument("--timeout", type=float, default=15.0, help="seconds per request (default 15)")
     s.add_argument("--user-agent", help="User-Agent header (default names crystalline_nb)")
     s.add_argument("--refresh", action="store_true", help="fetch again the start URLs even if fetched before")
     s.add_argument("--min-chars", type=int, default=200, help="skip pages with less main text (default 200)")
+    s.add_argument("--keep-near-duplicates", action="store_true",
+                   help="queue pages whose paragraphs are mostly in the queue already (skipped by default)")
 
 # %% ../nbs/17_cli.ipynb #fcad31fb
 def _training_verbs(verb):

@@ -10,9 +10,10 @@ from typing import Iterator
 from .core import one_line
 
 # %% auto #0
-__all__ = ['DOC_BREAK', 'CHUNK', 'TEXT_SUFFIXES', 'HTML_SUFFIXES', 'MAX_WHOLE_FILE', 'MAX_LINE', 'Rejected', 'Cleaner',
-           'clean_text', 'read_text_chunks', 'extract_html', 'html_to_text', 'extract_pdf', 'extract_json',
-           'extract_jsonl', 'extract_ipynb', 'check_file', 'extractor_for', 'extract', 'corpus_texts', 'demo_corpus']
+__all__ = ['DOC_BREAK', 'VERBATIM', 'CHUNK', 'TEXT_SUFFIXES', 'HTML_SUFFIXES', 'MAX_WHOLE_FILE', 'MAX_LINE', 'BINARY_SUFFIXES',
+           'CODE_SUFFIXES', 'Rejected', 'Cleaner', 'clean_text', 'read_text_chunks', 'extract_html', 'html_to_text',
+           'clean_pdf_pages', 'extract_pdf', 'extract_json', 'extract_jsonl', 'extract_ipynb', 'check_file',
+           'sniff_text', 'declared_encoding', 'extract_text', 'extractor_for', 'extract', 'corpus_texts', 'demo_corpus']
 
 # %% ../nbs/06_ingest.ipynb #0fc7cfb2
 class Rejected(ValueError):
@@ -20,6 +21,7 @@ class Rejected(ValueError):
 
 
 DOC_BREAK = object()  # separates documents inside one source (a JSONL line, a JSON list item)
+VERBATIM = object()  # first piece of a source to keep as written: text files, code, tables (see `Cleaner`)
 CHUNK = 1 << 20  # bytes read at a time from text files
 
 # %% ../nbs/06_ingest.ipynb #ef55a584
@@ -27,6 +29,7 @@ _CTRL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ufeff\ud800-\udfff]
 _WS_RUN = re.compile(r"[ \t\u00a0]{2,}|[\t\u00a0]")
 _TRAIL_WS = re.compile(r"[ \t\u00a0]+\n")
 _BLANKS = re.compile(r"\n{3,}")
+_CTRL_VERBATIM = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f\u2028\u2029\ufeff\ud800-\udfff]")  # keeps \t, \f
 
 
 def _inner_ws(s: str) -> str:
@@ -42,8 +45,11 @@ def _inner_ws(s: str) -> str:
     return _WS_RUN.sub(rep, s)
 
 # %% ../nbs/06_ingest.ipynb #9b13c709
-def _clean_chunk(s: str) -> str:
+def _clean_chunk(s: str, verbatim: bool = False) -> str:
     "NFC, no control characters, no trailing whitespace, inner runs of blanks collapsed (text ending in a newline)."
+    if verbatim:  # only trailing whitespace and control characters go
+        s = _CTRL_VERBATIM.sub("", s)
+        return _TRAIL_WS.sub("\n", s) if (" \n" in s or "\t\n" in s or "\xa0\n" in s) else s
     s = _CTRL.sub("", unicodedata.normalize("NFC", s))
     if " \n" in s or "\t\n" in s or "\xa0\n" in s:
         s = _TRAIL_WS.sub("\n", s)
@@ -53,20 +59,23 @@ def _clean_chunk(s: str) -> str:
 class Cleaner:
     "Incremental cleaner: `feed(text)` returns cleaned text ready to emit; `finish()` flushes the rest."
 
-    def __init__(self, max_line: int = CHUNK):
-        self.buf, self.nl, self.started, self.max_line = "", 0, False, max_line
+    def __init__(self, max_line: int = CHUNK, verbatim: bool = False):
+        self.buf, self.nl, self.started, self.max_line, self.verbatim = "", 0, False, max_line, verbatim
 
     def _lines(self, body: str) -> str:
         "Clean complete lines (`body` ends with a newline); whole-chunk regexes, no per-line Python loop."
-        body = _clean_chunk(body)
+        body = _clean_chunk(body, self.verbatim)
         core = body.strip("\n")
         if not core:
             self.nl += body.count("\n")
             return ""
         lead, trail = len(body) - len(body.lstrip("\n")), len(body) - len(body.rstrip("\n"))
-        out = ("\n" * min(self.nl + lead, 2) if self.started else "") + (
-            _BLANKS.sub("\n\n", core) if "\n\n\n" in core else core
-        )
+        if self.verbatim:  # blank lines kept as they are
+            out = ("\n" * (self.nl + lead) if self.started else "") + core
+        else:
+            out = ("\n" * min(self.nl + lead, 2) if self.started else "") + (
+                _BLANKS.sub("\n\n", core) if "\n\n\n" in core else core
+            )
         self.started, self.nl = True, trail
         return out
 
@@ -82,10 +91,10 @@ class Cleaner:
             at = self.buf.rfind(" ", 0, self.max_line)
             at = at if at > 0 else self.max_line
             head, self.buf = self.buf[:at], self.buf[at:]
-            piece = _clean_chunk(head + "\n")[:-1]
+            piece = _clean_chunk(head + "\n", self.verbatim)[:-1]
             if piece.strip():
                 if self.started:
-                    out += "\n" * min(self.nl, 2)
+                    out += "\n" * (self.nl if self.verbatim else min(self.nl, 2))
                 out += piece
                 self.started, self.nl = True, 0  # the line goes on: no newline before its next piece
         return out
@@ -96,9 +105,9 @@ class Cleaner:
         return s
 
 # %% ../nbs/06_ingest.ipynb #4979743b
-def clean_text(text: str) -> str:
+def clean_text(text: str, verbatim: bool = False) -> str:
     "Cleaned `text` (see `Cleaner`)."
-    c = Cleaner()
+    c = Cleaner(verbatim=verbatim)
     return c.feed(text) + c.finish()
 
 # %% ../nbs/06_ingest.ipynb #227e7e3d
@@ -111,9 +120,9 @@ MAX_WHOLE_FILE = 64 << 20  # HTML, PDF, JSON and notebooks are parsed whole; lar
 MAX_LINE = 64 << 20  # the longest JSONL line read
 
 
-def read_text_chunks(path, chunk: int = CHUNK) -> Iterator[str]:
-    "Decoded UTF-8 text of `path` in chunks; `Rejected` on a NUL byte or invalid UTF-8."
-    dec = codecs.getincrementaldecoder("utf-8")("strict")
+def read_text_chunks(path, chunk: int = CHUNK, encoding: str = "utf-8") -> Iterator[str]:
+    "Decoded text of `path` in chunks; `Rejected` on a NUL byte or invalid UTF-8 (or `encoding`)."
+    dec = codecs.getincrementaldecoder(encoding)("strict")
     offset, first = 0, True
     with open(path, "rb") as f:
         while True:
@@ -133,7 +142,8 @@ def read_text_chunks(path, chunk: int = CHUNK) -> Iterator[str]:
                 yield dec.decode(raw)
             except UnicodeDecodeError as e:  # e.start counts from the first pending byte
                 bad, at = (pending + raw)[e.start], offset - len(pending) + e.start
-                raise Rejected(f"not valid UTF-8 (byte 0x{bad:02x} at offset {at}); "
+                name = "UTF-8" if encoding == "utf-8" else f"{encoding} (its declared encoding)"
+                raise Rejected(f"not valid {name} (byte 0x{bad:02x} at offset {at}); "
                                "convert it to UTF-8 first") from None
             offset += len(raw)
     try:
@@ -149,30 +159,150 @@ def _read_whole(path) -> bytes:
     return Path(path).read_bytes()
 
 # %% ../nbs/06_ingest.ipynb #fa832f5c
-def extract_html(path) -> Iterator[str]:
-    "Main text of an HTML page (menus, scripts and boilerplate removed by trafilatura)."
+def extract_html(path) -> Iterator:
+    "Main text of an HTML page (see `html_to_text`), kept as `html_to_text` laid it out."
+    yield VERBATIM
     yield html_to_text(_read_whole(path))
 
 # %% ../nbs/06_ingest.ipynb #10871502
+_DROP_TAGS = {"script", "style", "noscript", "nav", "header", "footer", "aside", "form", "button", "svg", "template",
+              "iframe", "select", "input", "textarea", "label", "head", "title", "meta", "link", "object", "canvas"}
+_CHROME = {"nav", "navbar", "navheader", "navfooter", "navigation", "sidebar", "sidebar-scrollbox", "menu", "menu-bar",
+           "breadcrumb", "breadcrumbs", "toc", "footer", "search", "searchbar", "search-form", "toolbar",
+           "nav-wrapper", "nav-chapters", "mobile-nav-chapters", "headerlink", "srclink", "src", "rightside",
+           "test-arrow", "hideme", "sr-only", "visually-hidden", "skip-link", "copyright",
+           "related", "sphinxsidebar", "footnotes-nav", "edit-page", "page-nav", "pagination", "since", "tooltip"}
+_CHROME_LINKS = {"read more", "source", "§", "¶", "#", "run", "[src]", "[+]", "[−]", "[-]", "copy", "edit this page",
+                 "permalink", "expand description", "show hidden lines"}
+_BLOCK2 = {"p", "div", "section", "article", "main", "blockquote", "figure", "figcaption", "table", "ul", "ol", "dl",
+           "h1", "h2", "h3", "h4", "h5", "h6", "hr", "details", "summary", "center", "address", "body"}
+_BLOCK1 = {"li", "tr", "dt", "dd", "caption", "thead", "tbody", "tfoot"}
+_MAIN = ["//main", "//*[@role='main']", "//article", "//*[@id='main-content']", "//*[@id='content']",
+         "//div[contains(concat(' ', normalize-space(@class), ' '), ' body ')]", "//body"]
+
+
+def _is_chrome(el) -> bool:
+    "Page furniture rather than text: by tag, by class or id, hidden, a chrome link, or a block of mostly links."
+    tag = el.tag if isinstance(el.tag, str) else ""
+    if tag in _DROP_TAGS or el.get("hidden") is not None or el.get("aria-hidden") == "true":
+        return True
+    names = set((el.get("class") or "").lower().split()) | {(el.get("id") or "").lower()}
+    if names & _CHROME or "display:none" in (el.get("style") or "").replace(" ", ""):
+        return True
+    if tag == "a" and " ".join(el.text_content().split()).lower() in _CHROME_LINKS:
+        return True
+    if tag in ("ul", "ol", "div", "section", "table", "dl") and tag != "pre":
+        links = el.findall(".//a")
+        if len(links) >= 3:
+            total = len(" ".join(el.text_content().split()))
+            linked = sum(len(" ".join(a.text_content().split())) for a in links)
+            return total > 0 and linked / total > 0.7
+    return False
+
+
+def _layout(root) -> str:
+    "Paragraphs of `root` (see above)."
+    out, run = [], []  # finished pieces; inline text of the current paragraph
+
+    def brk(n):
+        text = " ".join("".join(run).split())
+        run.clear()
+        if text:
+            out.append(text)
+        if out and isinstance(out[-1], int):
+            out[-1] = max(out[-1], n)
+        elif out:
+            out.append(n)
+
+    def walk(el):
+        tag = el.tag.lower() if isinstance(el.tag, str) else None
+        if tag is None or _is_chrome(el):  # a comment, a processing instruction, or chrome: only its tail counts
+            run.append(el.tail or "")
+            return
+        if tag == "pre":
+            brk(2)
+            out.append(("pre", el.text_content().strip("\n")))
+            out.append(2)
+        elif tag == "br":
+            brk(1)
+        else:
+            n = 2 if tag in _BLOCK2 else 1 if tag in _BLOCK1 else 0
+            if n:
+                brk(n)
+            if tag in ("td", "th") and el.getprevious() is not None:
+                run.append(" | ")
+            run.append(el.text or "")
+            for child in el:
+                walk(child)
+            if n:
+                brk(n)
+        run.append(el.tail or "")
+
+    walk(root)
+    brk(2)
+    text = "".join("\n" * p if isinstance(p, int) else p[1] if isinstance(p, tuple) else p for p in out)
+    return unicodedata.normalize("NFC", text.strip("\n"))
+
+
 def html_to_text(html) -> str:
-    "Main text of HTML (str or bytes) with trafilatura; `Rejected` if there is none."
-    import trafilatura
+    "Main text of HTML (str or bytes), laid out in paragraphs (see above); `Rejected` if there is none."
+    import lxml.html
+    from lxml.etree import ParserError
 
     if isinstance(html, bytes) and b"\x00" in html[:4096]:
         raise Rejected("binary content, not HTML")
     try:
-        text = trafilatura.extract(
-            html, include_comments=False, include_tables=True, favor_precision=False, deduplicate=False
-        )
-    except Exception as e:
-        raise Rejected(f"cannot parse HTML: {e}") from None
-    if not text or not text.strip():
-        raise Rejected("no main text found in the HTML")
-    return text
+        doc = lxml.html.document_fromstring(html)
+    except (ParserError, ValueError) as e:
+        raise Rejected(f"cannot parse HTML: {one_line(e)}") from None
+    for xp in _MAIN:
+        found = doc.xpath(xp)
+        if found:
+            text = _layout(found[0])
+            if text.strip():
+                return text
+    raise Rejected("no main text found in the HTML")
 
 # %% ../nbs/06_ingest.ipynb #27bbb8a8
+_ROMAN = re.compile(r"^[ivxlcdm]{1,7}$", re.I)
+_EDGE_NUM = re.compile(r"^(\d{1,5})\b|\b(\d{1,5})$")
+_LEADER = re.compile(r"(?:\s?\.){4,}\s*(?:\d{1,5}|[ivxlcdm]{1,7})?\s*$", re.I)
+_HYPHEN = re.compile(r"([a-z])-\n([a-z])")
+
+
+def clean_pdf_pages(pages: list[str]) -> list[str]:
+    "Pages of PDF text without running headers, footers and page numbers, dot leaders or words split by hyphens."
+    lines = [[ln.strip() for ln in p.splitlines()] for p in pages]
+    edges = []  # per page: indices of its first two and last two non-empty lines
+    for ls in lines:
+        idx = [i for i, ln in enumerate(ls) if ln]
+        edges.append(sorted(set(idx[:2] + idx[-2:])))
+    offsets, keys = {}, {}
+    for k, (ls, ix) in enumerate(zip(lines, edges)):
+        for off in {int(m.group(1) or m.group(2)) - k for i in ix if (m := _EDGE_NUM.search(ls[i]))}:
+            offsets[off] = offsets.get(off, 0) + 1
+        for key in {re.sub(r"\d+", "#", ls[i]) for i in ix}:
+            keys[key] = keys.get(key, 0) + 1
+    need = max(3, len(pages) // 2)
+    offset = max(offsets, key=offsets.get) if offsets and max(offsets.values()) >= 3 else None
+    out = []
+    for k, (ls, ix) in enumerate(zip(lines, edges)):
+        for i in ix:
+            m = _EDGE_NUM.search(ls[i])
+            numbered = m is not None and offset is not None and int(m.group(1) or m.group(2)) - k == offset
+            if numbered or _ROMAN.match(ls[i]) or ls[i].isdigit() or keys[re.sub(r"\d+", "#", ls[i])] >= need:
+                ls[i] = None
+        kept = [_LEADER.sub("", ln) if ln.count(".") >= 4 else ln for ln in ls if ln is not None]
+        out.append(_HYPHEN.sub(r"\1\2", "\n".join(kept)).strip("\n"))
+    for k in range(len(out) - 1):  # a word split across two pages
+        m = re.match(r"([a-z]\S*)\s*", out[k + 1])
+        if m and re.search(r"[a-z]-$", out[k]):
+            out[k], out[k + 1] = out[k][:-1] + m.group(1), out[k + 1][m.end():]
+    return out
+
+# %% ../nbs/06_ingest.ipynb #34831a88
 def extract_pdf(path) -> Iterator[str]:
-    "Text of every page of a PDF (pypdf); pages are separated by blank lines."
+    "Text of every page of a PDF (pypdf), cleaned by `clean_pdf_pages`; pages are separated by blank lines."
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
@@ -181,18 +311,16 @@ def extract_pdf(path) -> Iterator[str]:
         reader = PdfReader(str(path))
         if reader.is_encrypted:
             raise Rejected("encrypted PDF")
-        any_text = False
-        for page in reader.pages:
-            t = page.extract_text() or ""
-            if t.strip():
-                any_text = True
-                yield t + "\n\n"
+        pages = [page.extract_text() or "" for page in reader.pages]
     except Rejected:
         raise
     except (PdfReadError, Exception) as e:
         raise Rejected(f"cannot read PDF: {one_line(e)}") from None
-    if not any_text:
+    if not any(t.strip() for t in pages):
         raise Rejected("PDF has no extractable text (scanned pages need OCR)")
+    for t in clean_pdf_pages(pages):
+        if t.strip():
+            yield t + "\n\n"
 
 # %% ../nbs/06_ingest.ipynb #d83f5175
 def _text_field(obj, where: str) -> str:
@@ -255,11 +383,12 @@ def extract_jsonl(path) -> Iterator:
 
 # %% ../nbs/06_ingest.ipynb #163e23cc
 def extract_ipynb(path) -> Iterator:
-    "The source of a Jupyter notebook's markdown and code cells (not its outputs), as one document."
+    "The source of a Jupyter notebook's markdown and code cells (not its outputs), as one document, as written."
     nb = _load_json(path, "notebook JSON")
     cells = nb.get("cells") if isinstance(nb, dict) else None
     if not isinstance(cells, list):
         raise Rejected("not a Jupyter notebook (no list of cells)")
+    yield VERBATIM
     for c in cells:
         if isinstance(c, dict) and c.get("cell_type") in ("markdown", "code"):
             src = c.get("source", "")
@@ -290,6 +419,63 @@ def check_file(path) -> Path:
     return p
 
 # %% ../nbs/06_ingest.ipynb #8bf4dffa
+BINARY_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".ico", ".webp", ".tif", ".tiff", ".svgz", ".pyc", ".pyo",
+    ".so", ".o", ".a", ".dll", ".dylib", ".exe", ".bin", ".class", ".jar", ".zip", ".gz", ".tgz", ".bz2", ".xz", ".zst",
+    ".7z", ".tar", ".whl", ".egg", ".woff", ".woff2", ".ttf", ".otf", ".eot", ".mp3", ".mp4", ".wav", ".ogg", ".flac",
+    ".avi", ".mov", ".mkv", ".webm", ".sqlite", ".db", ".npy", ".npz", ".pt", ".pth", ".pkl", ".pickle", ".mo"}
+CODE_SUFFIXES = TEXT_SUFFIXES - {".txt", ".md", ".markdown", ".rst", ".tex", ".log", ".csv", ".tsv"}
+_SUPPORTED = "supported: text and source code, .md, .html, .pdf, .json, .jsonl, .ipynb"
+
+
+def sniff_text(path, what: str) -> None:
+    "Raise `Rejected` unless the start of `path` (of unknown type `what`) reads as text a person wrote."
+    with open(path, "rb") as f:
+        head = f.read(8192)
+    if b"\x00" in head:
+        raise Rejected(f"{what}, binary content ({_SUPPORTED})")
+    try:
+        txt = head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < len(head) - 3:  # not a character cut by the 8 KiB boundary
+            raise Rejected(f"{what}, and not UTF-8 text ({_SUPPORTED})") from None
+        txt = head[: e.start].decode("utf-8")
+    if sum(c < " " and c not in "\t\n\r\f" for c in txt) > len(txt) / 100:
+        raise Rejected(f"{what}, binary content ({_SUPPORTED})")
+    words = txt.split()
+    long = [len(w) for w in words if len(w) >= 32]
+    if len(long) >= 8 and sum(long) > 0.5 * sum(map(len, words)):
+        raise Rejected(f"{what}: mostly long unbroken strings (hashes, encoded data), not text")
+
+
+def declared_encoding(path) -> str:
+    "The encoding a Python file declares on its first two lines (PEP 263), else UTF-8."
+    with open(path, "rb") as f:
+        lines = [f.readline(1024), f.readline(1024)]
+    for i, ln in enumerate(lines):
+        m = re.match(rb"^[ \t\f]*#.*?coding[:=][ \t]*([-\w.]+)", ln)
+        if m:
+            name = m.group(1).decode("ascii")
+            try:
+                return codecs.lookup(name).name
+            except LookupError:
+                raise Rejected(f"declares an unknown encoding {name!r}") from None
+        if i == 0 and not re.match(rb"^[ \t\f]*(#.*)?\r?\n?$", ln):  # line 2 counts only after a comment line
+            break
+    return "utf-8"
+
+
+def extract_text(path) -> Iterator:
+    "A text file as written (`VERBATIM`), in chunks; a minified or generated code file is refused."
+    suf = Path(path).suffix.lower()
+    enc = declared_encoding(path) if suf in (".py", ".pyi") else "utf-8"
+    yield VERBATIM
+    for i, chunk in enumerate(read_text_chunks(path, encoding=enc)):
+        if i == 0 and suf in CODE_SUFFIXES and len(chunk) > 4000 and len(chunk) / (chunk.count("\n") + 1) > 400:
+            raise Rejected(f"looks minified or generated (lines of {len(chunk) // (chunk.count(chr(10)) + 1):,} "
+                           "characters on average)")
+        yield chunk
+
+
 def extractor_for(path):
     "The extractor for `path`'s type, or `Rejected` naming the unsupported type."
     suf = Path(path).suffix.lower()
@@ -303,10 +489,13 @@ def extractor_for(path):
         return extract_jsonl
     if suf == ".ipynb":
         return extract_ipynb
-    if suf in TEXT_SUFFIXES or suf == "" or suf[1:].isdigit():  # README, LICENSE, Apache-2.0, notes.2024
-        return read_text_chunks
-    raise Rejected(f"unsupported file type {suf!r} "
-                   "(supported: text and source code, .md, .html, .pdf, .json, .jsonl, .ipynb)")
+    if suf in TEXT_SUFFIXES:
+        return extract_text
+    if suf in BINARY_SUFFIXES:
+        raise Rejected(f"unsupported file type {suf!r} ({_SUPPORTED})")
+    # no suffix or an unknown one (README, Apache-2.0, notes.2024, RECORD): decided by the content
+    sniff_text(path, f"unsupported file type {suf!r}" if suf and not suf[1:].isdigit() else "a file without a type")
+    return extract_text
 
 # %% ../nbs/06_ingest.ipynb #1f9b0ad0
 def extract(path) -> Iterator:
@@ -331,7 +520,9 @@ def corpus_texts(paths) -> list[str]:
         for f in files:
             seen += 1
             try:
-                texts.append(clean_text("\n".join(x for x in extract(f) if x is not DOC_BREAK)))
+                pieces = list(extract(f))
+                text = "\n".join(x for x in pieces if isinstance(x, str))
+                texts.append(clean_text(text, verbatim=VERBATIM in pieces))
             except Rejected:
                 continue
     if not any(t.strip() for t in texts):

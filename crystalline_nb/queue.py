@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_queue.ipynb #dd3bbd5e
 from __future__ import annotations
-import hashlib, os, shutil, time, uuid
+import collections, fnmatch, hashlib, json, os, shutil, time, uuid, zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,12 +12,13 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 from fastcore.basics import patch
 from .core import fsync_dir, file_lock, busy_lock, read_jsonl, append_jsonl, now, one_line
-from .ingest import Cleaner, DOC_BREAK, Rejected, extract
+from .ingest import Cleaner, CHUNK, DOC_BREAK, HTML_SUFFIXES, VERBATIM, Rejected, extract
 
 # %% auto #0
-__all__ = ['ENCODE_BATCH', 'SHARD_MAX', 'WRITERS', 'SETTLE', 'HOLDOUT_SPAN', 'HOLDOUT_EVERY', 'VAL_EVERY', 'VAL_MIN_BLOCKS',
-           'AddReport', 'Queue', 'clean_source', 'bytes_per_token', 'writers_busy_message', 'iter_files', 'Corpus',
-           'EpochPlan', 'missing_tokens', 'gather', 'ledger', 'queue_summary', 'epoch_record']
+__all__ = ['ENCODE_BATCH', 'SHARD_MAX', 'PARA_MIN', 'NEAR_SHARE', 'NEAR_MIN_PARAS', 'WRITERS', 'PARAGRAPHS', 'WEB_ASSETS',
+           'SETTLE', 'HOLDOUT_SPAN', 'HOLDOUT_EVERY', 'VAL_EVERY', 'VAL_MIN_BLOCKS', 'AddReport', 'Queue',
+           'clean_source', 'bytes_per_token', 'writers_busy_message', 'Ingestion', 'iter_files', 'select_files',
+           'Corpus', 'EpochPlan', 'missing_tokens', 'gather', 'ledger', 'queue_summary', 'epoch_record']
 
 # %% ../nbs/07_queue.ipynb #478e89f5
 @dataclass
@@ -27,6 +28,7 @@ class AddReport:
     duplicates: list = field(default_factory=list)  # (source, source it duplicates)
     rejected: list = field(default_factory=list)  # (source, reason)
     waiting: list = field(default_factory=list)  # inbox files still being written, left for the next scan
+    interrupted: bool = False  # stopped by Ctrl-C: the sources read whole before it are kept
 
     @property
     def tokens(self) -> int:
@@ -41,6 +43,8 @@ class AddReport:
             s += f"; {len(self.rejected)} skipped"
         if self.waiting:
             s += f"; {len(self.waiting)} still being written (left in the inbox)"
+        if self.interrupted:
+            s += "; interrupted (what was read whole is kept: run it again to go on)"
         return s
 
     def __repr__(self):
@@ -90,11 +94,16 @@ def rejected(self: Queue) -> list[dict]:
 
 # %% ../nbs/07_queue.ipynb #6cf7391d
 @patch
-def _log_rejected(self: Queue, rejected: list[tuple[str, str]]):
-    "Append (source, reason) pairs to `rejected.jsonl`."
+def _log_rejected(self: Queue, rejected: list[tuple[str, str]], meta: dict | None = None):
+    "Append (source, reason) pairs to `rejected.jsonl` (with a file's size and time from `meta`); each once."
     if rejected:
+        meta = meta or {}
+        key = lambda s, r, m: (s, r, (m or {}).get("size"), (m or {}).get("mtime_ns"))
         with self._locked():
-            append_jsonl(self.dir / "rejected.jsonl", [dict(source=s, reason=r, time=now()) for s, r in rejected])
+            logged = {key(r.get("source"), r.get("reason"), r) for r in self.rejected()}
+            new = list(dict.fromkeys((s, r) for s, r in rejected if key(s, r, meta.get(s)) not in logged))
+            append_jsonl(self.dir / "rejected.jsonl",
+                         [dict(source=s, reason=r, time=now(), **(meta.get(s) or {})) for s, r in new])
 
 # %% ../nbs/07_queue.ipynb #a3b92618
 ENCODE_BATCH = 1 << 18  # characters tokenized at a time
@@ -142,14 +151,17 @@ class _ShardWriter:
 # %% ../nbs/07_queue.ipynb #92055005
 def _cleaned(pieces: Callable, h) -> Iterator:
     "Cleaned text of one source's pieces, `DOC_BREAK` between its documents, hashed into `h` (its content hash)."
-    cl = Cleaner()
+    cl, verbatim = Cleaner(), False
     for p in pieces():
+        if p is VERBATIM:  # a text file: kept as written (see `crystalline_nb.ingest`)
+            cl, verbatim = Cleaner(verbatim=True), True
+            continue
         text = cl.finish() if p is DOC_BREAK else cl.feed(p)
         if text:
             h.update(text.encode("utf-8"))
             yield text
         if p is DOC_BREAK:  # one source, several documents: an end-of-sequence token between them
-            cl = Cleaner()
+            cl = Cleaner(verbatim=verbatim)
             h.update(b"\x1e")
             yield DOC_BREAK
     text = cl.finish()
@@ -158,7 +170,37 @@ def _cleaned(pieces: Callable, h) -> Iterator:
         yield text
 
 
-def _tokenize_source(tok, w: _ShardWriter, pieces: Callable, h) -> tuple[int, int]:
+PARA_MIN = 40  # characters: shorter paragraphs (headings, lone braces) say nothing about duplication
+NEAR_SHARE, NEAR_MIN_PARAS = 0.8, 4  # a text whose paragraphs are mostly in the queue already is a near-duplicate
+
+
+class _Paragraphs:
+    "8-byte hashes and lengths of the paragraphs (blank-line separated) of a stream of cleaned text."
+
+    def __init__(self):
+        self.buf, self.hashes, self.sizes = "", [], []
+
+    def feed(self, text: str):
+        parts = (self.buf + text).split("\n\n")
+        self.buf = parts.pop()
+        if len(self.buf) > CHUNK:  # no blank line for a long while: cut anyway, memory stays bounded
+            parts.append(self.buf)
+            self.buf = ""
+        self._add(parts)
+
+    def finish(self):
+        self._add([self.buf])
+        self.buf = ""
+
+    def _add(self, parts: list[str]):
+        "Hash the paragraphs long enough to count (CRC-32 and Adler-32 side by side: 64 bits, C speed)."
+        ps = [p for p in map(str.strip, parts) if len(p) >= PARA_MIN]
+        bs = [p.encode() for p in ps]
+        self.hashes += [(zlib.crc32(b) << 32) | zlib.adler32(b) for b in bs]
+        self.sizes += map(len, ps)
+
+
+def _tokenize_source(tok, w: _ShardWriter, pieces: Callable, h, paras: _Paragraphs | None = None) -> tuple[int, int]:
     "Clean and tokenize one source's pieces into `w`, hashing the cleaned text into `h`; returns (characters, bytes)."
     chars, nbytes, buf, size = 0, 0, [], 0
 
@@ -173,12 +215,18 @@ def _tokenize_source(tok, w: _ShardWriter, pieces: Callable, h) -> tuple[int, in
         if text is DOC_BREAK:
             flush()
             w.write(np.array([tok.eos_id]))
+            if paras is not None:
+                paras.finish()
             continue
         chars, nbytes, size = chars + len(text), nbytes + len(text.encode("utf-8")), size + len(text)
         buf.append(text)
+        if paras is not None:
+            paras.feed(text)
         if size >= ENCODE_BATCH:
             flush()
     flush()
+    if paras is not None:
+        paras.finish()
     return chars, nbytes
 
 
@@ -225,77 +273,235 @@ def _writing(self: Queue):
         yield
 
 # %% ../nbs/07_queue.ipynb #28c19f05
+def _read_tail(path: Path, pos: int) -> tuple[list[dict], int]:
+    "Rows of the JSON-lines file `path` after byte `pos` (complete lines only) and the position after them."
+    try:
+        with open(path, "rb") as f:
+            f.seek(pos)
+            data = f.read()
+    except FileNotFoundError:
+        return [], 0
+    end = data.rfind(b"\n") + 1
+    rows = []
+    for ln in data[:end].split(b"\n"):
+        if not ln.strip():
+            continue
+        try:
+            rows.append(json.loads(ln))
+        except ValueError:  # a line torn by a crash never committed
+            continue
+    return rows, pos + end
+
+
+PARAGRAPHS = "paragraphs.bin"  # (paragraph hash, row id) records for near-duplicate detection
+_PARA_DT = np.dtype([("h", "<u8"), ("id", "<u4")])
+
+
+class Ingestion:
+    "An open ingestion into queue `q`: `add` sources one at a time, `flush` writes them; use it as a context manager."
+
+    def __init__(self, q: Queue, min_chars: int = 1, flush_tokens: int = SHARD_MAX, near_duplicates: bool = True):
+        if q.tokenizer is None:
+            raise ValueError("this Queue was opened without a tokenizer; it cannot add data")
+        self.q, self.tok, self.min_chars, self.flush_tokens = q, q.tokenizer, min_chars, flush_tokens
+        self.near_duplicates = near_duplicates
+        self.rep, self.pending, self.w = AddReport(), [], None
+        self.known, self.files, self._mine = {}, {}, {}  # hash -> source in the manifest; file -> (size, mtime); ours
+        self._pos = self._count = self._logged_upto = self.tokens = 0
+        self._paras = {}  # pending source -> its paragraph hashes, written with its row
+        self._names = []  # source names by row id
+        self._para_pos, self._para_new = 0, {}  # paragraph hash -> source name, for what is not in `_para_h`
+        self._para_h, self._para_id = np.zeros(0, np.uint64), np.zeros(0, np.uint32)
+        self._catch_up()
+        self._load_paragraphs()
+        self._refused, self._refused_meta = {}, {}  # file -> (size, mtime, reason) of an earlier refusal; this run's
+        for r in q.rejected():
+            if "size" in r:
+                self._refused[r["source"]] = (r["size"], r["mtime_ns"], r["reason"])
+
+    def _catch_up(self) -> list[dict]:
+        "Read only the manifest rows appended since the last look (it only grows): each flush costs the same."
+        rows, self._pos = _read_tail(self.q.manifest, self._pos)
+        for r in rows:
+            self.known.setdefault(r["hash"], r["source"])
+            self._names.append(r["source"])
+            if "size" in r:
+                self.files[r["source"]] = (r["size"], r["mtime_ns"])
+        self._count += len(rows)
+        return rows
+
+    def _load_paragraphs(self):
+        "Paragraph hashes of the sources in the queue (`paragraphs.bin`: hash, row id), sorted for lookups."
+        recs = self._read_paragraphs()
+        order = np.argsort(recs["h"], kind="stable")
+        self._para_h, self._para_id = recs["h"][order], recs["id"][order]
+
+    def _read_paragraphs(self) -> np.ndarray:
+        "Paragraph records appended since the last read (a record torn by a crash is left for the next append)."
+        try:
+            with open(self.q.dir / PARAGRAPHS, "rb") as f:
+                f.seek(self._para_pos)
+                data = f.read()
+        except FileNotFoundError:
+            data = b""
+        n = len(data) // _PARA_DT.itemsize
+        self._para_pos += n * _PARA_DT.itemsize
+        return np.frombuffer(data[: n * _PARA_DT.itemsize], dtype=_PARA_DT)
+
+    def _para_source(self, h: int) -> str | None:
+        if h in self._para_new:
+            return self._para_new[h]
+        i = int(np.searchsorted(self._para_h, np.uint64(h)))
+        if i < len(self._para_h) and int(self._para_h[i]) == h:
+            rid = int(self._para_id[i])
+            return self._names[rid] if rid < len(self._names) else "a source added meanwhile"
+        return None
+
+    def _near_duplicate(self, paras: _Paragraphs) -> str | None:
+        "Why the text is a near-duplicate (most of its paragraphs are in the queue), or None."
+        if not self.near_duplicates or len(paras.hashes) < NEAR_MIN_PARAS:
+            return None
+        seen, sources = 0, collections.Counter()
+        for h, n in zip(paras.hashes, paras.sizes):
+            src = self._para_source(h)
+            if src is not None:
+                seen += n
+                sources[src] += 1
+        share = seen / sum(paras.sizes)
+        if share < NEAR_SHARE:
+            return None
+        top = sources.most_common(1)[0][0]
+        more = f" and {len(sources) - 1} other sources" if len(sources) > 1 else ""
+        return f"{top}{more}: a near-duplicate, {share:.0%} of its paragraphs are in the queue already"
+
+    def add(self, name: str, kind: str, pieces: Callable, meta: dict | None = None) -> tuple[str, str]:
+        "Clean and tokenize one source: ('added' | 'duplicate' | 'rejected', the source it repeats or the reason)."
+        if meta and self.files.get(name) == (meta.get("size"), meta.get("mtime_ns")):  # an unchanged file: not read
+            self.rep.duplicates.append((name, name))
+            return "duplicate", name
+        old = self._refused.get(name)
+        if meta and old and old[:2] == (meta.get("size"), meta.get("mtime_ns")) and not old[2].startswith("too short"):
+            self.rep.rejected.append((name, old[2]))  # refused before, unchanged since: the same reason, not read
+            self._refused_meta[name] = meta
+            return "rejected", old[2]
+        w = self.w = self.w or _ShardWriter(self.q)
+        start, h, paras = w.n, hashlib.sha256(), _Paragraphs()
+        try:
+            chars, nbytes = _tokenize_source(self.tok, w, pieces, h, paras)
+            if chars == 0:
+                raise Rejected("no text left after cleaning")
+            if chars < self.min_chars:
+                raise Rejected(f"too short ({chars} characters; the minimum is {self.min_chars})")
+            w.write(np.array([self.tok.eos_id]))
+        except Exception as e:  # one bad source never takes the others down
+            w.rewind(start)
+            reason = str(e) if isinstance(e, Rejected) else f"cannot read it ({type(e).__name__}: {one_line(e)})"
+            self.rep.rejected.append((name, reason))
+            if meta:
+                self._refused_meta[name] = meta
+            return "rejected", reason
+        except BaseException:  # Ctrl-C: this source is cut out; those before it stay (see `close`)
+            w.rewind(start)
+            raise
+        digest = h.hexdigest()
+        dup = self.known.get(digest) or self._mine.get(digest) or self._near_duplicate(paras)
+        if dup is not None:
+            w.rewind(start)
+            self.rep.duplicates.append((name, dup))
+            return "duplicate", dup
+        self._mine[digest] = name
+        for ph in paras.hashes:
+            self._para_new.setdefault(ph, name)
+        self.tokens += w.n - start
+        self.pending.append(dict(source=name, kind=kind, hash=digest, tokens=w.n - start, chars=chars, bytes=nbytes,
+                                 offset=start, dtype=np.dtype(w.dtype).name, added=now(), **(meta or {})))
+        self._paras[name] = paras.hashes
+        if w.n >= self.flush_tokens:
+            self.flush()
+        return "added", ""
+
+    def flush(self) -> tuple[list[dict], list[tuple[str, str]]]:
+        "Make the sources added so far durable, shard before rows; returns (rows written, sources another writer had)."
+        keep, dups = [], []
+        name = self.w.commit() if self.w is not None else None
+        self.w = None
+        if name:
+            with self.q._locked():
+                self._catch_up()  # rows other writers appended meanwhile
+                for r in self.pending:
+                    if r["hash"] in self.known:
+                        dups.append((r["source"], self.known[r["hash"]]))
+                        continue
+                    r.update(id=self._count + len(keep), shard=name)
+                    keep.append(r)
+                append_jsonl(self.q.manifest, keep)
+                for r in self._read_paragraphs():  # other writers' paragraphs
+                    self._para_new.setdefault(int(r["h"]), self._names[r["id"]] if r["id"] < len(self._names) else "")
+                hs = [self._paras.get(r["source"], []) for r in keep]
+                recs = np.zeros(sum(map(len, hs)), dtype=_PARA_DT)
+                recs["h"] = np.fromiter((x for h in hs for x in h), dtype=np.uint64, count=len(recs))
+                recs["id"] = np.repeat([r["id"] for r in keep], list(map(len, hs))) if keep else []
+                if len(recs):
+                    with open(self.q.dir / PARAGRAPHS, "ab") as f:
+                        f.write(recs.tobytes())
+                    self._para_pos += recs.nbytes
+                self._pos = self.q.manifest.stat().st_size if keep else self._pos
+                self._count += len(keep)
+                for r in keep:
+                    self.known[r["hash"]] = r["source"]
+                    self._names.append(r["source"])
+                    if "size" in r:
+                        self.files[r["source"]] = (r["size"], r["mtime_ns"])
+        self.rep.added += keep
+        self.rep.duplicates += dups
+        self.pending, self._mine, self._paras = [], {}, {}
+        self._log_rejected()
+        return keep, dups
+
+    def _log_rejected(self):
+        "Log the refusals since the last flush (see `Queue._log_rejected`)."
+        self.q._log_rejected(self.rep.rejected[self._logged_upto:], self._refused_meta)
+        self._logged_upto = len(self.rep.rejected)
+
+    def abort(self):
+        "Drop what was not flushed."
+        if self.w is not None:
+            self.w.abort()
+        self.w, self.pending, self._mine = None, [], {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, typ, exc, tb):
+        if typ is None or issubclass(typ, KeyboardInterrupt):  # Ctrl-C keeps every source read whole
+            self.flush()
+        else:
+            self.abort()
+
+# %% ../nbs/07_queue.ipynb #b99fa12b
 @patch
-def add(self: Queue, sources: Iterable, progress: Callable | None = None, min_chars: int = 1) -> AddReport:
-    "Clean, tokenize and append `sources` [(name, kind, pieces_fn)]; returns an `AddReport`."
+def ingestion(self: Queue, min_chars: int = 1, near_duplicates: bool = True) -> Ingestion:
+    "An `Ingestion` into this queue (hold the writer lock, `_writing`, around it)."
+    return Ingestion(self, min_chars, near_duplicates=near_duplicates)
+
+
+@patch
+def add(self: Queue, sources: Iterable, progress: Callable | None = None, min_chars: int = 1,
+        near_duplicates: bool = True) -> AddReport:
+    "Clean, tokenize and append `sources`, tuples (name, kind, pieces_fn[, meta]); returns an `AddReport`."
     if self.tokenizer is None:
         raise ValueError("this Queue was opened without a tokenizer; it cannot add data")
-    with self._writing():
-        return self._add(sources, progress, min_chars)
-
-
-@patch
-def _add(self: Queue, sources: Iterable, progress: Callable | None, min_chars: int) -> AddReport:
-    tok, rep = self.tokenizer, AddReport()
-    known = {r["hash"]: r["source"] for r in self.rows()}
-    w, pending, done = _ShardWriter(self), [], 0
-
-    def flush_shard():
-        # the shard is durable before its rows are appended: a row never points at missing tokens
-        nonlocal pending
-        name = w.commit()
-        if name:
-            with self._locked():
-                rows = self.rows()
-                have = {r["hash"]: r["source"] for r in rows}
-                keep = []
-                for r in pending:
-                    if r["hash"] in have:  # added meanwhile by another process
-                        rep.duplicates.append((r["source"], have[r["hash"]]))
-                    else:
-                        r.update(id=len(rows) + len(keep), shard=name)
-                        keep.append(r)
-                        have[r["hash"]] = r["source"]
-                append_jsonl(self.manifest, keep)
-                rep.added += keep
-        pending = []
-
-    try:
-        for name, kind, pieces in sources:
-            start, h = w.n, hashlib.sha256()
-            try:
-                chars, nbytes = _tokenize_source(tok, w, pieces, h)
-                if chars == 0:
-                    raise Rejected("no text left after cleaning")
-                if chars < min_chars:
-                    raise Rejected(f"too short ({chars} characters; the minimum is {min_chars})")
-                w.write(np.array([tok.eos_id]))
-            except Exception as e:  # one bad source never takes the others down (Ctrl-C still stops everything)
-                w.rewind(start)
-                reason = str(e) if isinstance(e, Rejected) else f"cannot read it ({type(e).__name__}: {one_line(e)})"
-                rep.rejected.append((name, reason))
-            else:
-                digest = h.hexdigest()
-                if digest in known:
-                    w.rewind(start)
-                    rep.duplicates.append((name, known[digest]))
-                else:
-                    known[digest] = name
-                    row = dict(source=name, kind=kind, hash=digest, tokens=w.n - start, chars=chars, bytes=nbytes,
-                               offset=start, dtype=np.dtype(w.dtype).name, added=now())
-                    pending.append(row)
-            done += 1
-            if progress:
-                progress(done=done, tokens=w.n, source=name)
-            if w.n >= SHARD_MAX:
-                flush_shard()
-                w = _ShardWriter(self)
-        flush_shard()
-    except BaseException:
-        w.abort()
-        raise
-    self._log_rejected(rep.rejected)
-    return rep
+    with self._writing(), self.ingestion(min_chars, near_duplicates) as ing:
+        done = 0
+        try:
+            for src in sources:
+                ing.add(*src)
+                done += 1
+                if progress:
+                    progress(done=done, tokens=ing.tokens, source=src[0])
+        except KeyboardInterrupt:  # the sources read whole are kept (flushed on leaving `ing`), the rest is not
+            ing.rep.interrupted = True
+    return ing.rep
 
 # %% ../nbs/07_queue.ipynb #3e36cd3f
 @patch
@@ -313,6 +519,32 @@ def _leaves(p: Path, root: Path) -> bool:
     return not target.is_relative_to(root)
 
 
+def _walk(top: Path, root: Path, refuse) -> Iterator[Path]:
+    "Files under `top`: each folder's files by name, then its subfolders, depth first (one `scandir` per folder)."
+    stack = [str(top)]
+    while stack:
+        here = stack.pop()
+        try:
+            entries = sorted((e for e in os.scandir(here) if not e.name.startswith(".")), key=lambda e: e.name)
+        except OSError as e:
+            refuse(Path(here), f"cannot list this folder ({e.strerror or e})")
+            continue
+        dirs = []
+        for e in entries:
+            if e.is_symlink():
+                if os.path.isdir(e.path):
+                    refuse(Path(e.path), "a symbolic link to a folder (links inside a dropped folder are not followed)")
+                elif _leaves(Path(e.path), root):
+                    refuse(Path(e.path), "a symbolic link leading out of the dropped folder (not followed)")
+                else:
+                    yield Path(e.path)
+            elif e.is_dir(follow_symlinks=False):
+                dirs.append(e.path)
+            else:
+                yield Path(e.path)
+        stack += reversed(dirs)
+
+
 def iter_files(paths, report: AddReport | None = None) -> Iterator[Path]:
     "Files under `paths` (folders walked, hidden entries skipped, links out of a folder refused; see above)."
     def refuse(path, reason):
@@ -322,29 +554,71 @@ def iter_files(paths, report: AddReport | None = None) -> Iterator[Path]:
 
     for p in map(Path, paths):
         if p.is_dir() and not p.is_symlink():
-            root = p.resolve()
-            for here, dirs, files in os.walk(p):
-                here = Path(here)
-                for d in sorted(d for d in dirs if not d.startswith(".") and (here / d).is_symlink()):
-                    refuse(here / d, "a symbolic link to a folder (links inside a dropped folder are not followed)")
-                dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not (here / d).is_symlink())
-                for f in sorted(f for f in files if not f.startswith(".")):
-                    if (here / f).is_symlink() and _leaves(here / f, root):
-                        refuse(here / f, "a symbolic link leading out of the dropped folder (not followed)")
-                    else:
-                        yield here / f
+            yield from _walk(p, p.resolve(), refuse)
         elif p.exists() or p.is_symlink():
             yield p
         else:
             refuse(p, "no such file or directory")
 
 # %% ../nbs/07_queue.ipynb #7e57118f
+def _file_meta(f: Path) -> dict | None:
+    "Size and modification time of `f`: a file added before and unchanged since is not read again."
+    try:
+        st = f.stat()
+    except OSError:
+        return None
+    return dict(size=st.st_size, mtime_ns=st.st_mtime_ns)
+
+
+WEB_ASSETS = {".js", ".mjs", ".css", ".map"}
+
+
+def _matches(rel: str, patterns) -> str | None:
+    "The first glob of `patterns` that the relative path `rel` (or its file name) matches."
+    return next((p for p in patterns if fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(rel.rsplit("/", 1)[-1], p)), None)
+
+
+def select_files(files: list[tuple[Path, Path]], include=(), exclude=()) -> tuple[list[Path], list[tuple[str, str]]]:
+    "Files to read among (file, dropped folder) pairs, and (file, reason) for those left out (see above)."
+    html_dirs = {f.parent for f, _ in files if f.suffix.lower() in HTML_SUFFIXES}
+    keep, out = [], []
+    for f, root in files:
+        rel = ""
+        if include or exclude:
+            rel = f.relative_to(root).as_posix() if f != root and f.is_relative_to(root) else f.name
+        if (pat := _matches(rel, exclude)) is not None:
+            out.append((str(f), f"excluded by --exclude {pat!r}"))
+        elif include and _matches(rel, include) is None:
+            out.append((str(f), "not matched by --include"))
+        elif include:
+            keep.append(f)
+        elif ".min." in f.name.lower():
+            out.append((str(f), "a minified file (--include takes it anyway)"))
+        elif f.suffix.lower() in WEB_ASSETS and any(d in html_dirs for d in (f.parent, *f.parent.parents)):
+            out.append((str(f), "a script or style sheet of HTML pages, not their text (--include takes it anyway)"))
+        else:
+            keep.append(f)
+    return keep, out
+
+
 @patch
-def add_paths(self: Queue, paths, progress: Callable | None = None, **kw) -> AddReport:
+def add_paths(self: Queue, paths, progress: Callable | None = None, include=(), exclude=(), **kw) -> AddReport:
     "Add files and folders (recursively); each file is one source named by its absolute path."
     pre = AddReport()
-    files = list(iter_files(paths, pre))
-    srcs = ((str(f.absolute() if f.is_symlink() else f.resolve()), "file", (lambda f=f: extract(f))) for f in files)
+    listed = [(f, Path(p)) for p in paths for f in iter_files([p], pre)]
+    files, left_out = select_files(listed, include, exclude)
+    pre.rejected += left_out
+    real = {}  # a dropped folder's real path: the files under it are named by it (no link was followed inside)
+
+    def name(f: Path, top: Path) -> str:
+        if f == top:
+            return str(f.absolute() if f.is_symlink() else f.resolve())
+        if top not in real:
+            real[top] = str(top.resolve())
+        return real[top] + str(f)[len(str(top)):]
+
+    tops = dict(listed)
+    srcs = ((name(f, tops[f]), "file", (lambda f=f: extract(f)), _file_meta(f)) for f in files)
     rep = self.add(srcs, progress=(lambda **k: progress(total=len(files), **k)) if progress else None, **kw)
     rep.rejected = pre.rejected + rep.rejected
     self._log_rejected(pre.rejected)
@@ -575,7 +849,7 @@ def queue_summary(model_dir, epoch_rows=(), current_rows=0, current_frac=0.0) ->
     led = ledger(q.rows(), epoch_rows, current_rows, current_frac)
     pend = [r for r in led if r["status"] == "pending"]
     return dict(sources=len(led), tokens=sum(r["tokens"] for r in led), pending_sources=len(pend),
-                pending_tokens=sum(r["tokens"] for r in pend), rejected=len(q.rejected()))
+                pending_tokens=sum(r["tokens"] for r in pend), rejected=len({r["source"] for r in q.rejected()}))
 
 # %% ../nbs/07_queue.ipynb #8643da97
 def epoch_record(state: dict) -> dict:

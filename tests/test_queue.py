@@ -94,7 +94,7 @@ def test_unreadable_file(ws, tmp_path, monkeypatch):
 def test_dedup_isolation_rename_delete(ws, tmp_path):
     ws.create("other", preset_name="nano")
     f = tmp_path / "a.txt"; f.write_text("shared text\n")
-    g = tmp_path / "b.txt"; g.write_text("shared   text\r\n")              # same after cleaning
+    g = tmp_path / "b.txt"; g.write_text("shared text  \r\n")              # same after cleaning (line end, trailing blanks)
     assert len(ws.queue("m").add_paths([f]).added) == 1
     rep = ws.queue("m").add_paths([g])
     assert not rep.added and rep.duplicates == [(str(g), str(f))]
@@ -230,3 +230,95 @@ def test_ledger_epochs():
     led = ledger(rows, epoch_rows=[2, 3], current_rows=3, current_frac=0.25)
     assert [r["epochs"] for r in led] == [2.25, 2.25, 1.25, 0.0]
     assert [r["status"] for r in led] == ["training", "training", "training", "pending"]
+
+
+def test_readding_a_folder_reads_only_what_changed_and_logs_refusals_once(ws, tmp_path, monkeypatch):
+    import crystalline_nb.queue as qm
+    d = tmp_path / "big"; d.mkdir()
+    for i in range(30): (d / f"n{i:02}.txt").write_text(f"note {i}: the clock ticks {i} times.\n")
+    (d / "pic.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    q = ws.queue("m")
+    r1 = q.add_paths([d])
+    assert len(r1.added) == 30 and len(r1.rejected) == 1
+    reads = []
+    real = qm.extract
+    monkeypatch.setattr(qm, "extract", lambda f: (reads.append(f), real(f))[1])
+    (d / "n05.txt").write_text("note 5, rewritten: the clock now ticks backwards.\n")
+    r2 = q.add_paths([d])
+    assert [Path(f).name for f in reads] == ["n05.txt"]                       # unchanged files are not read again, refused or not
+    assert len(r2.added) == 1 and len(r2.duplicates) == 29
+    q.add_paths([d])
+    assert len(q.rejected()) == 1 and ws.queue_summary("m")["rejected"] == 1   # the same refusal is logged once
+    assert [r["id"] for r in q.rows()] == list(range(31))
+    (d / "tiny.txt").write_text("hi\n")
+    assert "too short" in q.add_paths([d], min_chars=5).rejected[-1][1]
+    assert any(r["source"].endswith("tiny.txt") for r in q.add_paths([d], min_chars=1).added)   # a setting changed: read again
+
+
+def test_ctrl_c_keeps_the_sources_read_whole(ws):
+    q = ws.queue("m")
+    def src(i):
+        def pieces():
+            if i == 6: raise KeyboardInterrupt
+            yield f"source {i} says the lattice has {i} rings.\n"
+        return (f"s{i}", "text", pieces)
+    rep = q.add(src(i) for i in range(10))
+    assert rep.interrupted and "interrupted" in rep.summary()
+    assert [r["source"] for r in q.rows()] == [f"s{i}" for i in range(6)]
+    assert len(q.corpus()) == sum(r["tokens"] for r in q.rows())              # no torn tokens of s6
+    rep = q.add(src(i) for i in range(7, 10))
+    assert not rep.interrupted and len(q.rows()) == 9
+
+
+def test_two_open_ingestions_never_store_a_text_twice(ws):
+    q = ws.queue("m")
+    with q._writing():
+        a, b = q.ingestion(), q.ingestion()
+        assert a.add("a1", "text", lambda: iter(["shared text about clocks"]))[0] == "added"
+        assert a.add("a2", "text", lambda: iter(["only in a"]))[0] == "added"
+        assert b.add("b1", "text", lambda: iter(["shared text about clocks"]))[0] == "added"
+        b.flush()
+        kept, dups = a.flush()
+        assert [r["source"] for r in kept] == ["a2"] and dups == [("a1", "b1")]
+        assert a.add("a3", "text", lambda: iter(["only in b? no, in a again"]))[0] == "added"
+        assert a.add("a4", "text", lambda: iter(["shared text about clocks"])) == ("duplicate", "b1")
+        a.flush()
+    assert [(r["id"], r["source"]) for r in q.rows()] == [(0, "b1"), (1, "a2"), (2, "a3")]
+
+
+def test_near_duplicates_are_reported_with_a_switch(ws, home):
+    para = lambda c, i: f"Chapter {c}, paragraph {i}: the lattice turns its rings at {c * 10 + i} different speeds today."
+    chapters = {f"ch{c}": "\n\n".join(para(c, i) for i in range(5)) for c in range(1, 4)}
+    whole = "# The book\n\n" + "\n\n".join(chapters.values()) + "\n\nA closing note that appears nowhere else at all, truly."
+    q = ws.queue("m")
+    for name, text in chapters.items(): q.add_text(text, source=name)
+    rep = q.add_text(whole, source="print")
+    assert not rep.added and rep.duplicates[0][0] == "print" and "ch1 and 2 other sources: a near-duplicate, 9" in rep.duplicates[0][1]
+    mixed = "\n\n".join([para(1, 0), para(1, 1)] + [f"A new paragraph number {i} with enough words to count as one." for i in range(4)])
+    assert q.add_text(mixed, source="mixed").added                                   # 2 of 6 paragraphs seen: kept
+    assert q.add_text(whole, source="print", near_duplicates=False).added            # the switch
+    ws.create("rev", preset_name="nano")
+    r = ws.queue("rev")
+    r.add_text(whole, source="print")
+    reps = [r.add_text(t, source=n) for n, t in chapters.items()]
+    assert all(not x.added and "print: a near-duplicate, 100%" in x.duplicates[0][1] for x in reps)
+    with r._writing(), r.ingestion() as ing:                                        # a later ingestion reads them from disk
+        assert ing.add("again", "text", lambda: iter([chapters["ch2"] + "\n\nplus one more short line."]))[0] == "duplicate"
+
+
+def test_cli_ctrl_c_keeps_the_files_read_whole_and_a_rerun_goes_on(ws, tmp_path):
+    d = tmp_path / "folder"; d.mkdir()
+    for i in range(20): (d / f"a{i:02}.txt").write_text(f"small file {i} about the clock lattice.\n")
+    (d / "z_big.txt").write_text(("a long line of text about rings and clocks. " * 200 + "\n") * 8000)  # about 70 MB
+    env = cllm_env(ws.home)
+    p = subprocess.Popen([str(BIN / "cllm"), "add", "m", str(d)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    shards = ws.path("m") / "queue" / "shards"
+    deadline = time.time() + 60
+    while not any(shards.glob(".tmp-*")) and time.time() < deadline: time.sleep(0.02)
+    time.sleep(0.5)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and "added 20 sources" in out and "interrupted" in out, (out, err)
+    assert len(ws.queue("m").rows()) == 20 and not list(shards.glob(".tmp-*"))
+    r = subprocess.run([str(BIN / "cllm"), "add", "m", str(d)], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "added 1 source" in r.stdout and "20 already in the queue" in r.stdout

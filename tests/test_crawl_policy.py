@@ -1,0 +1,198 @@
+"Where a crawl may go and how it fails: path scope, depth reruns, dead hosts, robots.txt redirects and errors, slow servers, private addresses."
+import http.server, socket, subprocess, threading, time
+from contextlib import contextmanager
+import pytest
+from crystalline_nb.workspace import Workspace
+from crystalline_nb.crawler import Crawler, CrawlSettings, fetch
+import crystalline_nb.crawler as crawler
+from conftest import BIN, cllm_env
+
+TEXT = "The clock lattice has rings of twelve, sixty, sixty and one hundred positions. " * 5
+
+
+def page(title, links=()):
+    return ("<html><body><article><h1>" + title + "</h1><p>" + title + ": " + TEXT + "</p>"
+            + "".join(f'<a href="{h}">{h}</a> ' for h in links) + "</article></body></html>")
+
+
+@contextmanager
+def serve(routes, host="127.0.0.1"):
+    "Serve `routes` {path: (status, headers, body) or callable(handler)} on `host`; yields (base URL, request log)."
+    log = []
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            log.append(self.path)
+            r = routes.get(self.path, (404, {"Content-Type": "text/plain"}, "not found"))
+            if callable(r):
+                return r(self)
+            code, headers, body = r
+            self.send_response(code)
+            for k, v in headers.items(): self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body.encode() if isinstance(body, str) else body)
+        def log_message(self, *a): pass
+
+    cls = type("S", (http.server.ThreadingHTTPServer,), {"address_family": socket.AF_INET6 if ":" in host else socket.AF_INET})
+    srv = cls((host, 0), H)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    netloc = f"[{host}]" if ":" in host else host
+    try:
+        yield f"http://{netloc}:{srv.server_address[1]}", log
+    finally:
+        srv.shutdown(); srv.server_close()
+
+
+HTML = {"Content-Type": "text/html"}
+
+
+@pytest.fixture
+def ws(home):
+    w = Workspace(home); w.create("web", preset_name="nano", d_model=32, n_head=2, d_ff=64, max_seq_len=64)
+    return w
+
+
+def crawl(ws, urls, **kw):
+    kw = dict(dict(delay=0, timeout=2.0, retry_base=0), **kw)
+    return Crawler(ws, "web", **kw).run(urls)
+
+
+def statuses(ws, base):
+    return {r["url"].replace(base, ""): (r["status"], r["reason"]) for r in Crawler(ws, "web").frontier().rows()}
+
+
+def test_a_crawl_stays_under_its_start_folder_and_a_wider_rerun_goes_on(ws):
+    routes = {"/book/index.html": (200, HTML, page("Book", ["ch1.html", "sub/ch2.html", "/api/x.html", "/", "print.html"])),
+              "/book/ch1.html": (200, HTML, page("Chapter one")), "/book/sub/ch2.html": (200, HTML, page("Chapter two")),
+              "/book/print.html": (200, HTML, page("Print")), "/api/x.html": (200, HTML, page("API x")), "/": (200, HTML, page("Home"))}
+    with serve(routes) as (base, log):
+        rep = crawl(ws, [base + "/book/index.html"], exclude=("*/print.html",))
+        assert sorted(log) == ["/book/ch1.html", "/book/index.html", "/book/sub/ch2.html", "/robots.txt"]
+        assert rep.queued == 3 and rep.reason == "no more pages in scope"
+        log.clear()
+        rep = crawl(ws, [base + "/book/index.html"], scope="host")            # widened: the stored links are fetched
+        assert sorted(log) == ["/", "/api/x.html", "/book/print.html", "/robots.txt"] and rep.queued == 3
+
+
+def test_depth_limit_is_said_and_a_deeper_rerun_continues(ws):
+    routes = {"/": (200, HTML, page("Zero", ["/1"])), "/1": (200, HTML, page("One", ["/2"])), "/2": (200, HTML, page("Two"))}
+    with serve(routes) as (base, log):
+        rep = crawl(ws, [base + "/"], depth=0)
+        assert rep.queued == 1 and rep.reason.startswith("depth limit reached (1 links in scope wait beyond depth 0")
+        rep = crawl(ws, [base + "/"], depth=1)
+        assert rep.queued == 1 and "/1" in log and "/2" not in log and rep.reason.startswith("depth limit reached")
+        rep = crawl(ws, [base + "/"], depth=2)
+        assert rep.queued == 1 and rep.reason == "no more pages in scope"
+        assert log.count("/") == 1
+
+
+def free_port():
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+
+
+def test_a_host_that_does_not_answer_is_a_failure_retried_later_not_a_refusal(ws):
+    dead = f"http://127.0.0.1:{free_port()}"
+    rep = crawl(ws, [dead + "/"], retry_base=3600)
+    st = statuses(ws, dead)
+    assert rep.failed == 1 and rep.disallowed == 0 and rep.retry == 1 and st["/"][0] == "failed"
+    assert "robots.txt unreachable (connection failed" in st["/"][1] and "not crawled further" in rep.reason
+    fr = Crawler(ws, "web").frontier()
+    fr.add_links([dead + f"/p{i}" for i in range(5)], 1, dead + "/")
+    with serve({"/": (200, HTML, page("Live"))}) as (base, log):
+        rep = crawl(ws, [base + "/"], max_pages=3)                            # another site: the dead host's URLs wait
+        assert rep.queued == 1 and rep.fetched == 1
+    assert [r["status"] for r in Crawler(ws, "web").frontier().rows() if r["url"].startswith(dead + "/p")] == ["pending"] * 5
+    assert crawl(ws, [dead + "/"]).fetched == 0                                # not due yet: nothing tried
+    fr.db.execute("UPDATE urls SET retry_at=0"); fr.db.commit()
+    with serve({"/": (200, HTML, page("Back again"))}) as (base2, _):
+        pass                                                                   # (the port is closed again)
+    rep = crawl(ws, [dead + "/"])
+    assert rep.failed == 1 and Crawler(ws, "web").frontier().row(dead + "/")["attempts"] == 2
+
+
+def test_robots_txt_redirects_are_followed_and_server_errors_mean_not_now(ws):
+    routes = {"/robots.txt": (301, {"Location": "/real-robots.txt"}, ""),
+              "/real-robots.txt": (200, {"Content-Type": "text/plain"}, "User-agent: *\nDisallow: /private/\n"),
+              "/": (200, HTML, page("Home", ["/private/x", "/ok"])), "/ok": (200, HTML, page("Ok")),
+              "/private/x": (200, HTML, page("Secret"))}
+    with serve(routes) as (base, log):
+        rep = crawl(ws, [base + "/"])
+        assert rep.queued == 2 and rep.disallowed == 1 and "/private/x" not in log
+    with serve({"/robots.txt": (503, {}, "busy"), "/": (200, HTML, page("Later"))}) as (base, log):
+        rep = crawl(ws, [base + "/"])
+        assert log == ["/robots.txt"] and rep.failed == 1 and rep.retry == 1 and rep.disallowed == 0
+
+
+def drip(handler):
+    handler.send_response(200); handler.send_header("Content-Type", "text/html"); handler.end_headers()
+    try:
+        for _ in range(100):
+            handler.wfile.write(b"<p>drip</p>"); handler.wfile.flush(); time.sleep(0.4)
+    except OSError:
+        pass
+
+
+def test_a_dripping_server_cannot_hold_a_request_past_its_deadline_or_a_stop():
+    with serve({"/drip": drip}) as (base, _):
+        t0 = time.monotonic()
+        r = fetch(base + "/drip", CrawlSettings(timeout=1.0))
+        assert r.error == "timed out" and r.body is None and time.monotonic() - t0 < 1.8
+        stop = threading.Event()
+        threading.Timer(0.5, stop.set).start()
+        t0 = time.monotonic()
+        r = fetch(base + "/drip", CrawlSettings(timeout=30.0), stop)
+        assert r.error == "stopped" and time.monotonic() - t0 < 1.2
+
+
+def test_untyped_bodies_are_sniffed_ipv6_literals_work_and_crawl_delay_is_capped(ws):
+    routes = {"/robots.txt": (200, {"Content-Type": "text/plain"}, "User-agent: *\nCrawl-delay: 3600\n"),
+              "/": (200, {}, page("Untyped HTML", ["/blob", "/plain"])), "/blob": (200, {}, bytes(range(256)) * 8),
+              "/plain": (200, {}, "Plain   text  kept as written. " * 20)}
+    try:
+        socket.socket(socket.AF_INET6).bind(("::1", 0))
+        host = "::1"
+    except OSError:
+        host = "127.0.0.1"
+    with serve(routes, host) as (base, log):
+        t0 = time.monotonic()
+        rep = crawl(ws, [base + "/"], max_crawl_delay=0.3)
+        st = statuses(ws, base)
+        assert st["/"][0] == "queued" and st["/plain"][0] == "queued" and st["/blob"] == ("skipped", "content type application/octet-stream is not text")
+        assert any("Crawl-delay" not in n and "3600 s" in n and "0.3 s" in n for n in rep.notes)
+        assert 0.6 <= time.monotonic() - t0 < 10
+    c = ws.queue("web").corpus()
+    text = ws.queue("web").tokenizer.decode(c.read(0, len(c)).tolist())
+    assert "Plain   text  kept as written." in text
+
+
+def test_a_crawl_never_reaches_an_address_kind_it_did_not_start_on(ws, monkeypatch):
+    real = crawler.resolve
+    fake = {"inner.test": "10.0.0.5", "meta.test": "169.254.169.254"}
+    monkeypatch.setattr(crawler, "resolve", lambda h, p: [(fake[h], p)] if h in fake else real(h, p))
+    routes = {"/": (200, HTML, page("Home", ["http://inner.test/secret", "/hop"])),
+              "/hop": (302, {"Location": "http://meta.test/latest/meta-data/"}, "")}
+    with serve(routes) as (base, log):
+        rep = crawl(ws, [base + "/"], include=("http://inner.test/*", "http://meta.test/*"))
+        st = statuses(ws, base)
+    assert st["http://inner.test/secret"] == ("skipped", "inner.test is a private address (10.0.0.5); a crawl that starts elsewhere does not reach it (allow_private / --allow-private)")
+    assert st["/hop"][0] == "skipped" and "link-local address (169.254.169.254)" in st["/hop"][1]
+    assert rep.queued == 1
+
+
+def test_cli_crawl_failures_exit_1_and_a_closed_pipe_is_quiet(ws):
+    env = cllm_env(ws.home)
+    dead = f"http://127.0.0.1:{free_port()}/"
+    r = subprocess.run([str(BIN / "cllm"), "crawl", "web", dead, "--delay", "0"], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 1 and r.stderr.startswith("error: nothing was queued") and "connection failed" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    routes = {f"/p{i}": (200, HTML, page(f"Page {i}", [f"/p{i + 1}"])) for i in range(40)}
+    with serve(routes) as (base, log):
+        r = subprocess.run([str(BIN / "cllm"), "crawl", "web", base + "/missing", "--delay", "0"], capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode == 1 and "HTTP 404" in r.stderr
+        r = subprocess.run(f"'{BIN / 'cllm'}' crawl web {base}/p0 --delay 0 --depth 50 --max-pages 40 | head -2", shell=True,
+                           capture_output=True, text=True, env=env, timeout=120)
+        assert r.stderr == "" and len(r.stdout.splitlines()) == 2, r.stderr
+    fr = {x["url"]: x["status"] for x in Crawler(ws, "web").frontier().rows()}
+    queued = [u for u, s in fr.items() if s == "queued"]
+    assert len(queued) == len(ws.queue("web").rows()) >= 1                       # what was fetched before the pipe closed is kept
