@@ -542,26 +542,61 @@ def _raise_interrupt(*_):
     raise KeyboardInterrupt
 
 
+def _running_panel(record: Path) -> str | None:
+    "The address of the panel server recorded in `record` if it still runs and answers, else None."
+    import urllib.request
+    try:
+        info = json.loads(record.read_text())
+        os.kill(int(info["pid"]), 0)
+        urllib.request.urlopen(f"{info['base']}/api/status?token={info['token']}", timeout=3)
+        return info["url"]
+    except (OSError, ValueError, KeyError, IndexError):
+        return None
+
+
+def _lab_settings(home: Path) -> dict:
+    "Environment for the panel's server: JupyterLab's news and update checks off (unless the user set a settings dir)."
+    if os.environ.get("JUPYTERLAB_SETTINGS_DIR"):
+        return {}
+    d = home / ".jupyterlab-settings"
+    f = d / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    if not f.exists():
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    return {"JUPYTERLAB_SETTINGS_DIR": str(d)}
+
+
 def cmd_panel(args):
     import secrets, signal, subprocess
     ws = _ws(args)
     port = args.port or free_port()
     if not 1 <= port <= 65535:
         raise ValueError(f"port must be between 1 and 65535, got {port}")
+    ws.home.mkdir(parents=True, exist_ok=True)
+    record = ws.home / "panel-server.json"
+    running = _running_panel(record)
+    if running:  # one server per workspace: two would train the same models from two kernels
+        _say(f"a control panel already runs for this workspace: {running}")
+        return
     nb = panel_notebook(ws.home)
     token = secrets.token_hex(16)
     log_path = ws.home / "panel-server.log"
     cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
            "--ServerApp.port_retries=0", f"--ServerApp.root_dir={nb.parent}",
            "--LabApp.expose_app_in_browser=True"] + (["--allow-root"] if os.geteuid() == 0 else [])
-    env = {**os.environ, "JUPYTER_TOKEN": token}  # not on the command line, where any local user could read it
+    env = {**os.environ, "JUPYTER_TOKEN": token, **_lab_settings(ws.home)}  # the token is not on the command line,
+    # where any local user could read it
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
     base = f"http://127.0.0.1:{port}"
     _wait_for_server(proc, f"{base}/api/status?token={token}", log_path)
     if threading.current_thread() is threading.main_thread():  # stop the server on SIGTERM too, not only Ctrl-C
         signal.signal(signal.SIGTERM, _raise_interrupt)  # (SIGINT's handler may be "ignore" in a background job)
-    _say(f"control panel: {base}/lab/tree/{nb.name}?token={token}")
+    url = f"{base}/lab/tree/{nb.name}?token={token}"
+    fd = os.open(record, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the token: the owner's eyes only
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(dict(pid=proc.pid, url=url, base=base, token=token)))
+    _say(f"control panel: {url}")
     _say("open it in a browser and run the cell; Ctrl-C here stops the server")
     try:
         proc.wait()
@@ -571,6 +606,8 @@ def cmd_panel(args):
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+    finally:
+        record.unlink(missing_ok=True)
 
 # %% ../nbs/17_cli.ipynb #7d50a982
 _DEVICE_HELP = ("auto (default): a CUDA GPU, then Apple's MPS, then the CPU; or cpu, cuda, cuda:N, mps "
@@ -687,7 +724,9 @@ def _data_verbs(verb):
     s.add_argument("--timeout", type=float, default=15.0, help="seconds per request (default 15)")
     s.add_argument("--user-agent", help="User-Agent header (default names crystalline_nb)")
     s.add_argument("--refresh", action="store_true", help="fetch again the start URLs even if fetched before")
-    s.add_argument("--min-chars", type=int, default=200, help="skip pages with less main text (default 200)")
+    s.add_argument("--min-chars", type=int, default=1,
+                   help="skip pages with less text than this (default 1; an HTML page always needs 200 characters of "
+                        "main text, as when added from a file)")
     s.add_argument("--keep-near-duplicates", action="store_true",
                    help="queue pages whose paragraphs are mostly in the queue already (skipped by default)")
 

@@ -83,7 +83,7 @@ class CrawlSettings:
     max_redirects: int = 5
     user_agent: str = DEFAULT_UA
     refresh: bool = False  # fetch again the start URLs even if fetched before
-    min_chars: int = 200  # pages with less main text are skipped
+    min_chars: int = 1  # shorter texts are skipped (HTML pages need 200 characters of main text by any route)
     near_duplicates: bool = True  # skip pages whose paragraphs are mostly in the queue already
     max_crawl_delay: float = 30.0  # the longest robots.txt Crawl-delay obeyed
     allow_private: bool = False  # fetch private addresses even when the crawl started on a public one

@@ -10,10 +10,11 @@ from typing import Iterator
 from .core import one_line
 
 # %% auto #0
-__all__ = ['DOC_BREAK', 'VERBATIM', 'CHUNK', 'TEXT_SUFFIXES', 'HTML_SUFFIXES', 'MAX_WHOLE_FILE', 'MAX_LINE', 'BINARY_SUFFIXES',
-           'CODE_SUFFIXES', 'Rejected', 'Cleaner', 'clean_text', 'read_text_chunks', 'extract_html', 'html_to_text',
-           'clean_pdf_pages', 'extract_pdf', 'extract_json', 'extract_jsonl', 'extract_ipynb', 'check_file',
-           'sniff_text', 'declared_encoding', 'extract_text', 'extractor_for', 'extract', 'corpus_texts', 'demo_corpus']
+__all__ = ['DOC_BREAK', 'VERBATIM', 'CHUNK', 'TEXT_SUFFIXES', 'HTML_SUFFIXES', 'MAX_WHOLE_FILE', 'MAX_LINE', 'MIN_HTML_CHARS',
+           'BINARY_SUFFIXES', 'CODE_SUFFIXES', 'Rejected', 'Cleaner', 'clean_text', 'read_text_chunks', 'extract_html',
+           'html_to_text', 'clean_pdf_pages', 'extract_pdf', 'extract_json', 'extract_jsonl', 'extract_ipynb',
+           'check_file', 'sniff_text', 'declared_encoding', 'extract_text', 'extractor_for', 'extract', 'corpus_texts',
+           'demo_corpus']
 
 # %% ../nbs/06_ingest.ipynb #0fc7cfb2
 class Rejected(ValueError):
@@ -244,8 +245,11 @@ def _layout(root) -> str:
     return unicodedata.normalize("NFC", text.strip("\n"))
 
 
+MIN_HTML_CHARS = 200  # less main text than this is a menu, an index of links or a stub, by every route
+
+
 def html_to_text(html) -> str:
-    "Main text of HTML (str or bytes), laid out in paragraphs (see above); `Rejected` if there is none."
+    "Main text of HTML (str or bytes), laid out in paragraphs (see above); `Rejected` if there is (almost) none."
     import lxml.html
     from lxml.etree import ParserError
 
@@ -259,8 +263,11 @@ def html_to_text(html) -> str:
         found = doc.xpath(xp)
         if found:
             text = _layout(found[0])
-            if text.strip():
+            if len(text) >= MIN_HTML_CHARS:
                 return text
+            if text.strip():
+                raise Rejected(f"too short ({len(text)} characters of main text; an HTML page needs "
+                               f"{MIN_HTML_CHARS}: menus, link lists and stubs are left out)")
     raise Rejected("no main text found in the HTML")
 
 # %% ../nbs/06_ingest.ipynb #27bbb8a8

@@ -4,7 +4,7 @@
 
 # %% ../nbs/16_panel.ipynb #21a45356
 from __future__ import annotations
-import html, inspect, io, os, re, shlex, signal, subprocess, threading, time
+import html, inspect, io, math, os, re, shlex, signal, subprocess, threading, time
 from pathlib import Path
 import ipywidgets as W
 from fastcore.basics import patch
@@ -27,8 +27,8 @@ __all__ = ['shell_line', 'fig_png', 'guard', 'LossPlot', 'PanelTab', 'ModelsTab'
 
 # %% ../nbs/16_panel.ipynb #310fcfa7
 def shell_line(*parts) -> str:
-    "A shell command line, quoted as needed (None parts are left out)."
-    return " ".join(shlex.quote(str(p)) for p in parts if p is not None)
+    "A shell command line, quoted as needed (None parts are left out; floats written short, `0.95` not `0.9500001`)."
+    return " ".join(shlex.quote(format(p, ".6g") if isinstance(p, float) else str(p)) for p in parts if p is not None)
 
 # %% ../nbs/16_panel.ipynb #8a94eefc
 def fig_png(fig, dpi: int = 80) -> bytes:
@@ -43,6 +43,23 @@ def _safe_filename(name: str) -> str:
     base = Path(str(name).replace("\\", "/")).name
     base = re.sub(r"[^A-Za-z0-9._ -]", "_", base).strip(" .")
     return base[:120] or "upload"
+
+# %% ../nbs/16_panel.ipynb #a4a0662e
+_MFU = ("<abbr title='model FLOPs utilisation: the share of this device&#39;s measured matrix-multiply peak that "
+        "the training uses'>MFU</abbr>")
+
+
+def _explained(line: str) -> str:
+    "A status line as HTML, its abbreviations explained on hover."
+    return html.escape(line).replace("MFU", _MFU)
+
+
+def _changes_in_words(ch: dict) -> str:
+    "The changes a run brings, as the panel says them (see `describe_changes` for the console's words)."
+    parts = ch["free"] + ch["transformed"]
+    if ch["reaccounted"]:
+        parts.append("; ".join(ch["reaccounted"]) + " (the epoch in progress goes on from its place in the data)")
+    return f" with {'; '.join(parts)}" if parts else ""
 
 # %% ../nbs/16_panel.ipynb #38fd8bf8
 def _history_or_none(ws, name):
@@ -75,7 +92,7 @@ class LossPlot:
         from matplotlib.figure import Figure
         self.fig = Figure(figsize=(width / 80, height / 80), dpi=80)
         self.ax = self.fig.add_subplot(111)
-        self.image = W.Image(format="png", layout=W.Layout(width=f"{width}px", height=f"{height}px"))
+        self.image = W.Image(format="png", layout=W.Layout(width=f"{width}px", height=f"{height}px", display="none"))
         self.caption = W.HTML()
         self.live = dict(x=[], y=[], vx=[], vy=[], name="")
         self.compare = []  # history datasets drawn as references
@@ -142,6 +159,7 @@ def render(self: LossPlot):
             ax.text(0.5, 0.5, "no training yet", ha="center", va="center", transform=ax.transAxes, color="gray")
         self.fig.tight_layout()
         self.image.value = fig_png(self.fig)
+        self.image.layout.display = ""
         self.cost, self.last = time.perf_counter() - t0, time.monotonic()
         self.renders += 1
         self.caption.value = (f"<small class='cllm-plot-caption'>plot: {len(L['x'])} training points, "
@@ -149,7 +167,13 @@ def render(self: LossPlot):
                               f"redrawn at {time.strftime('%H:%M:%S')}</small>")
 
 # %% ../nbs/16_panel.ipynb #d070acb4
-_FIELD = dict(style=dict(description_width="120px"), layout=W.Layout(width="420px"))
+_FIELD = dict(style=dict(description_width="120px"), layout=W.Layout(width="100%", max_width="440px"))
+
+
+def _columns(*cols) -> W.HBox:
+    "Columns of fields side by side that wrap under each other when the window is narrow (no value is ever hidden)."
+    return W.HBox([W.VBox(list(c), layout=W.Layout(flex="1 1 360px", min_width="320px", max_width="460px"))
+                   for c in cols], layout=W.Layout(flex_flow="row wrap", width="100%"))
 
 
 class PanelTab:
@@ -211,17 +235,19 @@ class ModelsTab(PanelTab):
         self.rename_btn = W.Button(description="Rename")
         self.delete_btn = W.Button(description="Delete…", button_style="danger")
         self.delete_confirm = W.Button(description="Yes, delete", button_style="danger",
-                                       layout=W.Layout(display="none"))
+                                       layout=W.Layout(display="none", width="auto"))
+        self.delete_cancel = W.Button(description="Cancel", layout=W.Layout(display="none"))
         self.new_preset.observe(lambda ch: setattr(self.new_layers, "value", PRESETS[ch["new"]][1]), names="value")
         self.create_btn.on_click(lambda _: self.create())
         self.rename_btn.on_click(lambda _: self.rename())
         self.delete_btn.on_click(lambda _: self.ask_delete())
         self.delete_confirm.on_click(lambda _: self.delete())
-        form = W.HBox([W.VBox([self.new_name, self.new_preset, self.new_layers, self.new_tokenizer, self.new_corpus]),
-                       W.VBox([self.new_init, self.new_pos, self.new_bias, self.new_target, self.create_btn])])
+        self.delete_cancel.on_click(lambda _: self.cancel_delete())
+        form = _columns([self.new_name, self.new_preset, self.new_layers, self.new_tokenizer, self.new_corpus],
+                        [self.new_init, self.new_pos, self.new_bias, self.new_target, self.create_btn])
         self.widget.children = [self.table, W.HTML("<b>New model</b>"), form, W.HTML("<b>Selected model</b>"),
                                 W.HBox([self.rename_to, self.rename_btn]),
-                                W.HBox([self.delete_btn, self.delete_confirm])]
+                                W.HBox([self.delete_btn, self.delete_confirm, self.delete_cancel])]
 
 # %% ../nbs/16_panel.ipynb #ca8117be
 @patch
@@ -237,13 +263,14 @@ def show(self: ModelsTab, infos: list[dict]):
     rows = "".join(row(i) for i in infos)
     head = ("<tr><th>name</th><th>layers</th><th>parameters</th><th>epochs / target</th><th>queue tokens</th>"
             "<th>tokenizer</th></tr>")
-    self.table.value = f"<table>{head}{rows}</table>" if rows else "<i>no models yet: create one below</i>"
+    self.table.value = (f"<table class='cllm-table'>{head}{rows}</table>" if rows else
+                        "<i>no models yet: create one below (a name and a preset are enough)</i>")
 
 # %% ../nbs/16_panel.ipynb #bd8fd08d
 @patch
 def select(self: ModelsTab, name: str | None):
     "Hide a pending delete confirmation; rename and delete act on `name`."
-    self.delete_confirm.layout.display = "none"
+    self.cancel_delete()
     for w in (self.rename_btn, self.delete_btn):
         w.disabled = name is None or self.app.training
 
@@ -261,6 +288,11 @@ def create(self: ModelsTab):
     "Create a model from the form (like `cllm new`)."
     name = self.new_name.value.strip()
     corpus = self.new_corpus.value.strip()
+    line = ("new", name, "--preset", self.new_preset.value, "--layers", self.new_layers.value, "--tokenizer",
+            self.new_tokenizer.value, *(["--corpus", corpus] if corpus else []), "--embedding-init",
+            self.new_init.value, "--positional", self.new_pos.value, "--attention-bias", self.new_bias.value,
+            "--target-epochs", self.new_target.value)
+    self.app.show_cli(*line)  # the command tried, also when it is refused
     texts = None
     if self.new_tokenizer.value == "bpe":
         if not corpus:
@@ -271,10 +303,7 @@ def create(self: ModelsTab):
                    embedding_init=self.new_init.value, positional=self.new_pos.value,
                    attention_bias=self.new_bias.value)
     self.app.refresh(select=name)
-    self.app.show_cli("new", name, "--preset", self.new_preset.value, "--layers", self.new_layers.value,
-                      "--tokenizer", self.new_tokenizer.value, *(["--corpus", corpus] if texts else []),
-                      "--embedding-init", self.new_init.value, "--positional", self.new_pos.value,
-                      "--attention-bias", self.new_bias.value, "--target-epochs", f"{self.new_target.value:g}")
+    self.app.show_cli(*line)
     self.app.say(f"created {name}")
 
 # %% ../nbs/16_panel.ipynb #e463b499
@@ -295,8 +324,14 @@ def ask_delete(self: ModelsTab):
     "First step of deleting: show the confirmation button."
     if self.name is None:
         return
-    self.delete_confirm.description = f"Yes, delete {self.name}"
-    self.delete_confirm.layout.display = ""
+    self.delete_confirm.description = f"Yes, delete {self.name} and its data"
+    self.delete_confirm.layout.display = self.delete_cancel.layout.display = ""
+
+
+@patch
+def cancel_delete(self: ModelsTab):
+    "Hide the confirmation: nothing is deleted."
+    self.delete_confirm.layout.display = self.delete_cancel.layout.display = "none"
 
 # %% ../nbs/16_panel.ipynb #f0d8a92e
 @patch
@@ -304,7 +339,7 @@ def ask_delete(self: ModelsTab):
 def delete(self: ModelsTab):
     "Delete the selected model and everything it owns (like `cllm rm --yes`)."
     name = self.require_model()
-    self.delete_confirm.layout.display = "none"
+    self.cancel_delete()
     self.ws.delete(name)
     self.app.refresh()
     self.app.show_cli("rm", name, "--yes")
@@ -342,7 +377,7 @@ class DataTab(PanelTab):
                       "takes them at its next epoch)")
         self.widget.children = [
             W.HTML(intro), row(self.uploader, self.scan_btn), row(self.add_path, self.add_btn), W.HTML(crawl_note),
-            W.HBox([W.VBox([self.crawl_url, self.crawl_pages]), W.VBox([self.crawl_delay, self.crawl_depth])]),
+            _columns([self.crawl_url, self.crawl_pages], [self.crawl_delay, self.crawl_depth]),
             row(self.crawl_btn, self.crawl_stop_btn), self.crawl_status, self.queue_table]
 
 # %% ../nbs/16_panel.ipynb #923c21e7
@@ -363,11 +398,14 @@ def show_queue(self: DataTab, name: str | None):
     led, sm = self.ws.ledger(name), self.ws.queue_summary(name)
     head = (f"<b>{sm['sources']}</b> sources, <b>{sm['tokens']:,}</b> tokens; pending (joins at the next epoch): "
             f"{sm['pending_sources']} sources, {sm['pending_tokens']:,} tokens; rejected: {sm['rejected']}")
+    running = self.app.training and self.app.train.trainer is not None and self.app.train.trainer.name == name
+    word = lambda st: "in this epoch" if st == "training" and not running else st
     rows = "".join(f"<tr><td>{r['id']}</td><td>{html.escape(r['source'][-70:])}</td><td>{r['tokens']:,}</td>"
-                   f"<td>{r['epochs']:.2f}</td><td>{r['status']}</td><td>{r['added'][:19]}</td></tr>"
-                   for r in led[-50:])
+                   f"<td>{r['epochs']:.2f}</td><td>{word(r['status'])}</td>"
+                   f"<td>{r['added'][:16].replace('T', ' ')}</td></tr>" for r in led[-50:])
     cols = "<tr><th>#</th><th>source</th><th>tokens</th><th>epochs</th><th>status</th><th>added</th></tr>"
-    table = f"<table>{cols}{rows}</table>" if rows else "<br><i>empty: upload files, scan the inbox or add a path</i>"
+    table = (f"<table class='cllm-table'>{cols}{rows}</table>" if rows else
+             "<br><i>empty: upload files, scan the inbox or add a path</i>")
     more = (f"<i>{len(led) - 50} earlier sources not shown (<code>cllm queue {html.escape(name)} --all</code>)</i>"
             if len(led) > 50 else "")
     self.queue_table.value = head + table + more
@@ -376,14 +414,12 @@ def show_queue(self: DataTab, name: str | None):
 @patch
 def _report(self: DataTab, rep):
     "Show an ingestion's `AddReport` on the message line (after refreshing the counts)."
-    cli = self.app.cli.value
-    self.app.refresh()
-    self.app.cli.value = cli
+    self.show_queue(self.name)
+    self.app.show_summary(self.name)
     extra = "".join(f"<br>skipped {html.escape(s)}: {html.escape(r)}" for s, r in rep.rejected[:20])
     dup = f"<br>{len(rep.duplicates)} already in the queue" if rep.duplicates else ""
-    ok = rep.added or rep.duplicates or not rep.rejected
-    self.app.message.value = (f"<span style='color:{'#1b5e20' if ok else '#b00020'}'>"
-                              f"{html.escape(rep.summary())}{dup}{extra}</span>")
+    color = "#b00020" if not (rep.added or rep.duplicates) and rep.rejected else "#8a5a00" if rep.rejected else "#1b5e20"
+    self.app.message.value = f"<span style='color:{color}'>{html.escape(rep.summary())}{dup}{extra}</span>"
 
 # %% ../nbs/16_panel.ipynb #75693e42
 @patch
@@ -468,6 +504,7 @@ def _crawl(self: DataTab, cr: Crawler, name: str, url: str):
         if self.name == name:
             try:
                 self.show_queue(name)
+                self.app.show_summary(name)
             except Exception:
                 pass
 
@@ -507,10 +544,12 @@ class TrainTab(PanelTab):
         self.progress = W.FloatProgress(min=0, max=1, value=0, description="Epochs", layout=W.Layout(width="420px"),
                                         style=dict(description_width="120px"))
         self.status = W.HTML()
+        self.locked_note = W.HTML()
         self.compare = W.SelectMultiple(description="Compare with", options=[], rows=3, **_FIELD)
         self.plot = LossPlot()
         self.trainer = self.thread = self.proc = None
         self.training, self._stopping, self._last_ui = False, False, 0.0
+        self._shown, self._val, self._steps = None, None, 0  # model shown; last validation loss; steps seen this run
         self._shell = self._parent = None
         for w in (self.batch, self.seq, self.epochs, self.lr, self.layers, self.nproc, self.device, self.precision,
                   self.tensorboard):
@@ -519,10 +558,11 @@ class TrainTab(PanelTab):
         self.start_btn.on_click(lambda _: self.start())
         self.stop_btn.on_click(lambda _: self.stop())
         self.compare.observe(lambda ch: self.set_compare(ch["new"]), names="value")
-        settings = W.HBox([W.VBox([self.batch, self.seq, self.epochs, self.device, self.tensorboard]),
-                           W.VBox([self.lr, self.layers, self.layers_note, self.nproc, self.precision])])
+        settings = _columns([self.batch, self.seq, self.epochs, self.device, self.tensorboard],
+                            [self.lr, self.layers, self.layers_note, self.nproc, self.precision])
         buttons = W.HBox([self.start_btn, self.stop_btn, self.progress], layout=W.Layout(align_items="center"))
-        self.widget.children = [settings, buttons, self.status, self.plot.image, self.plot.caption, self.compare]
+        self.widget.children = [settings, buttons, self.locked_note, self.status, self.plot.image, self.plot.caption,
+                                self.compare]
 
 # %% ../nbs/16_panel.ipynb #ea1bf50d
 @patch
@@ -534,12 +574,16 @@ def select(self: TrainTab, name: str | None):
         return
     info = self.ws.info(name)
     t, c = info["training"], info["config"]
+    if name != self._shown or not self.status.value:  # another model: nothing of the previous one stays
+        self.nproc.value = 1 if name != self._shown else self.nproc.value
+        self._shown = name
+        self.status.value = html.escape(self._model_status(name, info))
     self.seq.max = c["max_seq_len"]
     self.seq.min = min(8, c["max_seq_len"])
     self.seq.value = min(t["seq_len"], c["max_seq_len"])
     self.batch.value = min(t["batch_size"], self.batch.max)
     self.lr.value = t["lr"]
-    self.epochs.value = max(info["target_epochs"], info["epochs_trained"])
+    self.epochs.value = max(info["target_epochs"], math.ceil(info["epochs_trained"] * 100) / 100)
     self.layers.max = max(MAX_LAYERS if c["n_layer"] > 64 else 64, c["n_layer"])
     self.layers.min = c["n_layer"]
     self.layers.value = c["n_layer"]
@@ -551,11 +595,26 @@ def select(self: TrainTab, name: str | None):
 
 # %% ../nbs/16_panel.ipynb #ff9c30f9
 @patch
+def _model_status(self: TrainTab, name: str, info: dict) -> str:
+    "What the selected model has behind it: its epochs and its last losses, or that it has not trained yet."
+    if not info["steps"]:
+        return f"{name} has not trained yet: set the run below and press Train"
+    h = _history_or_none(self.ws, name)
+    last = f"; last loss {float(h.loss.values[-1]):.4f}" if h is not None and h.sizes.get("step", 0) else ""
+    if h is not None and h.sizes.get("epoch", 0) and h.val_loss.notnull().any():
+        val = float(h.val_loss.values[h.val_loss.notnull().values][-1])
+        last += f", validation {val:.4f} ({float(bits_per_byte(h, val)):.3f} bits/byte)"
+    return f"{name}: {info['epochs_trained']:.3f} of {info['target_epochs']:g} epochs in {info['steps']:,} steps{last}"
+
+# %% ../nbs/16_panel.ipynb #f7cac97e
+@patch
 def lock(self: TrainTab, running: bool):
-    "During a run only Stop works; the shape of the run (layers, batch, sequence) is fixed."
-    for w in (self.start_btn, self.layers, self.seq, self.batch, self.device, self.precision, self.nproc,
-              self.tensorboard):
+    "During a run only Stop works and every setting is fixed (a change applies from the next run on; the panel says so)."
+    for w in (self.start_btn, self.layers, self.seq, self.batch, self.epochs, self.lr, self.device, self.precision,
+              self.nproc, self.tensorboard):
         w.disabled = running
+    self.locked_note.value = ("<small>the settings are fixed while this run trains: Stop, change them, Train again "
+                              "(the run continues where it stopped)</small>" if running else "")
     self.stop_btn.disabled = not running
 
 # %% ../nbs/16_panel.ipynb #dc1e1e14
@@ -603,8 +662,8 @@ def start(self: TrainTab):
     if self.ws.read_state(name)["epochs_trained"] >= tr.target - 1e-12:
         raise ValueError(f"{name} is already trained to {tr.target:g} epochs: raise the target epochs to continue")
     self.show_cli()
-    changes = describe_changes(tr.changes).replace("\n", " | ") if any(tr.changes.values()) else ""
-    self.app.say(f"training {name}" + (f" ({changes})" if changes else ""))
+    self.app.say(f"training {name}" + _changes_in_words(tr.changes))
+    self._val, self._steps = None, 0
     self.plot.reset(name, _history_or_none(self.ws, name))
     try:
         from IPython import get_ipython
@@ -646,22 +705,30 @@ def on_event(self: TrainTab, ev: dict):
     "Show a trainer event: progress and status (at most 4 times a second), the plot (at its own rate), growth."
     t = ev["type"]
     if t == "step":
+        self._steps += 1
         self.plot.add(ev["epochs_trained"], ev["loss"])
         now = time.monotonic()
         if now - self._last_ui >= 0.25:
             self._last_ui = now
             self.progress.value = min(1.0, ev["epochs_trained"] / ev["target_epochs"])
-            self.status.value = html.escape(describe_step(ev))
+            self.status.value = _explained(describe_step(ev, val_loss=self._val))
         if self.plot.due():
             self.plot.render()
     elif t == "epoch":
         if ev["val_loss"] is not None:
+            self._val = ev["val_loss"]
             self.plot.add_val(ev["epoch"], ev["val_loss"])
+        try:  # the header's epochs and queue follow the run
+            self.app.show_summary(self.name)
+        except Exception:
+            pass
         self.plot.render()
     elif t == "growth":
         losses = (f" (loss {ev['loss_before']:.5f} before, {ev['loss_after']:.5f} after)"
                   if ev["loss_before"] is not None else "")
         self.app.say(f"grew {ev['from_layers']} -> {ev['to_layers']} layers{losses}")
+        self.layers.min = ev["to_layers"]
+        self._layers_note()
 
 # %% ../nbs/16_panel.ipynb #f30ed64b
 @patch
@@ -695,7 +762,7 @@ def _follow_processes(self: TrainTab, name: str, kw: dict, n: int):
                 self.plot.add(r["epoch"], r["loss"])
             if rows:
                 r = dict(rows[-1], epochs_trained=rows[-1]["epoch"], target_epochs=kw["target_epochs"])
-                self.status.value = html.escape(describe_step(r, processes=n))
+                self.status.value = _explained(describe_step(r, processes=n))
                 self.progress.value = min(1.0, r["epoch"] / kw["target_epochs"])
             if self.plot.due():
                 self.plot.render()
@@ -724,6 +791,8 @@ def _finish(self: TrainTab):
     "After a run: final plot, controls back, workspace re-read."
     self.training, self._stopping = False, False
     self.trainer = None  # its model may hold a GPU's memory
+    if not self._steps:
+        self.status.value = ""
     self.plot.render()
     self.app.lock(False)
     try:
@@ -756,23 +825,25 @@ class GenerateTab(PanelTab):
         self.device = W.Dropdown(description="Device", options=["auto"] + available_devices(), value="auto", **_FIELD)
         self.button = W.Button(description="Generate", button_style="primary", icon="pencil")
         self.output = W.Textarea(layout=W.Layout(width="620px", height="200px"))
+        self.note = W.HTML()
         self.thread = None
         self.button.on_click(lambda _: self.generate())
-        knobs = W.HBox([W.VBox([self.temperature, self.top_k, self.top_p]),
-                        W.VBox([self.max_tokens, self.seed, self.device, self.button])])
-        self.widget.children = [self.prompt, knobs, self.output]
+        knobs = _columns([self.temperature, self.top_k, self.top_p], [self.max_tokens, self.seed, self.device, self.button])
+        self.widget.children = [self.prompt, knobs, self.note, self.output]
 
 # %% ../nbs/16_panel.ipynb #e7f761b5
 @patch
 def select(self: GenerateTab, name: str | None):
     "Generation needs a model, and waits for a run to end."
-    self.button.disabled = name is None or self.app.training
+    self.lock(self.app.training)
 
 # %% ../nbs/16_panel.ipynb #a79297bb
 @patch
 def lock(self: GenerateTab, running: bool):
-    "Generation waits for the run (the weights change under it)."
+    "Generation waits for the run (the weights change under it); the note says so."
     self.button.disabled = running or self.name is None
+    self.note.value = ("<small>generation waits for the training run to end: the weights change with every step"
+                       "</small>" if running else "" if self.name else "<small>create or select a model first</small>")
 
 # %% ../nbs/16_panel.ipynb #63b0c476
 @patch
@@ -791,14 +862,21 @@ def generate(self: GenerateTab):
     self.button.disabled = True
 
     def work():
-        text, last = self.prompt.value, 0.0
+        text, last, t0 = self.prompt.value, 0.0, time.monotonic()
+        self.note.value = "<small>generating…</small>"
         try:
             for p in pieces:
                 text += p
                 if time.monotonic() - last > 0.1:
                     self.output.value, last = text, time.monotonic()
             self.output.value = text
+            dt = time.monotonic() - t0
+            n = len(lm.tokenizer.encode(text[len(self.prompt.value):]))
+            ended = " (the model ended the text)" if n < kw["max_tokens"] else ""
+            self.note.value = (f"<small>generated {n} tokens in {dt:.1f} s ({n / max(dt, 1e-9):,.0f} tokens/s)"
+                               f"{ended}</small>")
         except Exception as e:
+            self.note.value = ""
             self.app.say(one_line(e), error=True)
         finally:
             self.button.disabled = self.app.training
@@ -818,8 +896,8 @@ class HistoryTab(PanelTab):
         self.unit = W.Dropdown(description="Loss unit", options=[("nats/token", "nats"), ("bits/byte", "bits")],
                                value="nats", **_FIELD)
         self.button = W.Button(description="Plot", icon="line-chart")
-        self.image = W.Image(format="png")
-        self.table = W.HTML()
+        self.image = W.Image(format="png", layout=W.Layout(display="none"))  # shown with its first plot
+        self.table = W.HTML("<small>choose models (none: the selected one) and press Plot</small>")
         self.eval_paths = W.Text(description="Evaluate on", placeholder="files or folders, separated by ;",
                                  layout=W.Layout(width="520px"), style=_FIELD["style"])
         self.eval_btn = W.Button(description="Evaluate", icon="check")
@@ -849,6 +927,7 @@ def plot(self: HistoryTab):
     hs = {n: h for n in names if (h := _history_or_none(self.ws, n)) is not None}
     fig = plot_history(list(hs.values()), x=self.x_axis.value, unit=self.unit.value)
     self.image.value = fig_png(fig)
+    self.image.layout.display = ""
     plt.close(fig)
     last = lambda h, var, dim: h[var].values[-1] if h.sizes.get(dim, 0) else float("nan")
     num = lambda v, f=".4f": "–" if v != v else format(v, f)
@@ -863,7 +942,7 @@ def plot(self: HistoryTab):
 
     head = ("<tr><th>model</th><th>steps</th><th>last loss</th><th>last val loss</th><th>val bits/byte</th>"
             "<th>last evaluation, bits/byte</th></tr>")
-    self.table.value = f"<table>{head}{''.join(row(n, h) for n, h in hs.items())}</table>"
+    self.table.value = f"<table class='cllm-table'>{head}{''.join(row(n, h) for n, h in hs.items())}</table>"
     self.app.show_cli("history", *names, "--plot", "loss.png", "--x", self.x_axis.value, "--unit", self.unit.value)
 
 # %% ../nbs/16_panel.ipynb #b2810d04
@@ -891,19 +970,26 @@ class ControlPanel(W.VBox):
         self.ws = Workspace(home)
         self.ws.models_dir.mkdir(parents=True, exist_ok=True)
         self.model = W.Dropdown(description="Model", options=[], **_FIELD)
-        self.refresh_btn = W.Button(description="Refresh", icon="refresh", layout=W.Layout(width="100px"))
-        self.summary, self.message, self.cli = W.HTML(), W.HTML(), W.HTML()
+        self.refresh_btn = W.Button(description="Refresh", icon="refresh", layout=W.Layout(width="auto"))
+        self.summary, self.cli = W.HTML(), W.HTML(layout=W.Layout(min_height="22px"))
+        # a long report scrolls inside its line instead of pushing the tabs down
+        self.message = W.HTML(layout=W.Layout(min_height="22px", max_height="66px", overflow="auto"))
         self.models, self.data, self.train = ModelsTab(self), DataTab(self), TrainTab(self)
         self.gen, self.hist = GenerateTab(self), HistoryTab(self)
         self.tabs = W.Tab(children=[t.widget for t in self.all_tabs])
         for i, t in enumerate(self.all_tabs):
             self.tabs.set_title(i, t.title)
-        self.tabs.selected_index = 2
+        self._shown = None  # the model the message and shell lines speak of
         self.model.observe(lambda ch: self.select(ch["new"]), names="value")
         self.refresh_btn.on_click(lambda _: self.refresh())
         head = W.HBox([self.model, self.refresh_btn, self.summary], layout=W.Layout(align_items="center"))
-        super().__init__(children=[W.VBox([head, self.message, self.cli]), self.tabs], **kw)
+        style = W.HTML("<style>.cllm-table td, .cllm-table th {padding: 1px 10px 1px 0; text-align: left}</style>")
+        super().__init__(children=[style, W.VBox([head, self.message, self.cli]), self.tabs], **kw)
         self.refresh()
+        self.tabs.selected_index = 2 if self.model.value else 0  # a new workspace opens where the first step is
+        if not self.model.value:
+            self.say("welcome: create a first model here (a name and a preset are enough), then add data in the "
+                     "Data tab and train in the Train tab")
 
     @property
     def all_tabs(self) -> list[PanelTab]:
@@ -919,6 +1005,7 @@ class ControlPanel(W.VBox):
 def say(self: ControlPanel, text: str, error: bool = False):
     "Show `text` on the message line (in red, after `error:`, for an error); empty text clears it."
     color = "#b00020" if error else "#1b5e20"
+    text = re.sub(r"add data with `cllm add [^`]*`", "add data in the Data tab (upload, inbox or a path)", text)
     body = f"{'error: ' if error else ''}{html.escape(text)}"
     self.message.value = f"<span style='color:{color}'>{body}</span>" if text else ""
 
@@ -946,16 +1033,25 @@ def refresh(self: ControlPanel, select: str | None = None):
 # %% ../nbs/16_panel.ipynb #e795740c
 @patch
 def select(self: ControlPanel, name: str | None):
-    "Make `name` the model of every tab."
-    if name is None:
-        self.summary.value = ""
-    else:
-        info = self.ws.info(name)
-        self.summary.value = (f"<b>{html.escape(name)}</b>: {info['n_layer']} layers, {info['n_params']:,} parameters, "
-                              f"epochs {info['epochs_trained']:.2f}/{info['target_epochs']:g}, "
-                              f"queue {info['queue']['tokens']:,} tokens")
+    "Make `name` the model of every tab; the message and shell lines of another model are cleared."
+    if name != self._shown:
+        self._shown = name
+        self.message.value = self.cli.value = ""
+    self.show_summary(name)
     for tab in self.all_tabs:
         tab.select(name)
+
+
+@patch
+def show_summary(self: ControlPanel, name: str | None):
+    "The header's line about `name`, read again from disk."
+    if name is None:
+        self.summary.value = ""
+        return
+    info = self.ws.info(name)
+    self.summary.value = (f"<b>{html.escape(name)}</b>: {info['n_layer']} layers, {info['n_params']:,} parameters, "
+                          f"epochs {info['epochs_trained']:.2f}/{info['target_epochs']:g}, "
+                          f"queue {info['queue']['tokens']:,} tokens")
 
 # %% ../nbs/16_panel.ipynb #0a7a189a
 @patch

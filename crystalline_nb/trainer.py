@@ -55,9 +55,8 @@ def _target_change(state: dict, target: float) -> tuple[str, str]:
     "(kind, description) of a new target epochs."
     done = state["epochs_trained"]
     if target < done - 1e-9:
-        least = math.ceil(done * 1000) / 1000
         return "refused", (f"target epochs {target:g} is below the {done:.3f} epochs already trained "
-                           f"(training cannot be undone; use --epochs {least:g} or more)")
+                           f"(training cannot be undone): set a target above {done:.3f} to train on")
     return "free", f"target_epochs {state['target_epochs']:g} -> {target:g}"
 
 # %% ../nbs/14_trainer.ipynb #63b24485

@@ -36,6 +36,10 @@ def lab(tmp_path):
     assert url, f"cllm panel did not print its address: {proc.stderr.read() if proc.poll() is not None else ''}"
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert url.split("token=")[1] not in ps, "the server's token is readable in the process list"
+    again = subprocess.run([str(BIN / "cllm"), "panel"], env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and f"already runs for this workspace: {url}" in again.stdout, again   # one server a home
+    assert oct((home / "panel-server.json").stat().st_mode)[-3:] == "600"
+    assert '"fetchNews": "false"' in next((home / ".jupyterlab-settings").rglob("notification.jupyterlab-settings")).read_text()
     yield home, url
     proc.terminate()  # cllm panel stops its server (and the server its kernels) on SIGTERM
     try: proc.wait(20)
@@ -95,6 +99,9 @@ def test_panel_in_a_real_browser(lab, tmp_path):
             page.locator("button[title='Stop']").click()
             page.wait_for_selector("text=/stopped: \\d+ steps, [0-9,]+ tokens/", timeout=60_000)
             page.screenshot(path=str(art / "panel-stopped.png"), full_page=True)
+            page.set_viewport_size(dict(width=1100, height=800))  # a laptop with the file browser open
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(art / "panel-1100x800.png"), full_page=True)
         except Exception:
             page.screenshot(path=str(art / "panel-failure.png"), full_page=True)
             raise

@@ -41,6 +41,9 @@ def test_upload_goes_through_ingestion(panel):
     assert " ingest toy" in text(panel.cli)
     panel.data.upload([dict(name="again.txt", content=CORPUS)])
     assert "1 already in the queue" in text(panel.message)
+    short = b"<html><body><main><p>" + b"A page of 115 characters, less main text than any route accepts. " * 2 + b"</p></main></body></html>"
+    panel.data.upload([dict(name="short.html", content=short)])
+    assert "too short" in text(panel.message) and "an HTML page needs 200" in text(panel.message)   # the crawler's rule too
 
 
 def test_safe_filenames():
@@ -80,13 +83,54 @@ def test_layers_grow_never_shrink(panel):
     panel.train.start(); panel.wait(120)
     assert "target reached" in text(panel.message), text(panel.message)
     assert panel.ws.info("toy")["n_layer"] == 3 and panel.train.layers.min == 3
+    assert "this model has 3 layers" in panel.train.layers_note.value                    # the hint follows the growth
 
 
 def test_not_enough_data_is_shown(panel):
     panel.data.upload([dict(name="tiny.txt", content=b"tiny")])
     panel.train.start(); panel.wait(30)
     assert "more tokens" in text(panel.message) and text(panel.message).startswith("error:")
-    assert not panel.train.start_btn.disabled
+    assert not panel.train.start_btn.disabled and "starting" not in text(panel.train.status)
+
+
+def test_state_belongs_to_the_selected_model(home):
+    p = ControlPanel(home)
+    assert p.tabs.selected_index == 0 and "create a first model" in text(p.message)   # a new workspace opens on Models
+    assert p.train.plot.image.layout.display == "none" and p.hist.image.layout.display == "none"  # no broken images
+    for n in ("first", "second"):
+        p.models.new_name.value, p.models.new_preset.value, p.models.new_layers.value = n, "nano", 2
+        p.models.create()
+    p.model.value = "first"
+    p.train.start(); p.wait(30)                                                           # refused: the queue is empty
+    msg = text(p.message)
+    assert "is empty: add data in the Data tab" in msg and "cllm add" not in msg
+    assert "not trained yet" in text(p.train.status)
+    p.train.nproc.value = 2
+    p.model.value = "second"
+    assert text(p.message) == "" and "first" not in text(p.cli) and p.train.nproc.value == 1   # nothing of 'first' stays
+    assert text(p.train.status).startswith("second has not trained yet")
+    p.models.new_name.value = "first"; p.models.create()
+    assert "already exists" in text(p.message) and " new first " in text(p.cli)          # the shell line of the refused create
+    p.gen.top_p.value = 0.95
+    p.data.upload([dict(name="c.txt", content=CORPUS)])
+    p.train.epochs.value, p.train.batch.value, p.train.seq.value = 0.0500006, 4, 32
+    assert "--epochs 0.0500006" in text(p.cli) and "0.050000600000" not in text(p.cli)
+    p.train.epochs.value = 50
+    p.train.start()
+    assert all(w.disabled for w in (p.train.lr, p.train.epochs, p.train.batch)) and "fixed" in p.train.locked_note.value
+    assert p.gen.button.disabled and "waits for the training run" in p.gen.note.value
+    deadline = time.time() + 120
+    while "MFU" not in p.train.status.value and time.time() < deadline: time.sleep(0.05)
+    assert "<abbr title='model FLOPs utilisation" in p.train.status.value
+    p.train.stop(); p.wait(60)
+    assert not p.train.lr.disabled and p.gen.note.value == ""
+    assert "in this epoch" in p.data.queue_table.value and ">training<" not in p.data.queue_table.value
+    p.gen.max_tokens.value = 20; p.gen.generate(); p.wait(60)
+    assert re.search(r"generated \d+ tokens in [\d.]+ s", p.gen.note.value) and "--top-p 0.95 " in text(p.cli) + " "
+    p.models.ask_delete()
+    assert p.models.delete_cancel.layout.display == ""
+    p.models.cancel_delete()
+    assert p.models.delete_confirm.layout.display == "none" and "second" in p.ws.names()
 
 
 def test_generate_rename_compare_history_delete(panel):
