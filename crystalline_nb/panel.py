@@ -14,7 +14,7 @@ from .config import (PRESETS, POSITIONALS, ATTENTION_BIASES, EMBEDDING_INITS, MA
 from .device import available_devices
 from .ingest import corpus_texts
 from .workspace import Workspace
-from .history import history, plot_history, StepFollower, bits_per_byte
+from .history import history, plot_history, StepFollower, bits_per_byte, events
 from .evaluate import evaluate, evaluations
 from .generate import stream
 from .crawler import Crawler, normalize_url
@@ -22,8 +22,8 @@ from .trainer import Trainer, describe_changes, describe_step, describe_end
 from .distributed import start_distributed
 
 # %% auto #0
-__all__ = ['shell_line', 'fig_png', 'guard', 'LossPlot', 'PanelTab', 'ModelsTab', 'DataTab', 'TrainTab', 'GenerateTab',
-           'HistoryTab', 'ControlPanel']
+__all__ = ['X_AXES', 'shell_line', 'fig_png', 'guard', 'smooth', 'LossPlot', 'PanelTab', 'ModelsTab', 'DataTab', 'TrainTab',
+           'GenerateTab', 'HistoryTab', 'ControlPanel']
 
 # %% ../nbs/16_panel.ipynb #310fcfa7
 def shell_line(*parts) -> str:
@@ -85,6 +85,18 @@ def guard(fn):
     return wrapper
 
 # %% ../nbs/16_panel.ipynb #521f8053
+X_AXES = {"epochs": "epochs", "steps": "step", "tokens": "tokens", "minutes": "time"}
+
+
+def smooth(y, weight: float) -> list[float]:
+    "Exponential moving average of `y` with TensorBoard's debiasing (`weight` 0: the curve itself)."
+    out, acc, norm = [], 0.0, 0.0
+    for v in y:
+        acc, norm = weight * acc + (1 - weight) * v, weight * norm + (1 - weight)
+        out.append(acc / norm)
+    return out
+
+
 class LossPlot:
     "A loss plot rendered into an `ipywidgets.Image`, redrawn in place at a bounded rate."
 
@@ -94,38 +106,63 @@ class LossPlot:
         self.ax = self.fig.add_subplot(111)
         self.image = W.Image(format="png", layout=W.Layout(width=f"{width}px", height=f"{height}px", display="none"))
         self.caption = W.HTML()
-        self.live = dict(x=[], y=[], vx=[], vy=[], name="")
+        self.live = self._empty("")
         self.compare = []  # history datasets drawn as references
+        self.smoothing, self.log_y, self.x_axis = 0.6, False, "epochs"
         self.lock = threading.Lock()
         self.last, self.cost, self.renders = 0.0, 0.0, 0
 
-# %% ../nbs/16_panel.ipynb #cf6dee46
+    @staticmethod
+    def _empty(name: str) -> dict:
+        return dict(epochs=[], step=[], tokens=[], time=[], y=[], vx=[], vy=[], vstep=[], marks=[], name=name)
+
+# %% ../nbs/16_panel.ipynb #c8e105ce
 @patch
 def reset(self: LossPlot, name: str, history=None):
     "Start the live curve of model `name`, seeded with its saved history (an xarray Dataset) if given."
     with self.lock:
-        self.live = dict(x=[], y=[], vx=[], vy=[], name=name)
-        if history is not None and history.sizes.get("step", 0):
-            self.live["x"] = history.epochs_trained.values.tolist()
-            self.live["y"] = history.loss.values.tolist()
-        if history is not None and history.sizes.get("epoch", 0):
+        L = self.live = self._empty(name)
+        if history is None:
+            return
+        if history.sizes.get("step", 0):
+            L["epochs"] = history.epochs_trained.values.tolist()
+            L["step"] = history.step.values.astype(float).tolist()
+            L["tokens"] = history.tokens.values.tolist()
+            L["time"] = history.time.values.tolist()
+            L["y"] = history.loss.values.tolist()
+        if history.sizes.get("epoch", 0):
             m = history.val_loss.notnull().values
-            self.live["vx"] = history.epoch.values[m].astype(float).tolist()
-            self.live["vy"] = history.val_loss.values[m].tolist()
-
-# %% ../nbs/16_panel.ipynb #c8e105ce
-@patch
-def add(self: LossPlot, epochs: float, loss: float):
-    "Add a training point (epochs trained, loss)."
-    self.live["x"].append(epochs)
-    self.live["y"].append(loss)
+            L["vx"] = history.epoch.values[m].astype(float).tolist()
+            L["vstep"] = history.epoch_step.values[m].tolist()
+            L["vy"] = history.val_loss.values[m].tolist()
+        starts = [e for e in events(history) if e.get("type") == "start" and e.get("step", 0) > 0]
+        L["marks"] = [(e["step"], "resumed") for e in starts]
+        L["marks"] += [(e["step"], f"grew to {e.get('to_layers')} layers") for e in events(history)
+                       if e.get("type") == "growth"]
+        L["marks"].sort(key=lambda m: m[0])
 
 # %% ../nbs/16_panel.ipynb #eec41802
 @patch
-def add_val(self: LossPlot, epoch: float, loss: float):
-    "Add a validation point (epoch, loss)."
+def add(self: LossPlot, epochs: float, loss: float, step=None, tokens=None, t=None):
+    "Add a training point (epochs trained, loss, and where known its step, tokens and time)."
+    L = self.live
+    for k, v in (("epochs", epochs), ("step", step), ("tokens", tokens), ("time", t)):
+        L[k].append(float("nan") if v is None else v)
+    L["y"].append(loss)
+
+# %% ../nbs/16_panel.ipynb #91a6418d
+@patch
+def add_val(self: LossPlot, epoch: float, loss: float, step=None):
+    "Add a validation point (epoch, loss, and its step)."
     self.live["vx"].append(epoch)
     self.live["vy"].append(loss)
+    self.live["vstep"].append(float("nan") if step is None else step)
+
+# %% ../nbs/16_panel.ipynb #7aa28572
+@patch
+def mark(self: LossPlot, step: int, label: str):
+    "A dotted line at `step`: the model grew, or a run resumed."
+    self.live["marks"].append((step, label))
 
 # %% ../nbs/16_panel.ipynb #08e32199
 @patch
@@ -134,26 +171,55 @@ def due(self: LossPlot) -> bool:
     return time.monotonic() - self.last >= max(1.0, 20 * self.cost)
 
 # %% ../nbs/16_panel.ipynb #f8d9a211
+def _xs(points: dict, axis: str) -> list[float]:
+    "The x values of a curve's points on `axis` (minutes are counted from its first point)."
+    xs = points[X_AXES[axis]]
+    if axis == "minutes":
+        t0 = next((v for v in xs if v == v), 0.0)
+        xs = [(v - t0) / 60 for v in xs]
+    return xs
+
+
+def _at_steps(L: dict, axis: str, steps: list) -> list[float]:
+    "x values on `axis` of the given steps, read from the first training point at or after each."
+    if axis == "steps":
+        return list(steps)
+    xs = _xs(L, axis)
+    return [next((x for s_, x in zip(L["step"], xs) if s_ >= s), float("nan")) for s in steps]
+
+
 @patch
 def render(self: LossPlot):
     "Redraw the figure into the image widget."
     with self.lock:
         t0 = time.perf_counter()
-        ax = self.ax
+        ax, w, axis = self.ax, self.smoothing, self.x_axis
         ax.clear()
         for i, ds in enumerate(self.compare):
             if ds.sizes.get("step", 0):
-                ax.plot(ds.epochs_trained.values, ds.loss.values, color=f"C{i + 1}", lw=1, alpha=0.8,
-                        label=ds.attrs.get("model", ""))
+                other = self._empty(ds.attrs.get("model", ""))
+                other.update(epochs=ds.epochs_trained.values.tolist(), step=ds.step.values.astype(float).tolist(),
+                             tokens=ds.tokens.values.tolist(), time=ds.time.values.tolist())
+                ax.plot(_xs(other, axis), smooth(ds.loss.values.tolist(), w), color=f"C{i + 1}", lw=1.2, alpha=0.9,
+                        label=other["name"])
         L = self.live
-        if L["x"]:
-            ax.plot(L["x"], L["y"], color="C0", lw=1.4, label=f"{L['name']} train")
-        if L["vx"]:
-            ax.plot(L["vx"], L["vy"], "o--", color="C0", ms=5, lw=1, label=f"{L['name']} val")
-        ax.set_xlabel("epochs")
+        if L["y"]:
+            xs = _xs(L, axis)
+            ax.plot(xs, L["y"], color="C0", lw=0.8, alpha=0.25)
+            ax.plot(xs, smooth(L["y"], w), color="C0", lw=1.8, label=f"{L['name']} train (smoothed {w:g})")
+        if L["vy"]:
+            vx = L["vx"] if axis == "epochs" else _at_steps(L, axis, L["vstep"])
+            ax.plot(vx, L["vy"], "D-", color="C3", ms=7, lw=1.2, label=f"{L['name']} validation")
+        for (step, label), x in zip(L["marks"], _at_steps(L, axis, [m[0] for m in L["marks"]])):
+            if x == x:
+                ax.axvline(x, color="gray", ls=":", lw=1)
+                ax.annotate(label, (x, 1), xycoords=("data", "axes fraction"), rotation=90, va="top", ha="right",
+                            fontsize=7, color="gray")
+        ax.set_xlabel("minutes of training" if axis == "minutes" else axis)
         ax.set_ylabel("loss (nats/token)")
-        ax.grid(alpha=0.3)
-        if L["x"] or self.compare:
+        ax.set_yscale("log" if self.log_y else "linear")
+        ax.grid(alpha=0.3, which="both")
+        if L["y"] or self.compare:
             ax.legend(loc="upper right", fontsize=8)
         else:
             ax.text(0.5, 0.5, "no training yet", ha="center", va="center", transform=ax.transAxes, color="gray")
@@ -162,8 +228,8 @@ def render(self: LossPlot):
         self.image.layout.display = ""
         self.cost, self.last = time.perf_counter() - t0, time.monotonic()
         self.renders += 1
-        self.caption.value = (f"<small class='cllm-plot-caption'>plot: {len(L['x'])} training points, "
-                              f"{len(L['vx'])} validation points, {len(self.compare)} compared; "
+        self.caption.value = (f"<small class='cllm-plot-caption'>plot: {len(L['y'])} training points, "
+                              f"{len(L['vy'])} validation points, {len(self.compare)} compared; "
                               f"redrawn at {time.strftime('%H:%M:%S')}</small>")
 
 # %% ../nbs/16_panel.ipynb #d070acb4
@@ -418,7 +484,7 @@ def _report(self: DataTab, rep):
     self.app.show_summary(self.name)
     extra = "".join(f"<br>skipped {html.escape(s)}: {html.escape(r)}" for s, r in rep.rejected[:20])
     dup = f"<br>{len(rep.duplicates)} already in the queue" if rep.duplicates else ""
-    color = "#b00020" if not (rep.added or rep.duplicates) and rep.rejected else "#8a5a00" if rep.rejected else "#1b5e20"
+    color = "#1b5e20" if not rep.rejected else "#8a5a00" if rep.added or rep.duplicates else "#b00020"
     self.app.message.value = f"<span style='color:{color}'>{html.escape(rep.summary())}{dup}{extra}</span>"
 
 # %% ../nbs/16_panel.ipynb #75693e42
@@ -545,6 +611,10 @@ class TrainTab(PanelTab):
                                         style=dict(description_width="120px"))
         self.status = W.HTML()
         self.locked_note = W.HTML()
+        self.smoothing = W.FloatSlider(description="Smoothing", min=0, max=0.99, step=0.01, value=0.6,
+                                       continuous_update=False, **_FIELD)
+        self.log_y = W.Checkbox(description="log scale", value=False, indent=False)
+        self.x_axis = W.Dropdown(description="x axis", options=list(X_AXES), value="epochs", **_FIELD)
         self.compare = W.SelectMultiple(description="Compare with", options=[], rows=3, **_FIELD)
         self.plot = LossPlot()
         self.trainer = self.thread = self.proc = None
@@ -558,11 +628,14 @@ class TrainTab(PanelTab):
         self.start_btn.on_click(lambda _: self.start())
         self.stop_btn.on_click(lambda _: self.stop())
         self.compare.observe(lambda ch: self.set_compare(ch["new"]), names="value")
+        for w in (self.smoothing, self.log_y, self.x_axis):
+            w.observe(lambda ch: self.set_view(), names="value")
         settings = _columns([self.batch, self.seq, self.epochs, self.device, self.tensorboard],
                             [self.lr, self.layers, self.layers_note, self.nproc, self.precision])
         buttons = W.HBox([self.start_btn, self.stop_btn, self.progress], layout=W.Layout(align_items="center"))
+        view = _columns([self.x_axis, self.smoothing], [self.compare, self.log_y])
         self.widget.children = [settings, buttons, self.locked_note, self.status, self.plot.image, self.plot.caption,
-                                self.compare]
+                                view]
 
 # %% ../nbs/16_panel.ipynb #ea1bf50d
 @patch
@@ -609,7 +682,7 @@ def _model_status(self: TrainTab, name: str, info: dict) -> str:
 # %% ../nbs/16_panel.ipynb #f7cac97e
 @patch
 def lock(self: TrainTab, running: bool):
-    "During a run only Stop works and every setting is fixed (a change applies from the next run on; the panel says so)."
+    "During a run only Stop works and every setting is fixed (a change applies from the next run; the note says so)."
     for w in (self.start_btn, self.layers, self.seq, self.batch, self.epochs, self.lr, self.device, self.precision,
               self.nproc, self.tensorboard):
         w.disabled = running
@@ -704,9 +777,11 @@ def stop(self: TrainTab):
 def on_event(self: TrainTab, ev: dict):
     "Show a trainer event: progress and status (at most 4 times a second), the plot (at its own rate), growth."
     t = ev["type"]
+    if t == "start" and ev["step"] > 0:
+        self.plot.mark(ev["step"], "resumed")
     if t == "step":
         self._steps += 1
-        self.plot.add(ev["epochs_trained"], ev["loss"])
+        self.plot.add(ev["epochs_trained"], ev["loss"], ev["step"], ev.get("tokens"), ev["time"])
         now = time.monotonic()
         if now - self._last_ui >= 0.25:
             self._last_ui = now
@@ -717,7 +792,7 @@ def on_event(self: TrainTab, ev: dict):
     elif t == "epoch":
         if ev["val_loss"] is not None:
             self._val = ev["val_loss"]
-            self.plot.add_val(ev["epoch"], ev["val_loss"])
+            self.plot.add_val(ev["epoch"], ev["val_loss"], ev["step"])
         try:  # the header's epochs and queue follow the run
             self.app.show_summary(self.name)
         except Exception:
@@ -727,6 +802,7 @@ def on_event(self: TrainTab, ev: dict):
         losses = (f" (loss {ev['loss_before']:.5f} before, {ev['loss_after']:.5f} after)"
                   if ev["loss_before"] is not None else "")
         self.app.say(f"grew {ev['from_layers']} -> {ev['to_layers']} layers{losses}")
+        self.plot.mark(ev["step"], f"grew to {ev['to_layers']} layers")
         self.layers.min = ev["to_layers"]
         self._layers_note()
 
@@ -759,7 +835,7 @@ def _follow_processes(self: TrainTab, name: str, kw: dict, n: int):
             done = self.proc.poll() is not None
             rows = follower.poll()
             for r in rows:
-                self.plot.add(r["epoch"], r["loss"])
+                self.plot.add(r["epoch"], r["loss"], r["step"], r["tokens"], r["time"])
             if rows:
                 r = dict(rows[-1], epochs_trained=rows[-1]["epoch"], target_epochs=kw["target_epochs"])
                 self.status.value = _explained(describe_step(r, processes=n))
@@ -800,6 +876,14 @@ def _finish(self: TrainTab):
     except Exception as e:
         self.app.say(one_line(e), error=True)
 
+# %% ../nbs/16_panel.ipynb #d3282146
+@patch
+@guard
+def set_view(self: TrainTab):
+    "Redraw the plot with the chosen x axis, smoothing and scale (also during a run: it costs the run nothing)."
+    self.plot.x_axis, self.plot.smoothing, self.plot.log_y = self.x_axis.value, self.smoothing.value, self.log_y.value
+    self.plot.render()
+
 # %% ../nbs/16_panel.ipynb #06ad0635
 @patch
 @guard
@@ -828,7 +912,8 @@ class GenerateTab(PanelTab):
         self.note = W.HTML()
         self.thread = None
         self.button.on_click(lambda _: self.generate())
-        knobs = _columns([self.temperature, self.top_k, self.top_p], [self.max_tokens, self.seed, self.device, self.button])
+        knobs = _columns([self.temperature, self.top_k, self.top_p],
+                         [self.max_tokens, self.seed, self.device, self.button])
         self.widget.children = [self.prompt, knobs, self.note, self.output]
 
 # %% ../nbs/16_panel.ipynb #e7f761b5

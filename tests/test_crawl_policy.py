@@ -180,16 +180,18 @@ def test_a_crawl_never_reaches_an_address_kind_it_did_not_start_on(ws, monkeypat
     assert rep.queued == 1
 
 
-def test_cli_crawl_failures_exit_1_and_a_closed_pipe_is_quiet(ws):
+def test_cli_crawl_failures_exit_1_and_a_closed_pipe_is_quiet(ws, capsys):
+    from crystalline_nb.cli import main
     env = cllm_env(ws.home)
     dead = f"http://127.0.0.1:{free_port()}/"
-    r = subprocess.run([str(BIN / "cllm"), "crawl", "web", dead, "--delay", "0"], capture_output=True, text=True, env=env, timeout=60)
-    assert r.returncode == 1 and r.stderr.startswith("error: nothing was queued") and "connection failed" in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
+    code = main(["--home", str(ws.home), "crawl", "web", dead, "--delay", "0"])        # in-process: the same entry point
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: nothing was queued") and "connection failed" in err
+    assert len(err.strip().splitlines()) == 1
     routes = {f"/p{i}": (200, HTML, page(f"Page {i}", [f"/p{i + 1}"])) for i in range(40)}
     with serve(routes) as (base, log):
-        r = subprocess.run([str(BIN / "cllm"), "crawl", "web", base + "/missing", "--delay", "0"], capture_output=True, text=True, env=env, timeout=60)
-        assert r.returncode == 1 and "HTTP 404" in r.stderr
+        code = main(["--home", str(ws.home), "crawl", "web", base + "/missing", "--delay", "0"])
+        assert code == 1 and "HTTP 404" in capsys.readouterr().err
         r = subprocess.run(f"'{BIN / 'cllm'}' crawl web {base}/p0 --delay 0 --depth 50 --max-pages 40 | head -2", shell=True,
                            capture_output=True, text=True, env=env, timeout=120)
         assert r.stderr == "" and len(r.stdout.splitlines()) == 2, r.stderr

@@ -161,7 +161,8 @@ def test_crawling_while_training_joins_at_the_next_epoch(ws, site):
     assert all(r["epochs"] >= 1 for r in ws.ledger("web"))
 
 
-def test_cli_crawl(ws, site):
+def test_cli_crawl(ws, site, capsys):
+    from crystalline_nb.cli import main
     base, log, _ = site
     env = cllm_env(ws.home)
     r = subprocess.run([str(BIN / "cllm"), "crawl", "web", base + "/a", "--depth", "0", "--delay", "0"], capture_output=True, text=True, env=env, timeout=120)
@@ -169,8 +170,9 @@ def test_cli_crawl(ws, site):
     assert "queued" in r.stdout and "1 fetched: 1 queued" in r.stdout
     for args, msg in [(["ftp://x/y"], "only http and https"), (["http://127.0.0.1:1/", "--max-pages", "0"], "max-pages must be"),
                       (["http://127.0.0.1:1/", "--delay", "-1"], "delay must be"), (["file:///etc/passwd"], "only http and https")]:
-        r = subprocess.run([str(BIN / "cllm"), "crawl", "web", *args], capture_output=True, text=True, env=env, timeout=60)
-        assert r.returncode == 1 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        code = main(["--home", str(ws.home), "crawl", "web", *args])                  # in-process: the same entry point
+        err = capsys.readouterr().err
+        assert code == 1 and msg in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_cli_ctrl_c(ws, site):

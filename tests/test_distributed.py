@@ -116,8 +116,8 @@ def test_panel_with_two_processes(ws):
     panel.train.start()
     hist = ws.path("one") / "history" / "steps.csv"
     deadline = time.time() + 120
-    while time.time() < deadline and len(panel.train.plot.live["x"]) < 3: time.sleep(0.2)
-    assert len(panel.train.plot.live["x"]) >= 3                                      # the plot follows the run's history
+    while time.time() < deadline and len(panel.train.plot.live["y"]) < 3: time.sleep(0.2)
+    assert len(panel.train.plot.live["y"]) >= 3                                      # the plot follows the run's history
     panel.train.stop(); panel.wait(60)
     assert "stopped" in panel.message.value, panel.message.value
     st = ws.read_state("one")

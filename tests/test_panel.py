@@ -60,8 +60,8 @@ def test_train_stop_and_disk(panel):
     panel.train.start()
     assert panel.train.thread.is_alive() and panel.train.start_btn.disabled and not panel.train.stop_btn.disabled and panel.model.disabled
     deadline = time.time() + 120
-    while len(panel.train.plot.live["x"]) < 5 and time.time() < deadline: time.sleep(0.05)
-    assert len(panel.train.plot.live["x"]) >= 5
+    while len(panel.train.plot.live["y"]) < 5 and time.time() < deadline: time.sleep(0.05)
+    assert len(panel.train.plot.live["y"]) >= 5
     panel.train.start()
     assert "already running" in text(panel.message)
     t0 = time.time(); panel.train.stop(); panel.wait(30)
@@ -84,6 +84,18 @@ def test_layers_grow_never_shrink(panel):
     assert "target reached" in text(panel.message), text(panel.message)
     assert panel.ws.info("toy")["n_layer"] == 3 and panel.train.layers.min == 3
     assert "this model has 3 layers" in panel.train.layers_note.value                    # the hint follows the growth
+    assert [m[1] for m in panel.train.plot.live["marks"]] == ["grew to 3 layers"]       # and the plot marks it
+    panel.train.epochs.value = 2
+    panel.train.start(); panel.wait(120)
+    assert [m[1] for m in panel.train.plot.live["marks"]] == ["grew to 3 layers", "resumed"]
+    panel.refresh()                                                                        # read back from the history
+    assert sorted(m[1] for m in panel.train.plot.live["marks"]) == ["grew to 3 layers", "resumed"]
+    n = panel.train.plot.renders
+    for axis in ("steps", "tokens", "minutes"):
+        panel.train.x_axis.value = axis
+    panel.train.log_y.value, panel.train.smoothing.value = True, 0.9
+    assert panel.train.plot.renders == n + 5 and panel.train.plot.ax.get_yscale() == "log"
+    assert panel.train.plot.ax.get_xlabel() == "minutes of training" and "(smoothed 0.9)" in str(panel.train.plot.ax.get_legend_handles_labels()[1])
 
 
 def test_not_enough_data_is_shown(panel):
