@@ -81,7 +81,11 @@ def extraction_table():
         for name, fn in (("trafilatura", trafilatura_text), ("cllm", html_to_text)):
             m = measure(path, fn)
             t = tot.setdefault(name, [0, 0, 0, 0, 0])
-            t[0] += m["heads"] * m["n_heads"]; t[1] += m["n_heads"]; t[2] += m["code"] * m["n_code"]; t[3] += m["n_code"]; t[4] += m["chrome"]
+            t[0] += m["heads"] * m["n_heads"]
+            t[1] += m["n_heads"]
+            t[2] += m["code"] * m["n_code"]
+            t[3] += m["n_code"]
+            t[4] += m["chrome"]
             label = "/".join(path.parts[-2:])[:33]
             print(f"{label:<34}{name:<13}{m['heads']:>7.0%} of {m['n_heads']:<3}{m['code']:>6.0%} of {m['n_code']:<3}"
                   f"{m['expected']:>10.0%}{m['chrome']:>8}{m['blank']:>12}{m['chars']:>9,}")

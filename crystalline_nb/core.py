@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Callable
 
 # %% auto #0
-__all__ = ['fsync_dir', 'atomic_write_bytes', 'atomic_write_json', 'read_json', 'fsync_tree', 'read_jsonl', 'append_jsonl',
-           'file_lock', 'busy_lock', 'now', 'one_line', 'fmt_duration', 'on_interrupt', 'free_port']
+__all__ = ['fsync_dir', 'atomic_write_bytes', 'atomic_write_json', 'read_json', 'fsync_tree', 'parse_jsonl', 'read_jsonl',
+           'append_jsonl', 'file_lock', 'busy_lock', 'now', 'one_line', 'fmt_duration', 'on_interrupt', 'free_port']
 
 # %% ../nbs/00_core.ipynb #41c8d6a8
 def fsync_dir(path):
@@ -66,20 +66,23 @@ def fsync_tree(path):
         fsync_dir(here)
 
 # %% ../nbs/00_core.ipynb #6978ade2
-def read_jsonl(path) -> list[dict]:
-    "Rows of a JSON-lines file (none if it does not exist); lines torn by a crash are skipped."
-    path = Path(path)
-    if not path.exists():
-        return []
+def parse_jsonl(data: bytes) -> list[dict]:
+    "Rows of JSON-lines bytes; lines torn by a crash (see `append_jsonl`) are skipped."
     rows = []
-    for ln in path.read_bytes().split(b"\n"):
+    for ln in data.split(b"\n"):
         if not ln.strip():
             continue
         try:
             rows.append(json.loads(ln))
-        except ValueError:  # torn by a crash while appending: it never committed (see `append_jsonl`)
+        except ValueError:  # torn by a crash while appending: it never committed
             continue
     return rows
+
+
+def read_jsonl(path) -> list[dict]:
+    "Rows of a JSON-lines file (none if it does not exist); lines torn by a crash are skipped."
+    path = Path(path)
+    return parse_jsonl(path.read_bytes()) if path.exists() else []
 
 # %% ../nbs/00_core.ipynb #ecb8f226
 def append_jsonl(path, rows: list[dict]):

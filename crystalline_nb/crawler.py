@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_crawler.ipynb #de4bcac2
 from __future__ import annotations
-import fnmatch, http.client, ipaddress, socket, sqlite3, ssl, threading, time
+import fnmatch, http.client, ipaddress, re, socket, sqlite3, ssl, threading, time
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -12,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit, parse_qsl, urlencode, urljoin
 from urllib.robotparser import RobotFileParser
 from fastcore.basics import patch
 from . import __version__
-from .ingest import html_to_text, Rejected, VERBATIM
+from .ingest import head_kind, html_to_text, Rejected, VERBATIM
 from .workspace import Workspace
 
 # %% auto #0
@@ -152,10 +152,11 @@ class Scope:
             return host_of(url) in self.hosts
         return any(url.startswith(p) for p in self.prefixes)
 
-    def hosts_only(self) -> list[str] | None:
-        "The hosts every URL in scope is on, or None when the scope is wider than the start hosts."
-        s = self.settings
-        return None if (self.domains or s.include) else sorted(self.hosts)
+    def sql(self) -> dict:
+        "Frontier filters that every URL in scope passes (`Frontier.pending`'s hosts and prefixes)."
+        if self.domains or self.settings.include:
+            return {}
+        return dict(hosts=sorted(self.hosts), prefixes=self.prefixes if self.settings.scope == "prefix" else None)
 
 # %% ../nbs/13_crawler.ipynb #a0eb9d62
 SCHEMA = """
@@ -210,15 +211,19 @@ class Frontier:
                 [(u, host_of(u), depth, parent, t) for u in urls],
             )
 
-    def pending(self, min_depth: int = 0, max_depth: int = 10**9, hosts: list[str] | None = None):
-        "Pending (url, depth) rows, breadth first, optionally only on `hosts`."
+    def pending(self, min_depth: int = 0, max_depth: int = 10**9, hosts: list[str] | None = None,
+                prefixes: list[str] | None = None, limit: int = -1, offset: int = 0):
+        "Pending (url, depth) rows, breadth first; only on `hosts` and under `prefixes` when given."
         q = "SELECT url, depth FROM urls WHERE status='pending' AND depth BETWEEN ? AND ?"
         args = [min_depth, max_depth]
         if hosts is not None:
             q += f" AND host IN ({','.join('?' * len(hosts))})"
             args += hosts
+        if prefixes is not None:
+            q += " AND (" + " OR ".join(["url LIKE ? ESCAPE '\\'"] * len(prefixes)) + ")"
+            args += [re.sub(r"([\\%_])", r"\\\1", p) + "%" for p in prefixes]
         with self.lock:
-            return self.db.execute(q + " ORDER BY depth, added", args).fetchall()
+            return self.db.execute(q + " ORDER BY depth, added LIMIT ? OFFSET ?", [*args, limit, offset]).fetchall()
 
     def mark(self, url: str, status: str, http: int | None = None, reason: str | None = None, tokens: int = 0,
              retry_after: float | None = None):
@@ -303,16 +308,11 @@ class Response:
 def sniff_type(body: bytes) -> str:
     "Content type of a body that came without one: text/html, text/plain or application/octet-stream."
     head = body[:4096]
-    if b"\x00" in head or sum(b < 32 and b not in b"\t\n\r\f" for b in head) > len(head) / 100:
+    if head_kind(head) != "text":
         return "application/octet-stream"
     start = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if start.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or b"<p>" in head.lower():
         return "text/html"
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as e:
-        if e.start < len(head) - 3:
-            return "application/octet-stream"
     return "text/plain"
 
 # %% ../nbs/13_crawler.ipynb #2b8fa801
@@ -724,17 +724,19 @@ def _flush(self: Crawler):
 @patch
 def _next(self: Crawler):
     "The next URL to crawl as (url, depth): pending, in scope, on a host still answering; None if none is left."
-    for url, depth in self.fr.pending(max_depth=self.settings.depth, hosts=self.scope.hosts_only()):
-        if url in self.scope and host_of(url) not in self._down and url not in self._fetched:
-            return url, depth
+    offset = 0
+    while rows := self.fr.pending(max_depth=self.settings.depth, limit=256, offset=offset, **self.scope.sql()):
+        for url, depth in rows:  # the filter in SQL leaves the excluded, the hosts down and the pages not yet written
+            if url in self.scope and host_of(url) not in self._down and url not in self._fetched:
+                return url, depth
+        offset += len(rows)
     return None
 
 
 @patch
 def _end_reason(self: Crawler) -> str:
     "Why the crawl found nothing more to do, and what a rerun could do about it."
-    beyond = [u for u, _ in self.fr.pending(min_depth=self.settings.depth + 1, hosts=self.scope.hosts_only())
-              if u in self.scope]
+    beyond = [u for u, _ in self.fr.pending(min_depth=self.settings.depth + 1, **self.scope.sql()) if u in self.scope]
     why = (f"depth limit reached ({len(beyond):,} links in scope wait beyond depth {self.settings.depth}; "
            "a rerun with a larger depth goes on)" if beyond else "no more pages in scope")
     for host, reason in self._down.items():

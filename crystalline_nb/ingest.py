@@ -13,8 +13,8 @@ from .core import one_line
 __all__ = ['DOC_BREAK', 'VERBATIM', 'CHUNK', 'TEXT_SUFFIXES', 'HTML_SUFFIXES', 'MAX_WHOLE_FILE', 'MAX_LINE', 'MIN_HTML_CHARS',
            'BINARY_SUFFIXES', 'CODE_SUFFIXES', 'Rejected', 'Cleaner', 'clean_text', 'read_text_chunks', 'extract_html',
            'html_to_text', 'clean_pdf_pages', 'extract_pdf', 'extract_json', 'extract_jsonl', 'extract_ipynb',
-           'check_file', 'sniff_text', 'declared_encoding', 'extract_text', 'extractor_for', 'extract', 'corpus_texts',
-           'demo_corpus']
+           'check_file', 'head_kind', 'sniff_text', 'declared_encoding', 'extract_text', 'extractor_for', 'extract',
+           'corpus_texts', 'demo_corpus']
 
 # %% ../nbs/06_ingest.ipynb #0fc7cfb2
 class Rejected(ValueError):
@@ -173,8 +173,8 @@ _CHROME = {"nav", "navbar", "navheader", "navfooter", "navigation", "sidebar", "
            "nav-wrapper", "nav-chapters", "mobile-nav-chapters", "headerlink", "srclink", "src", "rightside",
            "test-arrow", "hideme", "sr-only", "visually-hidden", "skip-link", "copyright",
            "related", "sphinxsidebar", "footnotes-nav", "edit-page", "page-nav", "pagination", "since", "tooltip"}
-_CHROME_LINKS = {"read more", "source", "§", "¶", "#", "run", "[src]", "[+]", "[−]", "[-]", "copy", "edit this page",
-                 "permalink", "expand description", "show hidden lines"}
+_CHROME_LINKS = {"read more", "source", "§", "¶", "#", "run", "[src]", "[+]", "[−]", "[-]", "copy",
+                 "edit this page", "permalink", "expand description", "show hidden lines"}
 _BLOCK2 = {"p", "div", "section", "article", "main", "blockquote", "figure", "figcaption", "table", "ul", "ol", "dl",
            "h1", "h2", "h3", "h4", "h5", "h6", "hr", "details", "summary", "center", "address", "body"}
 _BLOCK1 = {"li", "tr", "dt", "dd", "caption", "thead", "tbody", "tfoot"}
@@ -434,21 +434,26 @@ CODE_SUFFIXES = TEXT_SUFFIXES - {".txt", ".md", ".markdown", ".rst", ".tex", ".l
 _SUPPORTED = "supported: text and source code, .md, .html, .pdf, .json, .jsonl, .ipynb"
 
 
+def head_kind(head: bytes) -> str:
+    "'binary', 'not utf-8' or 'text': what the first bytes of a file or a response are (used by the crawler too)."
+    if b"\x00" in head or sum(b < 32 and b not in b"\t\n\r\f" for b in head) > len(head) / 100:
+        return "binary"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < len(head) - 3:  # not a character cut at the end of `head`
+            return "not utf-8"
+    return "text"
+
+
 def sniff_text(path, what: str) -> None:
     "Raise `Rejected` unless the start of `path` (of unknown type `what`) reads as text a person wrote."
     with open(path, "rb") as f:
         head = f.read(8192)
-    if b"\x00" in head:
-        raise Rejected(f"{what}, binary content ({_SUPPORTED})")
-    try:
-        txt = head.decode("utf-8")
-    except UnicodeDecodeError as e:
-        if e.start < len(head) - 3:  # not a character cut by the 8 KiB boundary
-            raise Rejected(f"{what}, and not UTF-8 text ({_SUPPORTED})") from None
-        txt = head[: e.start].decode("utf-8")
-    if sum(c < " " and c not in "\t\n\r\f" for c in txt) > len(txt) / 100:
-        raise Rejected(f"{what}, binary content ({_SUPPORTED})")
-    words = txt.split()
+    kind = head_kind(head)
+    if kind != "text":
+        raise Rejected(f"{what}, {'binary content' if kind == 'binary' else 'and not UTF-8 text'} ({_SUPPORTED})")
+    words = head.decode("utf-8", errors="ignore").split()
     long = [len(w) for w in words if len(w) >= 32]
     if len(long) >= 8 and sum(long) > 0.5 * sum(map(len, words)):
         raise Rejected(f"{what}: mostly long unbroken strings (hashes, encoded data), not text")

@@ -557,8 +557,9 @@ def _crawl(self: DataTab, cr: Crawler, name: str, url: str):
     "Body of the crawl thread: live counters, then the summary."
     def show(ev):
         self.crawl_status.value = (f"fetched {ev['fetched']} · queued {ev['queued']} ({ev['tokens']:,} tokens) · "
-                                   f"duplicates {ev['duplicates']} · skipped {ev['skipped']} · failed {ev['failed']} · "
-                                   f"disallowed {ev['disallowed']}<br><small>{html.escape(ev['status'])}: "
+                                   f"duplicates {ev['duplicates']} · skipped {ev['skipped']} · "
+                                   f"failed {ev['failed']} · disallowed {ev['disallowed']}"
+                                   f"<br><small>{html.escape(ev['status'])}: "
                                    f"{html.escape(ev['url'])}</small>")
     try:
         rep = cr.run([url], progress=show)
@@ -645,12 +646,12 @@ def select(self: TrainTab, name: str | None):
     self.compare.options = [n for n in self.ws.names() if n != name]
     if name is None or self.training:
         return
-    info = self.ws.info(name)
+    info, h = self.ws.info(name), _history_or_none(self.ws, name)  # the history is read once, for status and plot
     t, c = info["training"], info["config"]
     if name != self._shown or not self.status.value:  # another model: nothing of the previous one stays
         self.nproc.value = 1 if name != self._shown else self.nproc.value
         self._shown = name
-        self.status.value = html.escape(self._model_status(name, info))
+        self.status.value = html.escape(self._model_status(name, info, h))
     self.seq.max = c["max_seq_len"]
     self.seq.min = min(8, c["max_seq_len"])
     self.seq.value = min(t["seq_len"], c["max_seq_len"])
@@ -661,18 +662,17 @@ def select(self: TrainTab, name: str | None):
     self.layers.min = c["n_layer"]
     self.layers.value = c["n_layer"]
     self.progress.value = min(1.0, info["epochs_trained"] / max(info["target_epochs"], 1e-9))
-    self.plot.reset(name, _history_or_none(self.ws, name))
+    self.plot.reset(name, h)
     self.plot.render()
     self._layers_note()
     self.show_cli()
 
 # %% ../nbs/16_panel.ipynb #ff9c30f9
 @patch
-def _model_status(self: TrainTab, name: str, info: dict) -> str:
-    "What the selected model has behind it: its epochs and its last losses, or that it has not trained yet."
+def _model_status(self: TrainTab, name: str, info: dict, h) -> str:
+    "What the selected model has behind it (`info`, history `h`): its epochs and last losses, or no training yet."
     if not info["steps"]:
         return f"{name} has not trained yet: set the run below and press Train"
-    h = _history_or_none(self.ws, name)
     last = f"; last loss {float(h.loss.values[-1]):.4f}" if h is not None and h.sizes.get("step", 0) else ""
     if h is not None and h.sizes.get("epoch", 0) and h.val_loss.notnull().any():
         val = float(h.val_loss.values[h.val_loss.notnull().values][-1])

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 import numpy as np
 from fastcore.basics import patch
-from .core import fsync_dir, file_lock, busy_lock, read_jsonl, append_jsonl, now, one_line
+from .core import fsync_dir, file_lock, busy_lock, read_jsonl, parse_jsonl, append_jsonl, now, one_line
 from .ingest import Cleaner, CHUNK, DOC_BREAK, HTML_SUFFIXES, VERBATIM, Rejected, extract
 
 # %% auto #0
@@ -93,15 +93,20 @@ def rejected(self: Queue) -> list[dict]:
     return read_jsonl(self.dir / "rejected.jsonl")
 
 # %% ../nbs/07_queue.ipynb #6cf7391d
+def _rejection_key(source, reason, meta) -> tuple:
+    return source, reason, (meta or {}).get("size"), (meta or {}).get("mtime_ns")
+
+
 @patch
-def _log_rejected(self: Queue, rejected: list[tuple[str, str]], meta: dict | None = None):
+def _log_rejected(self: Queue, rejected: list[tuple[str, str]], meta: dict | None = None, logged: set | None = None):
     "Append (source, reason) pairs to `rejected.jsonl` (with a file's size and time from `meta`); each once."
     if rejected:
         meta = meta or {}
-        key = lambda s, r, m: (s, r, (m or {}).get("size"), (m or {}).get("mtime_ns"))
         with self._locked():
-            logged = {key(r.get("source"), r.get("reason"), r) for r in self.rejected()}
-            new = list(dict.fromkeys((s, r) for s, r in rejected if key(s, r, meta.get(s)) not in logged))
+            if logged is None:  # an `Ingestion` keeps its own set; others read the log
+                logged = {_rejection_key(r.get("source"), r.get("reason"), r) for r in self.rejected()}
+            new = list(dict.fromkeys((s, r) for s, r in rejected if _rejection_key(s, r, meta.get(s)) not in logged))
+            logged |= {_rejection_key(s, r, meta.get(s)) for s, r in new}
             append_jsonl(self.dir / "rejected.jsonl",
                          [dict(source=s, reason=r, time=now(), **(meta.get(s) or {})) for s, r in new])
 
@@ -282,15 +287,7 @@ def _read_tail(path: Path, pos: int) -> tuple[list[dict], int]:
     except FileNotFoundError:
         return [], 0
     end = data.rfind(b"\n") + 1
-    rows = []
-    for ln in data[:end].split(b"\n"):
-        if not ln.strip():
-            continue
-        try:
-            rows.append(json.loads(ln))
-        except ValueError:  # a line torn by a crash never committed
-            continue
-    return rows, pos + end
+    return parse_jsonl(data[:end]), pos + end
 
 
 PARAGRAPHS = "paragraphs.bin"  # (paragraph hash, row id) records for near-duplicate detection
@@ -315,7 +312,9 @@ class Ingestion:
         self._catch_up()
         self._load_paragraphs()
         self._refused, self._refused_meta = {}, {}  # file -> (size, mtime, reason) of an earlier refusal; this run's
-        for r in q.rejected():
+        log = q.rejected()
+        self._logged = {_rejection_key(r.get("source"), r.get("reason"), r) for r in log}  # read once, not per flush
+        for r in log:
             if "size" in r:
                 self._refused[r["source"]] = (r["size"], r["mtime_ns"], r["reason"])
 
@@ -460,7 +459,7 @@ class Ingestion:
 
     def _log_rejected(self):
         "Log the refusals since the last flush (see `Queue._log_rejected`)."
-        self.q._log_rejected(self.rep.rejected[self._logged_upto:], self._refused_meta)
+        self.q._log_rejected(self.rep.rejected[self._logged_upto:], self._refused_meta, self._logged)
         self._logged_upto = len(self.rep.rejected)
 
     def abort(self):

@@ -86,7 +86,8 @@ def test_layers_grow_never_shrink(panel):
     assert "this model has 3 layers" in panel.train.layers_note.value                    # the hint follows the growth
     assert [m[1] for m in panel.train.plot.live["marks"]] == ["grew to 3 layers"]       # and the plot marks it
     panel.train.epochs.value = 2
-    panel.train.start(); panel.wait(120)
+    panel.train.start()
+    panel.wait(120)
     assert [m[1] for m in panel.train.plot.live["marks"]] == ["grew to 3 layers", "resumed"]
     panel.refresh()                                                                        # read back from the history
     assert sorted(m[1] for m in panel.train.plot.live["marks"]) == ["grew to 3 layers", "resumed"]
@@ -113,7 +114,8 @@ def test_state_belongs_to_the_selected_model(home):
         p.models.new_name.value, p.models.new_preset.value, p.models.new_layers.value = n, "nano", 2
         p.models.create()
     p.model.value = "first"
-    p.train.start(); p.wait(30)                                                           # refused: the queue is empty
+    p.train.start()  # refused: the queue is empty
+    p.wait(30)
     msg = text(p.message)
     assert "is empty: add data in the Data tab" in msg and "cllm add" not in msg
     assert "not trained yet" in text(p.train.status)
@@ -121,7 +123,8 @@ def test_state_belongs_to_the_selected_model(home):
     p.model.value = "second"
     assert text(p.message) == "" and "first" not in text(p.cli) and p.train.nproc.value == 1   # nothing of 'first' stays
     assert text(p.train.status).startswith("second has not trained yet")
-    p.models.new_name.value = "first"; p.models.create()
+    p.models.new_name.value = "first"
+    p.models.create()
     assert "already exists" in text(p.message) and " new first " in text(p.cli)          # the shell line of the refused create
     p.gen.top_p.value = 0.95
     p.data.upload([dict(name="c.txt", content=CORPUS)])
@@ -134,10 +137,13 @@ def test_state_belongs_to_the_selected_model(home):
     deadline = time.time() + 120
     while "MFU" not in p.train.status.value and time.time() < deadline: time.sleep(0.05)
     assert "<abbr title='model FLOPs utilisation" in p.train.status.value
-    p.train.stop(); p.wait(60)
+    p.train.stop()
+    p.wait(60)
     assert not p.train.lr.disabled and p.gen.note.value == ""
     assert "in this epoch" in p.data.queue_table.value and ">training<" not in p.data.queue_table.value
-    p.gen.max_tokens.value = 20; p.gen.generate(); p.wait(60)
+    p.gen.max_tokens.value = 20
+    p.gen.generate()
+    p.wait(60)
     assert re.search(r"generated \d+ tokens in [\d.]+ s", p.gen.note.value) and "--top-p 0.95 " in text(p.cli) + " "
     p.models.ask_delete()
     assert p.models.delete_cancel.layout.display == ""

@@ -94,7 +94,8 @@ def test_unreadable_file(ws, tmp_path, monkeypatch):
 def test_dedup_isolation_rename_delete(ws, tmp_path):
     ws.create("other", preset_name="nano")
     f = tmp_path / "a.txt"; f.write_text("shared text\n")
-    g = tmp_path / "b.txt"; g.write_text("shared text  \r\n")              # same after cleaning (line end, trailing blanks)
+    g = tmp_path / "b.txt"  # same after cleaning (line end, trailing blanks)
+    g.write_text("shared text  \r\n")
     assert len(ws.queue("m").add_paths([f]).added) == 1
     rep = ws.queue("m").add_paths([g])
     assert not rep.added and rep.duplicates == [(str(g), str(f))]
@@ -234,7 +235,8 @@ def test_ledger_epochs():
 
 def test_readding_a_folder_reads_only_what_changed_and_logs_refusals_once(ws, tmp_path, monkeypatch):
     import crystalline_nb.queue as qm
-    d = tmp_path / "big"; d.mkdir()
+    d = tmp_path / "big"
+    d.mkdir()
     for i in range(30): (d / f"n{i:02}.txt").write_text(f"note {i}: the clock ticks {i} times.\n")
     (d / "pic.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
     q = ws.queue("m")
@@ -307,7 +309,8 @@ def test_near_duplicates_are_reported_with_a_switch(ws, home):
 
 
 def test_cli_ctrl_c_keeps_the_files_read_whole_and_a_rerun_goes_on(ws, tmp_path):
-    d = tmp_path / "folder"; d.mkdir()
+    d = tmp_path / "folder"
+    d.mkdir()
     for i in range(20): (d / f"a{i:02}.txt").write_text(f"small file {i} about the clock lattice.\n")
     (d / "z_big.txt").write_text(("a long line of text about rings and clocks. " * 200 + "\n") * 4000)  # about 36 MB
     env = cllm_env(ws.home)
