@@ -6,6 +6,8 @@
 from __future__ import annotations
 import html, inspect, io, math, os, re, shlex, signal, subprocess, threading, time
 from pathlib import Path
+import anywidget, traitlets
+import numpy as np
 import ipywidgets as W
 from fastcore.basics import patch
 from .core import one_line
@@ -22,8 +24,8 @@ from .trainer import Trainer, describe_changes, describe_step, describe_end
 from .distributed import start_distributed
 
 # %% auto #0
-__all__ = ['X_AXES', 'shell_line', 'fig_png', 'guard', 'smooth', 'LossPlot', 'PanelTab', 'ModelsTab', 'DataTab', 'TrainTab',
-           'GenerateTab', 'HistoryTab', 'ControlPanel']
+__all__ = ['X_AXES', 'PLOT_POINTS', 'shell_line', 'fig_png', 'guard', 'smooth', 'packed', 'LossView', 'LossPlot', 'PanelTab',
+           'ModelsTab', 'DataTab', 'TrainTab', 'GenerateTab', 'HistoryTab', 'ControlPanel']
 
 # %% ../nbs/16_panel.ipynb #310fcfa7
 def shell_line(*parts) -> str:
@@ -85,7 +87,327 @@ def guard(fn):
     return wrapper
 
 # %% ../nbs/16_panel.ipynb #521f8053
+_PLOT_CSS = """
+.cllm-lossplot { position: relative; width: 100%; font: 11px sans-serif; user-select: none; cursor: crosshair; }
+.cllm-lossplot svg { display: block; }
+.cllm-lossplot text { fill: var(--jp-ui-font-color1, #333); font-size: 11px; }
+.cllm-lossplot .grid { stroke: #bbb; stroke-opacity: 0.5; }
+.cllm-lossplot .frame { fill: none; stroke: #999; }
+.cllm-lossplot .mark { stroke: gray; stroke-dasharray: 2 3; }
+.cllm-lossplot .mark-label, .cllm-lossplot .hint { fill: gray; font-size: 10px; }
+.cllm-lossplot .cursor-line { stroke: #555; stroke-dasharray: 3 3; }
+.cllm-lossplot .cursor-dot { fill: #1f77b4; stroke: white; }
+.cllm-lossplot .legend-box { fill: var(--jp-layout-color1, white); fill-opacity: 0.85; }
+.cllm-lossplot .zoom-box { fill: rgba(31, 119, 180, 0.12); stroke: #1f77b4; }
+.cllm-lossplot-empty { fill: gray; font-size: 14px; }
+.cllm-lossplot-tip { position: absolute; display: none; pointer-events: none; z-index: 2; padding: 3px 6px;
+  background: var(--jp-layout-color1, white); border: 1px solid #999; font: 11px monospace; white-space: nowrap; }
+"""
+
+# %% ../nbs/16_panel.ipynb #cf6dee46
+_PLOT_JS = r"""
+const NS = "http://www.w3.org/2000/svg";
+const AXES = { epochs: 0, steps: 1, tokens: 2, minutes: 3 };
+const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"];
+const M = { left: 58, right: 16, top: 22, bottom: 40 };
+
+function columns(dv, k) {  // k float64 columns packed one after the other
+  if (!dv || !dv.byteLength) return null;
+  const a = new Float64Array(dv.buffer.slice(dv.byteOffset, dv.byteOffset + dv.byteLength));
+  const n = a.length / k, out = [];
+  for (let i = 0; i < k; i++) out.push(a.subarray(i * n, (i + 1) * n));
+  return out;
+}
+
+function smooth(y, w) {  // EMA with TensorBoard's debiasing, as LossPlot's smooth()
+  const out = new Float64Array(y.length);
+  let acc = 0, norm = 0;
+  for (let i = 0; i < y.length; i++) {
+    acc = w * acc + (1 - w) * y[i];
+    norm = w * norm + (1 - w);
+    out[i] = acc / norm;
+  }
+  return out;
+}
+
+function xsOf(c, axis) {
+  const x = c[AXES[axis]];
+  if (axis !== "minutes") return x;
+  let t0 = 0;
+  for (const v of x) if (v === v) { t0 = v; break; }
+  return x.map((v) => (v - t0) / 60);
+}
+
+function atStep(c, xs, step) {  // x of the first training point at or after `step`
+  for (let i = 0; i < c[1].length; i++) if (c[1][i] >= step) return xs[i];
+  return NaN;
+}
+
+function niceTicks(lo, hi, n) {
+  const span = hi - lo || Math.abs(hi) || 1, raw = span / n, p = Math.pow(10, Math.floor(Math.log10(raw)));
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * p).find((s) => span / s <= n) || 10 * p;
+  const out = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(+v.toPrecision(12));
+  return out;
+}
+
+function logTicks(lo, hi) {
+  const out = [];
+  for (const mults of [[1], [1, 2, 5], [1, 2, 3, 4, 5, 6, 7, 8, 9]]) {
+    out.length = 0;
+    for (let e = Math.floor(Math.log10(lo)); e <= Math.ceil(Math.log10(hi)); e++)
+      for (const m of mults) { const v = m * Math.pow(10, e); if (v >= lo && v <= hi) out.push(v); }
+    if (out.length >= 3) break;
+  }
+  return out;
+}
+
+function fmt(v) {
+  const a = Math.abs(v);
+  if (a >= 1e9) return +(v / 1e9).toPrecision(3) + "G";
+  if (a >= 1e6) return +(v / 1e6).toPrecision(3) + "M";
+  if (a >= 1e4) return +(v / 1e3).toPrecision(3) + "k";
+  return String(+v.toPrecision(4));
+}
+
+function el(tag, attrs, parent) {
+  const e = document.createElementNS(NS, tag);
+  for (const k in attrs) e.setAttribute(k, attrs[k]);
+  if (parent) parent.appendChild(e);
+  return e;
+}
+
+function text(s, attrs, parent) {
+  const t = el("text", attrs, parent);
+  t.textContent = s;
+  return t;
+}
+
+function pathOf(xs, ys, sx, sy) {
+  let d = "", pen = false;
+  for (let i = 0; i < xs.length; i++) {
+    const x = sx(xs[i]), y = sy(ys[i]);
+    if (!(x === x && y === y && isFinite(x) && isFinite(y))) { pen = false; continue; }
+    d += (pen ? "L" : "M") + x.toFixed(1) + "," + y.toFixed(1);
+    pen = true;
+  }
+  return d;
+}
+
+function render({ model, el: host }) {
+  const root = document.createElement("div");
+  root.className = "cllm-lossplot";
+  host.appendChild(root);
+  const tip = document.createElement("div");
+  tip.className = "cllm-lossplot-tip";
+  root.appendChild(tip);
+  const svg = el("svg", { height: 330 });
+  root.appendChild(svg);
+  let zoom = null, drag = null, view = null;
+
+  function series() {  // everything drawn, in the units of the chosen x axis
+    const axis = model.get("x_axis"), w = model.get("smoothing"), out = [];
+    const live = columns(model.get("live"), 5), val = columns(model.get("val"), 3);
+    (model.get("compare") || []).forEach((c, i) => {
+      const cc = columns(c.data, 5);
+      if (cc) out.push({ name: c.name, xs: xsOf(cc, axis), ys: smooth(cc[4], w),
+                         color: COLORS[(i + 1) % COLORS.length], width: 1.4, kind: "compare" });
+    });
+    let marks = [];
+    if (live) {
+      const xs = xsOf(live, axis), name = model.get("name");
+      out.push({ name: name + " train (raw)", xs, ys: live[4], color: COLORS[0], width: 0.8, opacity: 0.3, kind: "raw",
+                 legend: false, cols: live });
+      out.push({ name: `${name} train (smoothed ${w})`, xs, ys: smooth(live[4], w), color: COLORS[0], width: 1.8,
+                 kind: "smooth", cols: live });
+      if (val) {
+        const vx = axis === "epochs" ? val[0] : Array.from(val[1], (s) => axis === "steps" ? s : atStep(live, xs, s));
+        out.push({ name: name + " validation", xs: vx, ys: val[2], color: "#d62728", width: 1.2, kind: "val" });
+      }
+      marks = (model.get("marks") || []).map(([s, label]) => [axis === "steps" ? s : atStep(live, xs, s), label]);
+    }
+    return { axis, out, marks };
+  }
+
+  function draw() {
+    const W = Math.max(320, root.clientWidth || 720), H = 330;
+    svg.setAttribute("width", W);
+    svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+    svg.replaceChildren();
+    const { axis, out, marks } = series(), logY = model.get("log_y");
+    const pw = W - M.left - M.right, ph = H - M.top - M.bottom;
+    let x0 = Infinity, x1 = -Infinity;
+    for (const s of out) for (const x of s.xs) {
+      if (x === x) { x0 = Math.min(x0, x); x1 = Math.max(x1, x); }
+    }
+    if (!out.length || !(x0 <= x1)) {
+      text("no training yet", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "cllm-lossplot-empty" }, svg);
+      view = null;
+      return;
+    }
+    if (zoom) [x0, x1] = zoom;
+    if (x1 === x0) { x0 -= 0.5; x1 += 0.5; }
+    if (!zoom) { const e = (x1 - x0) * 0.015; x0 -= e; x1 += e; }  // points at the ends stay whole
+    let y0 = Infinity, y1 = -Infinity;
+    for (const s of out) s.xs.forEach((x, i) => {
+      const y = s.ys[i];
+      if (x >= x0 && x <= x1 && y === y && (!logY || y > 0)) { y0 = Math.min(y0, y); y1 = Math.max(y1, y); }
+    });
+    if (!(y0 <= y1)) { y0 = logY ? 0.1 : 0; y1 = logY ? 10 : 1; }
+    const ty = logY ? Math.log10 : (v) => v;
+    let [a, b] = [ty(y0), ty(y1)];
+    const pad = (b - a || 1) * 0.05;
+    a -= pad;
+    b += pad;
+    const sx = (x) => M.left + (x - x0) / (x1 - x0) * pw;
+    const sy = (y) => M.top + ph - (ty(y) - a) / (b - a) * ph;
+    const g = el("g", { class: "cllm-lossplot-axes" }, svg);
+    for (const t of niceTicks(x0, x1, Math.max(3, Math.floor(pw / 90)))) {
+      el("line", { x1: sx(t), x2: sx(t), y1: M.top, y2: M.top + ph, class: "grid" }, g);
+      text(fmt(t), { x: sx(t), y: M.top + ph + 14, "text-anchor": "middle" }, g);
+    }
+    const yt = logY ? logTicks(Math.pow(10, a), Math.pow(10, b)) : niceTicks(a, b, 6);
+    for (const t of yt) {
+      el("line", { x1: M.left, x2: M.left + pw, y1: sy(t), y2: sy(t), class: "grid" }, g);
+      text(fmt(t), { x: M.left - 6, y: sy(t) + 4, "text-anchor": "end" }, g);
+    }
+    el("rect", { x: M.left, y: M.top, width: pw, height: ph, class: "frame" }, g);
+    const xlabel = axis === "minutes" ? "minutes of training" : axis;
+    text(xlabel, { x: M.left + pw / 2, y: H - 6, "text-anchor": "middle" }, g);
+    text("loss (nats/token)" + (logY ? ", log scale" : ""), { x: 12, y: M.top + ph / 2, "text-anchor": "middle",
+         transform: `rotate(-90 12 ${M.top + ph / 2})` }, g);
+    const clipId = "cllm-clip-" + Math.random().toString(36).slice(2);
+    el("rect", { x: M.left, y: M.top, width: pw, height: ph }, el("clipPath", { id: clipId }, svg));
+    const plot = el("g", { "clip-path": `url(#${clipId})` }, svg);
+    const merged = [];  // marks closer than 8 pixels share one line: "resumed · grew to 3 layers"
+    for (const [x, label] of marks.filter(([x]) => x >= x0 && x <= x1).sort((p, q) => p[0] - q[0])) {
+      const last = merged[merged.length - 1];
+      if (last && sx(x) - sx(last[0]) < 8) last[1] += " · " + label;
+      else merged.push([x, label]);
+    }
+    for (const [x, label] of merged) {
+      el("line", { x1: sx(x), x2: sx(x), y1: M.top, y2: M.top + ph, class: "mark" }, plot);
+      const ly = M.top + ph - 4;  // written upwards from the bottom, away from the legend
+      text(label, { x: sx(x) - 3, y: ly, class: "mark-label", transform: `rotate(-90 ${sx(x) - 3} ${ly})` }, plot);
+    }
+    for (const s of out) {
+      el("path", { d: pathOf(s.xs, s.ys, sx, sy), stroke: s.color, "stroke-width": s.width, fill: "none",
+                   "stroke-opacity": s.opacity || 1, class: "series-" + s.kind }, plot);
+      if (s.kind === "val") s.xs.forEach((x, i) => {
+        const X = sx(x), Y = sy(s.ys[i]);
+        if (X === X && Y === Y) el("path", { d: `M${X},${Y - 6}L${X + 6},${Y}L${X},${Y + 6}L${X - 6},${Y}Z`,
+                                             fill: s.color, class: "val-point" }, plot);
+      });
+    }
+    const shown = out.filter((s) => s.legend !== false), legend = el("g", { class: "legend" }, svg);
+    const lw = 34 + 6.3 * Math.max(...shown.map((s) => s.name.length)), lx = M.left + pw - lw - 4;
+    el("rect", { x: lx, y: M.top + 3, width: lw, height: 14 * shown.length + 4, class: "legend-box" }, legend);
+    shown.forEach((s, i) => {
+      const ly = M.top + 16 + 14 * i;
+      el("line", { x1: lx + 6, x2: lx + 26, y1: ly - 4, y2: ly - 4, stroke: s.color, "stroke-width": 2 }, legend);
+      text(s.name, { x: lx + 30, y: ly }, legend);
+    });
+    text(zoom ? "zoomed: double-click shows the whole run" : "hover for values · drag across to zoom",
+         { x: M.left + 4, y: M.top - 7, class: "hint" }, svg);
+    view = { out, sx, sy, x0, x1, pw, ph, axis };
+    svg.appendChild(cursor);
+  }
+
+  const cursor = el("g", { class: "cursor", visibility: "hidden" });
+  const cline = el("line", { class: "cursor-line" }, cursor);
+  const cdot = el("circle", { r: 4, class: "cursor-dot" }, cursor);
+  const box = el("rect", { class: "zoom-box", visibility: "hidden" });
+
+  function nearest(xs, x) {
+    let best = -1, d = Infinity;
+    for (let i = 0; i < xs.length; i++) { const e = Math.abs(xs[i] - x); if (e < d) { d = e; best = i; } }
+    return best;
+  }
+
+  function hover(ev) {
+    if (!view) return;
+    const r = svg.getBoundingClientRect(), px = ev.clientX - r.left, py = ev.clientY - r.top;
+    if (drag) {
+      const a = Math.min(drag, px), b = Math.max(drag, px);
+      Object.entries({ x: a, width: b - a, y: M.top, height: view.ph, visibility: "visible" })
+        .forEach(([k, v]) => box.setAttribute(k, v));
+      return;
+    }
+    if (px < M.left || px > M.left + view.pw) { leave(); return; }
+    const x = view.x0 + (px - M.left) / view.pw * (view.x1 - view.x0);
+    const sm = view.out.find((s) => s.kind === "smooth"), raw = view.out.find((s) => s.kind === "raw");
+    const lines = [];
+    if (sm) {
+      const i = nearest(sm.xs, x), c = sm.cols;
+      cline.setAttribute("x1", view.sx(sm.xs[i]));
+      cline.setAttribute("x2", view.sx(sm.xs[i]));
+      cline.setAttribute("y1", M.top);
+      cline.setAttribute("y2", M.top + view.ph);
+      cdot.setAttribute("cx", view.sx(sm.xs[i]));
+      cdot.setAttribute("cy", view.sy(sm.ys[i]));
+      cursor.setAttribute("visibility", "visible");
+      const where = [`step ${fmt(c[1][i])}`, `epoch ${c[0][i].toFixed(3)}`];
+      if (c[2][i] === c[2][i]) where.push(`${fmt(c[2][i])} tokens`);
+      const secs = c[3][i] - c[3][0];
+      if (secs === secs) where.push(secs < 120 ? `${secs.toFixed(secs < 10 ? 1 : 0)} s`
+                                               : `${(secs / 60).toFixed(1)} min`);
+      lines.push(where.join(" · "));
+      lines.push(`loss ${raw.ys[i].toFixed(4)} (smoothed ${sm.ys[i].toFixed(4)})`);
+    }
+    for (const s of view.out) {
+      if (s.kind === "val") {
+        const i = nearest(s.xs, x);
+        if (i >= 0 && Math.abs(view.sx(s.xs[i]) - px) < 10) lines.push(`validation ${s.ys[i].toFixed(4)}`);
+      } else if (s.kind === "compare") {
+        const i = nearest(s.xs, x);
+        if (i >= 0 && Math.abs(view.sx(s.xs[i]) - px) < 20) lines.push(`${s.name} ${s.ys[i].toFixed(4)} (smoothed)`);
+      }
+    }
+    tip.replaceChildren(...lines.map((l) => Object.assign(document.createElement("div"), { textContent: l })));
+    tip.style.display = lines.length ? "block" : "none";
+    tip.style.left = Math.min(px + 14, r.width - 260) + "px";
+    tip.style.top = Math.max(0, py - 50) + "px";
+  }
+
+  function leave() {
+    cursor.setAttribute("visibility", "hidden");
+    tip.style.display = "none";
+  }
+
+  svg.addEventListener("mousemove", hover);
+  svg.addEventListener("mouseleave", () => { leave(); drag = null; box.setAttribute("visibility", "hidden"); });
+  svg.addEventListener("mousedown", (ev) => {
+    if (!view) return;
+    ev.preventDefault();
+    drag = ev.clientX - svg.getBoundingClientRect().left;
+    svg.appendChild(box);
+  });
+  svg.addEventListener("mouseup", (ev) => {
+    if (drag === null || !view) return;
+    const px = ev.clientX - svg.getBoundingClientRect().left, a = Math.min(drag, px), b = Math.max(drag, px);
+    drag = null;
+    box.setAttribute("visibility", "hidden");
+    if (b - a < 5) return;
+    const at = (p) => view.x0 + (Math.min(Math.max(p, M.left), M.left + view.pw) - M.left) / view.pw
+                      * (view.x1 - view.x0);
+    zoom = [at(a), at(b)];
+    draw();
+  });
+  svg.addEventListener("dblclick", () => { zoom = null; draw(); });
+  for (const k of ["live", "val", "marks", "compare", "smoothing", "log_y", "name"]) model.on("change:" + k, draw);
+  model.on("change:x_axis", () => { zoom = null; draw(); });
+  const ro = new ResizeObserver(() => draw());
+  ro.observe(root);
+  draw();
+  return () => ro.disconnect();
+}
+
+export default { render };
+"""
+
+# %% ../nbs/16_panel.ipynb #e33d7d9e
 X_AXES = {"epochs": "epochs", "steps": "step", "tokens": "tokens", "minutes": "time"}
+PLOT_POINTS = 4000  # the most points of one curve sent to the browser
 
 
 def smooth(y, weight: float) -> list[float]:
@@ -97,17 +419,40 @@ def smooth(y, weight: float) -> list[float]:
     return out
 
 
-class LossPlot:
-    "A loss plot rendered into an `ipywidgets.Image`, redrawn in place at a bounded rate."
+def packed(cols, cap: int = PLOT_POINTS) -> bytes:
+    "Columns of equal length as one float64 buffer, column after column; above `cap` points, means of buckets."
+    n = min((len(c) for c in cols), default=0)
+    a = np.asarray([np.asarray(c[:n], dtype=np.float64) for c in cols]).reshape(len(cols), n)
+    if n > cap:
+        starts = np.arange(0, n, -(-n // cap))
+        a = np.add.reduceat(a, starts, axis=1) / np.diff(np.append(starts, n))
+    return a.tobytes()
 
-    def __init__(self, width=720, height=330):
-        from matplotlib.figure import Figure
-        self.fig = Figure(figsize=(width / 80, height / 80), dpi=80)
-        self.ax = self.fig.add_subplot(111)
-        self.image = W.Image(format="png", layout=W.Layout(width=f"{width}px", height=f"{height}px", display="none"))
+
+class LossView(anywidget.AnyWidget):
+    "The plot as the browser draws it: points as binary columns, the view settings, and the script that draws them."
+    _esm = _PLOT_JS
+    _css = _PLOT_CSS
+    name = traitlets.Unicode("").tag(sync=True)
+    live = traitlets.Bytes(b"").tag(sync=True)     # epochs, step, tokens, time, loss
+    val = traitlets.Bytes(b"").tag(sync=True)      # epoch, step, validation loss
+    marks = traitlets.List([]).tag(sync=True)      # [step, label]
+    compare = traitlets.List([]).tag(sync=True)    # {name, data: as live}
+    smoothing = traitlets.Float(0.6).tag(sync=True)
+    log_y = traitlets.Bool(False).tag(sync=True)
+    x_axis = traitlets.Unicode("epochs").tag(sync=True)
+
+
+class LossPlot:
+    "The live loss plot: its points kept here, drawn in the browser by a `LossView`, as a matplotlib `figure` on call."
+    COLS = ("epochs", "step", "tokens", "time", "y")
+
+    def __init__(self):
+        self.view = LossView(layout=W.Layout(width="100%", max_width="1000px"))
         self.caption = W.HTML()
         self.live = self._empty("")
-        self.compare = []  # history datasets drawn as references
+        self._cols, self._converted, self._converted_of = np.zeros((len(self.COLS), 0)), 0, None  # for sending
+        self._compare, self._compared = [], []
         self.smoothing, self.log_y, self.x_axis = 0.6, False, "epochs"
         self.lock = threading.Lock()
         self.last, self.cost, self.renders = 0.0, 0.0, 0
@@ -115,6 +460,18 @@ class LossPlot:
     @staticmethod
     def _empty(name: str) -> dict:
         return dict(epochs=[], step=[], tokens=[], time=[], y=[], vx=[], vy=[], vstep=[], marks=[], name=name)
+
+    @property
+    def compare(self) -> list:
+        "History datasets drawn beside the live curve (packed for the browser once, when set)."
+        return self._compare
+
+    @compare.setter
+    def compare(self, datasets: list):
+        self._compare = [ds for ds in datasets if ds.sizes.get("step", 0)]
+        self._compared = [dict(name=ds.attrs.get("model", ""),
+                               data=packed([ds.epochs_trained.values, ds.step.values, ds.tokens.values,
+                                            ds.time.values, ds.loss.values])) for ds in self._compare]
 
 # %% ../nbs/16_panel.ipynb #c8e105ce
 @patch
@@ -167,7 +524,7 @@ def mark(self: LossPlot, step: int, label: str):
 # %% ../nbs/16_panel.ipynb #08e32199
 @patch
 def due(self: LossPlot) -> bool:
-    "Whether enough time has passed since the last render (see above)."
+    "Whether to send now: a second has passed since the last send, and twenty times its cost."
     return time.monotonic() - self.last >= max(1.0, 20 * self.cost)
 
 # %% ../nbs/16_panel.ipynb #f8d9a211
@@ -189,48 +546,77 @@ def _at_steps(L: dict, axis: str, steps: list) -> list[float]:
 
 
 @patch
+def _columns(self: LossPlot) -> np.ndarray:
+    "The live points as a (5, n) array, converted from the lists only where they grew since the last call."
+    L = self.live
+    n, m = len(L["y"]), self._converted
+    if m > n or L is not self._converted_of:   # a new curve: convert from the start
+        m = 0
+    if self._cols.shape[1] < n:
+        grown = np.zeros((len(self.COLS), max(n, 2 * self._cols.shape[1])))
+        grown[:, :m] = self._cols[:, :m]
+        self._cols = grown
+    for i, k in enumerate(self.COLS):
+        self._cols[i, m:n] = L[k][m:n]
+    self._converted, self._converted_of = n, L
+    return self._cols[:, :n]
+
+
+@patch
 def render(self: LossPlot):
-    "Redraw the figure into the image widget."
+    "Send the points and view settings to the browser, which redraws (one message; unchanged parts are not sent)."
     with self.lock:
         t0 = time.perf_counter()
-        ax, w, axis = self.ax, self.smoothing, self.x_axis
-        ax.clear()
-        for i, ds in enumerate(self.compare):
-            if ds.sizes.get("step", 0):
-                other = self._empty(ds.attrs.get("model", ""))
-                other.update(epochs=ds.epochs_trained.values.tolist(), step=ds.step.values.astype(float).tolist(),
-                             tokens=ds.tokens.values.tolist(), time=ds.time.values.tolist())
-                ax.plot(_xs(other, axis), smooth(ds.loss.values.tolist(), w), color=f"C{i + 1}", lw=1.2, alpha=0.9,
-                        label=other["name"])
-        L = self.live
-        if L["y"]:
-            xs = _xs(L, axis)
-            ax.plot(xs, L["y"], color="C0", lw=0.8, alpha=0.25)
-            ax.plot(xs, smooth(L["y"], w), color="C0", lw=1.8, label=f"{L['name']} train (smoothed {w:g})")
-        if L["vy"]:
-            vx = L["vx"] if axis == "epochs" else _at_steps(L, axis, L["vstep"])
-            ax.plot(vx, L["vy"], "D-", color="C3", ms=7, lw=1.2, label=f"{L['name']} validation")
-        for (step, label), x in zip(L["marks"], _at_steps(L, axis, [m[0] for m in L["marks"]])):
-            if x == x:
-                ax.axvline(x, color="gray", ls=":", lw=1)
-                ax.annotate(label, (x, 1), xycoords=("data", "axes fraction"), rotation=90, va="top", ha="right",
-                            fontsize=7, color="gray")
-        ax.set_xlabel("minutes of training" if axis == "minutes" else axis)
-        ax.set_ylabel("loss (nats/token)")
-        ax.set_yscale("log" if self.log_y else "linear")
-        ax.grid(alpha=0.3, which="both")
-        if L["y"] or self.compare:
-            ax.legend(loc="upper right", fontsize=8)
-        else:
-            ax.text(0.5, 0.5, "no training yet", ha="center", va="center", transform=ax.transAxes, color="gray")
-        self.fig.tight_layout()
-        self.image.value = fig_png(self.fig)
-        self.image.layout.display = ""
+        L, v = self.live, self.view
+        with v.hold_sync():
+            v.name = L["name"]
+            v.live = packed(self._columns()) if L["y"] else b""
+            v.val = packed([L["vx"], L["vstep"], L["vy"]]) if L["vy"] else b""
+            v.marks = [[step, label] for step, label in L["marks"]]
+            v.compare = self._compared
+            v.smoothing, v.log_y, v.x_axis = self.smoothing, self.log_y, self.x_axis
         self.cost, self.last = time.perf_counter() - t0, time.monotonic()
         self.renders += 1
         self.caption.value = (f"<small class='cllm-plot-caption'>plot: {len(L['y'])} training points, "
                               f"{len(L['vy'])} validation points, {len(self.compare)} compared; "
-                              f"redrawn at {time.strftime('%H:%M:%S')}</small>")
+                              f"sent at {time.strftime('%H:%M:%S')}</small>")
+
+# %% ../nbs/16_panel.ipynb #021b12d7
+@patch
+def figure(self: LossPlot, width: int = 720, height: int = 330):
+    "The plot as a matplotlib figure (for documents and files; the panel draws it in the browser)."
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(width / 80, height / 80), dpi=80)
+    ax, w, axis = fig.add_subplot(111), self.smoothing, self.x_axis
+    for i, ds in enumerate(self.compare):
+        other = self._empty(ds.attrs.get("model", ""))
+        other.update(epochs=ds.epochs_trained.values.tolist(), step=ds.step.values.astype(float).tolist(),
+                     tokens=ds.tokens.values.tolist(), time=ds.time.values.tolist())
+        ax.plot(_xs(other, axis), smooth(ds.loss.values.tolist(), w), color=f"C{i + 1}", lw=1.2, alpha=0.9,
+                label=other["name"])
+    L = self.live
+    if L["y"]:
+        xs = _xs(L, axis)
+        ax.plot(xs, L["y"], color="C0", lw=0.8, alpha=0.25)
+        ax.plot(xs, smooth(L["y"], w), color="C0", lw=1.8, label=f"{L['name']} train (smoothed {w:g})")
+    if L["vy"]:
+        vx = L["vx"] if axis == "epochs" else _at_steps(L, axis, L["vstep"])
+        ax.plot(vx, L["vy"], "D-", color="C3", ms=7, lw=1.2, label=f"{L['name']} validation")
+    for (step, label), x in zip(L["marks"], _at_steps(L, axis, [m[0] for m in L["marks"]])):
+        if x == x:
+            ax.axvline(x, color="gray", ls=":", lw=1)
+            ax.annotate(label, (x, 1), xycoords=("data", "axes fraction"), rotation=90, va="top", ha="right",
+                        fontsize=7, color="gray")
+    ax.set_xlabel("minutes of training" if axis == "minutes" else axis)
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_yscale("log" if self.log_y else "linear")
+    ax.grid(alpha=0.3, which="both")
+    if L["y"] or self.compare:
+        ax.legend(loc="upper right", fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no training yet", ha="center", va="center", transform=ax.transAxes, color="gray")
+    fig.tight_layout()
+    return fig
 
 # %% ../nbs/16_panel.ipynb #d070acb4
 _FIELD = dict(style=dict(description_width="120px"), layout=W.Layout(width="100%", max_width="440px"))
@@ -635,7 +1021,7 @@ class TrainTab(PanelTab):
                             [self.lr, self.layers, self.layers_note, self.nproc, self.precision])
         buttons = W.HBox([self.start_btn, self.stop_btn, self.progress], layout=W.Layout(align_items="center"))
         view = _columns([self.x_axis, self.smoothing], [self.compare, self.log_y])
-        self.widget.children = [settings, buttons, self.locked_note, self.status, self.plot.image, self.plot.caption,
+        self.widget.children = [settings, buttons, self.locked_note, self.status, self.plot.view, self.plot.caption,
                                 view]
 
 # %% ../nbs/16_panel.ipynb #ea1bf50d
@@ -1055,7 +1441,8 @@ class ControlPanel(W.VBox):
         self.ws = Workspace(home)
         self.ws.models_dir.mkdir(parents=True, exist_ok=True)
         self.model = W.Dropdown(description="Model", options=[], **_FIELD)
-        self.refresh_btn = W.Button(description="Refresh", icon="refresh", layout=W.Layout(width="auto"))
+        self.refresh_btn = W.Button(description="Refresh", icon="refresh",
+                                    layout=W.Layout(width="auto", min_width="100px"))
         self.summary, self.cli = W.HTML(), W.HTML(layout=W.Layout(min_height="22px"))
         # a long report scrolls inside its line instead of pushing the tabs down
         self.message = W.HTML(layout=W.Layout(min_height="22px", max_height="66px", overflow="auto"))

@@ -1,5 +1,7 @@
 """One real-browser smoke test of the control panel: JupyterLab started by `cllm panel` on 127.0.0.1, driven by Debian's
-chromium through playwright. Create a tiny model, upload a corpus, train until the plot has points, stop, check the disk."""
+chromium through playwright. Create two tiny models, start one without data (refused, and the message goes with the
+model), upload a corpus to the other, train, read and zoom the live plot, stop, grow a layer and train again, check the
+disk."""
 import json, os, re, shutil, subprocess, sys, time
 from pathlib import Path
 import pytest
@@ -72,15 +74,27 @@ def test_panel_in_a_real_browser(lab, tmp_path):
             page.wait_for_selector(".widget-tab", timeout=90_000)
 
             def field(label, kind="input"):
-                return page.locator(f".jupyter-widgets:has(> label:text-is('{label}')) {kind}").first
+                return page.locator(f".jupyter-widgets:visible:has(> label:text-is('{label}')) {kind}").first
 
-            # Models tab: create a tiny model
+            # Models tab: two tiny models, the second left without data
             page.locator(".lm-TabBar-tab:has-text('Models')").first.click()
-            field("Name").fill("browser"); field("Name").press("Enter")
-            field("Preset", "select").select_option("nano")
-            page.wait_for_timeout(300)
-            page.locator("button:has-text('Create model')").click()
-            page.wait_for_selector("text=created browser", timeout=60_000)
+            for name in ("browser", "empty"):
+                field("Name").fill(name)
+                field("Name").press("Enter")
+                field("Preset", "select").select_option("nano")
+                page.wait_for_timeout(300)
+                page.locator("button:has-text('Create model')").click()
+                page.wait_for_selector(f"text=created {name}", timeout=60_000)
+
+            # a refused start: the message names the model and the way out, and nothing stays "starting"
+            page.locator(".lm-TabBar-tab:has-text('Train')").first.click()
+            field("Model", "select").select_option("empty")
+            page.locator("button[title='Train']").click()
+            page.wait_for_selector("text=/queue of 'empty' is empty/", timeout=60_000)
+            assert "starting" not in page.locator(".widget-tab").first.inner_text()
+            # switching models mid-message clears what belonged to the other model
+            field("Model", "select").select_option("browser")
+            page.wait_for_function("() => !document.body.innerText.includes(\"queue of 'empty' is empty\")", timeout=30_000)
 
             # Data tab: upload the corpus through the file widget
             page.locator(".lm-TabBar-tab:has-text('Data')").first.click()
@@ -89,19 +103,65 @@ def test_panel_in_a_real_browser(lab, tmp_path):
             chooser.value.set_files(str(corpus))
             page.wait_for_selector("text=added 1 source", timeout=60_000)
 
-            # Train tab: small batches so that steps come quickly, then Train
+            # Train tab: Train, and the settings that cannot change mid-run are locked with a note
             page.locator(".lm-TabBar-tab:has-text('Train')").first.click()
+            field("Target epochs").fill("200")  # long enough to outlast the checks below; Stop ends it
+            field("Target epochs").press("Enter")
             page.locator("button[title='Train']").click()
-            page.wait_for_function("""() => { const c = document.querySelector('.cllm-plot-caption');
-                const m = c && c.textContent.match(/plot: (\\d+) training points/); return m && +m[1] >= 2; }""", timeout=180_000)
+            points = """() => { const c = document.querySelector('.cllm-plot-caption');
+                const m = c && c.textContent.match(/plot: (\\d+) training points/); return m && +m[1] >= N; }"""
+            page.wait_for_function(points.replace("N", "2"), timeout=180_000)
             page.wait_for_selector("text=/step \\d+ · loss/", timeout=60_000)
+            assert page.locator("text=the settings are fixed while this run trains").count() == 1
+            assert field("Target epochs").is_disabled()
+
+            # the plot is drawn in the browser: a smoothed curve, values under the pointer, drag to zoom
+            page.wait_for_function("""() => { const p = document.querySelector('.cllm-lossplot path.series-smooth');
+                return p && (p.getAttribute('d').match(/L/g) || []).length >= 1; }""", timeout=60_000)
+            box = page.locator(".cllm-lossplot svg").bounding_box()
+            page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.5)
+            tip = page.locator(".cllm-lossplot-tip")
+            tip.wait_for(state="visible", timeout=10_000)
+            assert re.search(r"step \d+ · epoch [0-9.]+", tip.inner_text()) and "loss" in tip.inner_text()
             page.screenshot(path=str(art / "panel-training.png"), full_page=True)
+            page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.5)
+            page.mouse.down()
+            page.mouse.move(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.5, steps=5)
+            page.mouse.up()
+            page.wait_for_selector(".cllm-lossplot text.hint:has-text('zoomed')", timeout=10_000)
+            page.mouse.dblclick(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
+            page.wait_for_selector(".cllm-lossplot text.hint:has-text('drag across to zoom')", timeout=10_000)
+            # the plot goes on while another cell keeps the kernel busy
+            n = int(re.search(r"plot: (\d+) training", page.locator(".cllm-plot-caption").inner_text())[1])
+            page.evaluate("""() => { const k = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+                k.requestExecute({code: 'import time; time.sleep(8)'}); }""")
+            page.wait_for_function("() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status"
+                                   " === 'busy'", timeout=5_000)
+            page.wait_for_function(points.replace("N", str(n + 3)), timeout=7_000)
+            page.wait_for_function("() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status"
+                                   " === 'busy'", timeout=1_000)
             page.locator("button[title='Stop']").click()
             page.wait_for_selector("text=/stopped: \\d+ steps, [0-9,]+ tokens/", timeout=60_000)
+            assert not field("Target epochs").is_disabled()
             page.screenshot(path=str(art / "panel-stopped.png"), full_page=True)
+
+            # growth: one more layer, trained, marked on the plot, and the hint follows
+            field("Layers", ".noUi-handle").focus()
+            page.keyboard.press("ArrowRight")
+            page.wait_for_selector("text=1 new layer", timeout=10_000)
+            page.locator("button[title='Train']").click()
+            page.wait_for_selector(".cllm-lossplot text.mark-label:has-text('grew to 3 layers')", timeout=120_000)
+            page.wait_for_selector("text=this model has 3 layers", timeout=60_000)
+            page.locator("button[title='Stop']").click()
+            page.wait_for_selector("text=/stopped: \\d+ steps, [0-9,]+ tokens/", timeout=60_000)
             page.set_viewport_size(dict(width=1100, height=800))  # a laptop with the file browser open
             page.wait_for_timeout(500)
             page.screenshot(path=str(art / "panel-1100x800.png"), full_page=True)
+            page.locator(".cllm-lossplot").scroll_into_view_if_needed()
+            page.screenshot(path=str(art / "panel-1100x800-plot.png"), full_page=True)
+            page.locator(".lm-TabBar-tab:has-text('Data')").first.click()
+            page.wait_for_timeout(300)
+            page.screenshot(path=str(art / "panel-1100x800-data.png"), full_page=True)
         except Exception:
             page.screenshot(path=str(art / "panel-failure.png"), full_page=True)
             raise
@@ -109,5 +169,6 @@ def test_panel_in_a_real_browser(lab, tmp_path):
             ctx.close()
     state = json.loads((home / "models" / "browser" / "state.json").read_text())
     assert state["steps"] >= 2 and state["epochs_trained"] > 0
+    assert json.loads((home / "models" / "browser" / "config.json").read_text())["n_layer"] == 3
     steps = (home / "models" / "browser" / "history" / "steps.csv").read_text().strip().splitlines()[1:]
     assert len(steps) == state["steps"]

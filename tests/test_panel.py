@@ -69,7 +69,8 @@ def test_train_stop_and_disk(panel):
     assert "stopped" in text(panel.message) and not panel.train.start_btn.disabled and panel.train.stop_btn.disabled
     st = panel.ws.read_state("toy")
     assert st["steps"] >= 5 and 0 < st["epochs_trained"] < 30 and st["training"]["batch_size"] == 4
-    assert panel.train.plot.renders >= 1 and panel.train.plot.image.value[:4] == b"\x89PNG"
+    plot = panel.train.plot
+    assert plot.renders >= 1 and len(plot.view.live) == 5 * 8 * len(plot.live["y"])   # every point went to the browser
     assert "epoch" in text(panel.train.status) and "tokens/s" in text(panel.train.status)
 
 
@@ -95,8 +96,13 @@ def test_layers_grow_never_shrink(panel):
     for axis in ("steps", "tokens", "minutes"):
         panel.train.x_axis.value = axis
     panel.train.log_y.value, panel.train.smoothing.value = True, 0.9
-    assert panel.train.plot.renders == n + 5 and panel.train.plot.ax.get_yscale() == "log"
-    assert panel.train.plot.ax.get_xlabel() == "minutes of training" and "(smoothed 0.9)" in str(panel.train.plot.ax.get_legend_handles_labels()[1])
+    view = panel.train.plot.view
+    assert panel.train.plot.renders == n + 5
+    assert (view.x_axis, view.log_y, view.smoothing) == ("minutes", True, 0.9)            # the browser redraws with them
+    assert [m[1] for m in view.marks] == ["grew to 3 layers", "resumed"]
+    ax = panel.train.plot.figure().axes[0]                                                 # and the static figure agrees
+    assert ax.get_yscale() == "log" and ax.get_xlabel() == "minutes of training"
+    assert "(smoothed 0.9)" in str(ax.get_legend_handles_labels()[1])
 
 
 def test_not_enough_data_is_shown(panel):
@@ -109,7 +115,7 @@ def test_not_enough_data_is_shown(panel):
 def test_state_belongs_to_the_selected_model(home):
     p = ControlPanel(home)
     assert p.tabs.selected_index == 0 and "create a first model" in text(p.message)   # a new workspace opens on Models
-    assert p.train.plot.image.layout.display == "none" and p.hist.image.layout.display == "none"  # no broken images
+    assert p.train.plot.view.live == b"" and p.hist.image.layout.display == "none"  # no broken images, an empty plot
     for n in ("first", "second"):
         p.models.new_name.value, p.models.new_preset.value, p.models.new_layers.value = n, "nano", 2
         p.models.create()
