@@ -68,7 +68,7 @@ def run_nanogpt(tree: Path, data: str, iters: int, out: Path) -> dict:
     return dict(tokens_per_s=12 * 64 / (statistics.median(dts) / 1000), loss=float(np.mean([l for _, l, _ in rows[-50:]])))
 
 
-def run_cllm(home: Path, name: str, text: bytes, iters: int, bias: bool) -> dict:
+def run_cllm(home: Path, name: str, text: bytes, iters: int, bias: bool, schedule: str | None = None) -> dict:
     "Train a fresh cllm model of nanoGPT's shape through `cllm train`; its median tokens/s and final loss."
     env = {**os.environ, "CLLM_HOME": str(home)}
     cllm = lambda *a: subprocess.run([str(BIN / "cllm"), *a], env=env, capture_output=True, text=True)
@@ -86,7 +86,7 @@ def run_cllm(home: Path, name: str, text: bytes, iters: int, bias: bool) -> dict
     target = iters * 12 * 64 / n  # the cosine schedule ends at step `iters`, as nanoGPT's does
     r = cllm("train", name, "--epochs", repr(target), "--batch-size", "12", "--seq-len", "64", "--lr", "1e-3",
              "--warmup", "100", "--min-lr-ratio", "0.1", "--weight-decay", "0.1", "--beta2", "0.99", "--grad-clip", "1.0",
-             "--max-steps", str(iters), "--save-every", str(10**6))
+             "--max-steps", str(iters), "--save-every", str(10**6), *(["--schedule", schedule] if schedule else []))
     assert r.returncode == 0, r.stderr
     h = history(ws, name)
     return dict(tokens_per_s=float(np.median(h.tokens_per_s.values[1:])), loss=float(np.mean(h.loss.values[-50:])))
@@ -97,7 +97,8 @@ def main():
     ap.add_argument("--nanogpt", default=os.environ.get("NANOGPT_DIR"), help="path of a nanoGPT checkout")
     ap.add_argument("--rounds", type=int, default=None, help="alternating rounds (default 3; --quick 1)")
     ap.add_argument("--iters", type=int, default=None, help="iterations per run (default 2000; --quick 300)")
-    ap.add_argument("--variants", default="no-bias,bias", help="cllm variants to run: no-bias, bias or both")
+    ap.add_argument("--variants", default="no-bias,bias",
+                    help="cllm variants to run: no-bias, bias, each optionally with :SCHEDULE (no-bias:cosine)")
     a = ap.parse_args()
     if not a.nanogpt or not Path(a.nanogpt).exists():
         print("no nanoGPT checkout given (--nanogpt PATH or NANOGPT_DIR): nothing measured")
@@ -118,12 +119,13 @@ def main():
     (d / "meta.pkl").write_bytes(pickle.dumps(dict(vocab_size=259)))
     print(f"{len(text) / 1e6:.1f} MB of ASCII licence text; {iters} iterations per run; {rounds} round(s); "
           f"{__import__('torch').get_num_threads()} threads")
-    variants = {v: f"cllm, {v.replace('-', ' ')}" for v in a.variants.split(",") if v in ("no-bias", "bias")}
+    variants = {v: f"cllm, {v.replace('-', ' ')}" for v in a.variants.split(",") if v.split(":")[0] in ("no-bias", "bias")}
     res = {"nanoGPT": [], **{label: [] for label in variants.values()}}
     for r in range(rounds):
         res["nanoGPT"].append(run_nanogpt(tree, "licences", iters, tmp / f"out{r}"))
         for v, label in variants.items():
-            res[label].append(run_cllm(tmp / "home", f"{v}{r}", text, iters, v == "bias"))
+            kind, _, schedule = v.partition(":")
+            res[label].append(run_cllm(tmp / "home", f"{kind}{r}{schedule}", text, iters, kind == "bias", schedule or None))
         base = res["nanoGPT"][-1]["tokens_per_s"]
         print(f"round {r + 1}: " + "; ".join(f"{k} {v[-1]['tokens_per_s']:,.0f} tok/s (x{v[-1]['tokens_per_s'] / base:.2f}, "
                                                f"loss {v[-1]['loss']:.3f})" for k, v in res.items()))

@@ -137,7 +137,7 @@ def flops_per_token(cfg: CLLMConfig, seq_len: int) -> float:
     return 6 * (param_count(cfg) - lookup) + 12 * cfg.n_layer * cfg.d_model * seq_len
 
 # %% ../nbs/01_config.ipynb #ab495f59
-SCHEDULES = ("cosine", "linear", "constant")
+SCHEDULES = ("cosine-after-warmup", "cosine", "linear", "constant")
 MAX_EPOCHS = 1e6
 DEVICES = ("auto", "cpu", "cuda", "mps")  # where a run computes (see the device module); "cuda:N" picks one GPU
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: bf16 on CUDA GPUs that have it, fp32 elsewhere
@@ -154,7 +154,7 @@ class TrainSettings:
     seq_len: int = 128  # tokens per window (at most the model's max_seq_len)
     lr: float = 3e-4  # peak learning rate
     warmup: int = 20  # linear warm-up steps (counted from the model's first step)
-    schedule: str = "cosine"  # learning-rate decay over the epochs to target: cosine, linear or constant
+    schedule: str = "cosine-after-warmup"  # decay to the target: cosine-after-warmup, cosine, linear or constant
     min_lr_ratio: float = 0.1  # the decayed learning rate ends at lr * min_lr_ratio
     weight_decay: float = 0.1  # AdamW weight decay on matrices (not on norms and biases)
     beta2: float = 0.95  # AdamW's second-moment decay (0.99 steadies small batches)

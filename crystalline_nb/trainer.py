@@ -35,7 +35,10 @@ def lr_at(s: TrainSettings, step: int, progress: float) -> float:
     "Learning rate at optimizer step `step` (0-based) with `progress` = epochs_trained / target_epochs."
     warm = min(1.0, (step + 1) / s.warmup) if s.warmup > 0 else 1.0
     p = min(max(progress, 0.0), 1.0)
-    if s.schedule == "cosine":
+    if s.schedule == "cosine-after-warmup" and s.warmup > 0:
+        p_w = p * min(1.0, s.warmup / (step + 1))  # the progress when the warm-up ended
+        p = (p - p_w) / (1 - p_w) if p_w < 1 else 1.0
+    if s.schedule in ("cosine", "cosine-after-warmup"):
         decay = s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p))
     elif s.schedule == "linear":
         decay = s.min_lr_ratio + (1 - s.min_lr_ratio) * (1 - p)
