@@ -13,10 +13,11 @@ import numpy as np
 from fastcore.basics import patch
 from .core import fsync_dir, file_lock, busy_lock, read_jsonl, parse_jsonl, append_jsonl, now, one_line
 from .ingest import Cleaner, CHUNK, DOC_BREAK, HTML_SUFFIXES, VERBATIM, Rejected, extract
+from .tokenizer import PARALLEL_MIN
 
 # %% auto #0
-__all__ = ['ENCODE_BATCH', 'SHARD_MAX', 'PARA_MIN', 'NEAR_SHARE', 'NEAR_MIN_PARAS', 'WRITERS', 'PARAGRAPHS', 'WEB_ASSETS',
-           'SETTLE', 'HOLDOUT_SPAN', 'HOLDOUT_EVERY', 'VAL_EVERY', 'VAL_MIN_BLOCKS', 'AddReport', 'Queue',
+__all__ = ['ENCODE_BATCH', 'BATCH_CHARS', 'SHARD_MAX', 'PARA_MIN', 'NEAR_SHARE', 'NEAR_MIN_PARAS', 'WRITERS', 'PARAGRAPHS',
+           'WEB_ASSETS', 'SETTLE', 'HOLDOUT_SPAN', 'HOLDOUT_EVERY', 'VAL_EVERY', 'VAL_MIN_BLOCKS', 'AddReport', 'Queue',
            'clean_source', 'bytes_per_token', 'writers_busy_message', 'Ingestion', 'iter_files', 'select_files',
            'Corpus', 'EpochPlan', 'missing_tokens', 'gather', 'ledger', 'queue_summary', 'epoch_record']
 
@@ -112,6 +113,7 @@ def _log_rejected(self: Queue, rejected: list[tuple[str, str]], meta: dict | Non
 
 # %% ../nbs/07_queue.ipynb #a3b92618
 ENCODE_BATCH = 1 << 18  # characters tokenized at a time
+BATCH_CHARS = 1 << 20  # short sources encoded together (BPE) once they hold this many characters
 SHARD_MAX = 1 << 26  # start a new shard after this many tokens
 
 
@@ -235,6 +237,25 @@ def _tokenize_source(tok, w: _ShardWriter, pieces: Callable, h, paras: _Paragrap
     return chars, nbytes
 
 
+def _small_source(pieces: Callable, h, paras: _Paragraphs, limit: int) -> list[str] | None:
+    "The cleaned documents of a source of at most `limit` characters, hashed into `h` and `paras`; None if longer."
+    docs, cur, size = [], [], 0
+    for text in _cleaned(pieces, h):
+        if text is DOC_BREAK:
+            docs.append("".join(cur))
+            cur = []
+            paras.finish()
+            continue
+        size += len(text)
+        if size > limit:
+            return None
+        cur.append(text)
+        paras.feed(text)
+    paras.finish()
+    docs.append("".join(cur))
+    return docs
+
+
 def clean_source(pieces: Callable) -> tuple[list[str], str]:
     "The cleaned documents of one source and its content hash, as `Queue.add` computes them (nothing is stored)."
     h, docs, cur = hashlib.sha256(), [], []
@@ -303,6 +324,7 @@ class Ingestion:
         self.q, self.tok, self.min_chars, self.flush_tokens = q, q.tokenizer, min_chars, flush_tokens
         self.near_duplicates = near_duplicates
         self.rep, self.pending, self.w = AddReport(), [], None
+        self._batch, self._batch_chars = [], 0  # short sources waiting for the batch encoder: (row, documents)
         self.known, self.files, self._mine = {}, {}, {}  # hash -> source in the manifest; file -> (size, mtime); ours
         self._pos = self._count = self._logged_upto = self.tokens = 0
         self._paras = {}  # pending source -> its paragraph hashes, written with its row
@@ -384,14 +406,24 @@ class Ingestion:
             self._refused_meta[name] = meta
             return "rejected", old[2]
         w = self.w = self.w or _ShardWriter(self.q)
-        start, h, paras = w.n, hashlib.sha256(), _Paragraphs()
+        start, h, paras, docs = w.n, hashlib.sha256(), _Paragraphs(), None
         try:
-            chars, nbytes = _tokenize_source(self.tok, w, pieces, h, paras)
+            if self.tok.kind != "byte":  # a short source waits to be encoded with others (see above)
+                docs = _small_source(pieces, h, paras, PARALLEL_MIN)
+                if docs is None:
+                    h, paras = hashlib.sha256(), _Paragraphs()
+            if docs is None:
+                self._encode_batch()  # the sources waiting go first: the shard keeps the order they came in
+                start = w.n
+                chars, nbytes = _tokenize_source(self.tok, w, pieces, h, paras)
+            else:
+                chars, nbytes = sum(map(len, docs)), sum(len(d.encode("utf-8")) for d in docs)
             if chars == 0:
                 raise Rejected("no text left after cleaning")
             if chars < self.min_chars:
                 raise Rejected(f"too short ({chars} characters; the minimum is {self.min_chars})")
-            w.write(np.array([self.tok.eos_id]))
+            if docs is None:
+                w.write(np.array([self.tok.eos_id]))
         except Exception as e:  # one bad source never takes the others down
             w.rewind(start)
             reason = str(e) if isinstance(e, Rejected) else f"cannot read it ({type(e).__name__}: {one_line(e)})"
@@ -411,17 +443,48 @@ class Ingestion:
         self._mine[digest] = name
         for ph in paras.hashes:
             self._para_new.setdefault(ph, name)
-        self.tokens += w.n - start
-        self.pending.append(dict(source=name, kind=kind, hash=digest, tokens=w.n - start, chars=chars, bytes=nbytes,
-                                 offset=start, dtype=np.dtype(w.dtype).name, added=now(), **(meta or {})))
         self._paras[name] = paras.hashes
-        if w.n >= self.flush_tokens:
+        row = dict(source=name, kind=kind, hash=digest, chars=chars, bytes=nbytes, added=now(), **(meta or {}))
+        if docs is None:
+            self._written(row, start)
+        else:
+            self._batch.append((row, docs))
+            self._batch_chars += chars
+            if self._batch_chars >= BATCH_CHARS:
+                self._encode_batch()
+        if self.w.n >= self.flush_tokens:
             self.flush()
         return "added", ""
+
+    def _written(self, row: dict, start: int):
+        "The source `row` now in the shard from token `start` to its end: a pending row."
+        w = self.w
+        self.tokens += w.n - start
+        meta = {k: v for k, v in row.items() if k not in ("source", "kind", "hash", "chars", "bytes", "added")}
+        self.pending.append(dict(source=row["source"], kind=row["kind"], hash=row["hash"], tokens=w.n - start,
+                                 chars=row["chars"], bytes=row["bytes"], offset=start, dtype=np.dtype(w.dtype).name,
+                                 added=row["added"], **meta))
+
+    def _encode_batch(self):
+        "Encode the short sources waiting, in one call, and write them in the order they came."
+        if not self._batch:
+            return
+        batch, self._batch, self._batch_chars = self._batch, [], 0
+        ids = iter(self.tok.encode_many([d for _, docs in batch for d in docs]))
+        w, eos = self.w, np.array([self.tok.eos_id])
+        for row, docs in batch:
+            start = w.n
+            for i in range(len(docs)):
+                if i:
+                    w.write(eos)
+                w.write(next(ids))
+            w.write(eos)
+            self._written(row, start)
 
     def flush(self) -> tuple[list[dict], list[tuple[str, str]]]:
         "Make the sources added so far durable, shard before rows; returns (rows written, sources another writer had)."
         keep, dups = [], []
+        self._encode_batch()
         name = self.w.commit() if self.w is not None else None
         self.w = None
         if name:
@@ -466,7 +529,7 @@ class Ingestion:
         "Drop what was not flushed."
         if self.w is not None:
             self.w.abort()
-        self.w, self.pending, self._mine = None, [], {}
+        self.w, self.pending, self._mine, self._batch, self._batch_chars = None, [], {}, [], 0
 
     def __enter__(self):
         return self

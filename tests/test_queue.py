@@ -325,3 +325,39 @@ def test_cli_ctrl_c_keeps_the_files_read_whole_and_a_rerun_goes_on(ws, tmp_path)
     assert len(ws.queue("m").rows()) == 20 and not list(shards.glob(".tmp-*"))
     r = subprocess.run([str(BIN / "cllm"), "add", "m", str(d)], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "added 1 source" in r.stdout and "20 already in the queue" in r.stdout
+
+
+def test_short_bpe_sources_are_encoded_together_with_the_same_tokens(home, tmp_path, monkeypatch):
+    import crystalline_nb.queue as Q
+    from crystalline_nb.tokenizer import PARALLEL_MIN
+    ws = Workspace(home)
+    for name in ("batched", "one_by_one"):
+        ws.create(name, preset_name="nano", tokenizer="bpe", texts=["the crystal clock ticks twelve times"] * 30,
+                  vocab_size=300)
+    tok = ws.queue("batched").tokenizer
+    assert tok.tk.get_vocab() == ws.queue("one_by_one").tokenizer.tk.get_vocab()
+    folder = tmp_path / "files"
+    folder.mkdir()
+    for i in range(12):
+        (folder / f"f{i:02}.txt").write_text(f"file {i}: the clock at hour {i} rings {i * 7} times.\n" * (5 + i))
+    (folder / "f05.txt").write_text("a long one: " + "the lattice turns and the clock ticks on. " * (PARALLEL_MIN // 40))
+    (folder / "f07.txt").write_text("longer: " + "the lattice turns and the clock ticks on. " * (Q.ENCODE_BATCH // 40))
+    (folder / "g.jsonl").write_text('{"text": "first document"}\n{"text": ""}\n{"text": "third one ünï"}\n')
+    calls = []
+    real = type(tok).encode_many
+    monkeypatch.setattr(type(tok), "encode_many", lambda self, texts: calls.append(len(texts)) or real(self, texts))
+    monkeypatch.setattr(Q, "BATCH_CHARS", 2000)                                 # a batch every few files
+    rep = ws.queue("batched").add_paths([folder])
+    assert len(rep.added) == 13 and not rep.rejected, rep.summary()
+    assert calls and max(calls) > 1                                           # several sources in one call
+    monkeypatch.setattr(Q, "PARALLEL_MIN", 0)                                  # every source on its own
+    ws.queue("one_by_one").add_paths([folder])
+
+    def tokens(name):
+        c = ws.queue(name).corpus()
+        return [(r["source"], c.read(int(c.starts[i]), int(c.starts[i + 1])).tolist()) for i, r in enumerate(c.rows)]
+    rows = ws.queue("batched").rows()
+    assert [r["source"].rsplit("/", 1)[-1] for r in rows] == [f"f{i:02}.txt" for i in range(12)] + ["g.jsonl"]
+    assert all(a["offset"] + a["tokens"] == b["offset"] for a, b in zip(rows, rows[1:]) if a["shard"] == b["shard"])
+    assert tokens("batched") == tokens("one_by_one")                          # the same ids as one source at a time
+    assert tokens("batched")[-1][1].count(tok.eos_id) == 3                     # three documents, three ends
