@@ -233,7 +233,7 @@ def cmd_import_queue(args):
 def cmd_queue(args):
     ws = _ws(args)
     if args.rejected:
-        rows = list({r["source"]: r for r in ws.queue(args.name).rejected()}.values())  # the latest per source
+        rows = ws.queue(args.name).refused()
         if args.json:
             _say(json.dumps(rows, indent=2))
         for r in [] if args.json else rows:

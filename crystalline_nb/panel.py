@@ -860,7 +860,20 @@ def show_queue(self: DataTab, name: str | None):
              "<br><i>empty: upload files, scan the inbox or add a path</i>")
     more = (f"<i>{len(led) - 50} earlier sources not shown (<code>cllm queue {html.escape(name)} --all</code>)</i>"
             if len(led) > 50 else "")
-    self.queue_table.value = head + table + more
+    refused = _refused_list(self.ws.queue(name).refused() if sm["rejected"] else [])
+    self.queue_table.value = head + refused + table + more
+
+
+def _refused_list(refused: list[dict], n: int = 50) -> str:
+    "The refused sources with their reasons, folded under one line (the latest `n`)."
+    if not refused:
+        return ""
+    rows = "".join(f"<tr><td>{html.escape(r['source'][-70:])}</td><td>{html.escape(r['reason'])}</td>"
+                   f"<td>{r['time'][:16].replace('T', ' ')}</td></tr>" for r in refused[-n:][::-1])
+    more = f" (the latest {n})" if len(refused) > n else ""
+    return (f"<details><summary>{len(refused):,} refused source{'s' * (len(refused) != 1)}, with the reasons"
+            f"{more}</summary><table class='cllm-table'><tr><th>source</th><th>reason</th><th>when</th></tr>{rows}"
+            f"</table></details>")
 
 # %% ../nbs/16_panel.ipynb #4de31681
 @patch

@@ -93,6 +93,12 @@ def rejected(self: Queue) -> list[dict]:
     "Sources refused so far, with their reasons and times."
     return read_jsonl(self.dir / "rejected.jsonl")
 
+
+@patch
+def refused(self: Queue) -> list[dict]:
+    "The latest refusal of each source refused so far (`rejected` keeps every one), oldest first."
+    return list({r["source"]: r for r in self.rejected()}.values())
+
 # %% ../nbs/07_queue.ipynb #6cf7391d
 def _rejection_key(source, reason, meta) -> tuple:
     return source, reason, (meta or {}).get("size"), (meta or {}).get("mtime_ns")

@@ -44,6 +44,9 @@ def test_upload_goes_through_ingestion(panel):
     short = b"<html><body><main><p>" + b"A page of 115 characters, less main text than any route accepts. " * 2 + b"</p></main></body></html>"
     panel.data.upload([dict(name="short.html", content=short)])
     assert "too short" in text(panel.message) and "an HTML page needs 200" in text(panel.message)   # the crawler's rule too
+    table = panel.data.queue_table.value                                      # the refusals are listed with reasons
+    assert "2 refused sources, with the reasons" in table and "pic.png" in table and "unsupported file type" in table
+    assert table.index("short.html") < table.index("pic.png")                  # the latest first
 
 
 def test_safe_filenames():

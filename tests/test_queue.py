@@ -211,7 +211,8 @@ def test_killed_ingest_leaves_consistent_queue(ws, tmp_path):
     assert len(rep.added) + len(rep.duplicates) == 1
 
 
-def test_cli_queue_and_show(ws, tmp_path):
+def test_cli_queue_and_show(ws, tmp_path, capsys):
+    from crystalline_nb.cli import main
     (tmp_path / "a.txt").write_text("a small file\n")
     r = subprocess.run([str(BIN / "cllm"), "add", "m", str(tmp_path / "a.txt")], env=cllm_env(ws.home), capture_output=True, text=True)
     assert r.returncode == 0 and "added 1 source" in r.stdout
@@ -220,10 +221,21 @@ def test_cli_queue_and_show(ws, tmp_path):
     assert data["summary"]["sources"] == 1 and data["sources"][0]["status"] == "pending"
     r = subprocess.run([str(BIN / "cllm"), "show", "m", "--json"], env=cllm_env(ws.home), capture_output=True, text=True)
     assert json.loads(r.stdout)["queue"]["tokens"] == len("a small file") + 1
+    assert main(["--home", str(ws.home), "queue", "m", "--rejected"]) == 0                 # in-process: the same entry
+    assert capsys.readouterr().out.strip() == "m: nothing was refused"
     r = subprocess.run([str(BIN / "cllm"), "add", "m", str(tmp_path / "nope.txt")], env=cllm_env(ws.home), capture_output=True, text=True)
     assert r.returncode == 1 and r.stderr.strip() == f"error: {tmp_path / 'nope.txt'}: no such file or directory"
     r = subprocess.run([str(BIN / "cllm"), "import-queue", "m", "--from", "m"], env=cllm_env(ws.home), capture_output=True, text=True)
     assert r.returncode == 1 and r.stderr.startswith("error:")
+    (tmp_path / "pics").mkdir()
+    (tmp_path / "pics" / "b.png").write_bytes(b"\x89PNG\x00")
+    for _ in range(2):                                                       # refused twice, listed once
+        main(["--home", str(ws.home), "add", "m", str(tmp_path / "pics")])
+    capsys.readouterr()
+    assert main(["--home", str(ws.home), "queue", "m", "--rejected"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and lines[0].endswith("nope.txt: no such file or directory")
+    assert f"{tmp_path / 'pics' / 'b.png'}: unsupported file type '.png'" in lines[1]
 
 
 def test_ledger_epochs():
