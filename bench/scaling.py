@@ -1,11 +1,18 @@
 """Scaling with corpus size: epoch time should grow linearly, memory should stay flat (memory-mapped shards).
 
-Usage: python bench/scaling.py [--quick]
+Usage: python bench/scaling.py [--quick] [--rss] [--gb N]
 For corpora of 1x, 4x and 16x a base size, a fresh process ingests the corpus and trains exactly one epoch of
-a small model; it reports the wall time of the epoch's steps (start-up excluded), its peak resident memory (VmHWM) and its anonymous memory
-(RssAnon, which excludes the pages of memory-mapped files). Time per token should stay about constant.
+a small model; it reports the wall time of the epoch's steps (start-up excluded), its peak resident memory
+(VmHWM) and its anonymous memory (RssAnon, which excludes file-backed pages). Time per token should stay about
+constant.
+--rss: training memory from 1x to 64x of the 16x point of --quick (905k tokens): a fresh process per corpus
+ingests it and trains --steps steps (an epoch of 58M tokens takes hours on a CPU; memory is settled after a few
+hundred steps), and reports its memory; flat means 64x/1x within 1.10.
+--gb N: N GB of text written as 100 files, ingested by `Queue.add_paths` in a fresh process (seconds, MB/s, peak
+memory of the ingestion), then --steps steps trained on it (peak and anonymous memory).
 """
-import json, subprocess, sys, tempfile, textwrap
+import json, os, subprocess, sys, tempfile, textwrap
+from pathlib import Path
 from common import parser
 
 CHILD = textwrap.dedent("""
@@ -14,38 +21,104 @@ CHILD = textwrap.dedent("""
     from common import corpus_text
     from crystalline_nb.workspace import Workspace
     from crystalline_nb.trainer import Trainer
-    n = int(sys.argv[1]); home = sys.argv[2]
-    ws = Workspace(home); ws.create("m", preset_name="nano", d_model=32, n_head=2, d_ff=64, max_seq_len=64)
-    text = corpus_text(n)
-    for i in range(0, n, 200_000): ws.queue("m").add_text(text[i:i + 200_000], source=f"part{i}", near_duplicates=False)
-    del text
+    n, home, steps, folder = int(sys.argv[1]), sys.argv[2], int(sys.argv[4]), sys.argv[5]
+    st = lambda: dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines() if ":" in l)
+    kb = lambda s, k: int(s[k].split()[0]) / 1024
+    ws = Workspace(home)
+    if not ws.exists("m"):
+        ws.create("m", preset_name="nano", d_model=32, n_head=2, d_ff=64, max_seq_len=64)
+    t0 = time.perf_counter()
+    if n < 0:  # trained only: the queue was filled by another process
+        pass
+    elif folder != "-":
+        rep = ws.queue("m").add_paths([folder], near_duplicates=False)
+        assert not rep.rejected, rep.summary()
+    else:
+        text = corpus_text(n)
+        for i in range(0, n, 200_000):
+            ws.queue("m").add_text(text[i:i + 200_000], source=f"part{i}", near_duplicates=False)
+        del text
+    ingest, s0 = time.perf_counter() - t0, st()
     tr = Trainer(ws, "m", target_epochs=1, batch_size=32, seq_len=64, threads=2, save_every=10**9, save_seconds=1e9)
     ts = []
     tr.subscribe(lambda e: ts.append(time.perf_counter()) if e["type"] in ("start", "step") else None)
-    s = tr.run()
-    s["seconds"] = ts[-1] - ts[0]                       # the epoch's steps, without process start-up
-    st = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines() if ":" in l)
-    kb = lambda k: int(st[k].split()[0]) / 1024
-    print(json.dumps(dict(tokens=s["tokens"], seconds=s["seconds"], hwm=kb("VmHWM"), anon=kb("RssAnon"))))
+    s = tr.run(max_steps=steps or None) if steps >= 0 else dict(tokens=0, seconds=0.0)
+    ts = ts or [0.0, 0.0]
+    s["seconds"] = ts[-1] - ts[0]                       # the steps, without process start-up
+    s1 = st()
+    print(json.dumps(dict(tokens=s["tokens"], seconds=s["seconds"], hwm=kb(s1, "VmHWM"), anon=kb(s1, "RssAnon"),
+                          file=kb(s1, "RssFile"), queue=ws.queue_summary("m")["tokens"], ingest_s=ingest,
+                          ingest_hwm=kb(s0, "VmHWM"))))
 """)
 
 
+def child(chars: int, steps: int = 0, folder: str = "-", home: str | None = None) -> dict:
+    "Run CHILD in a fresh process (chars < 0: train only; steps < 0: ingest only); its figures."
+    here = str(Path(__file__).resolve().parent)
+    r = subprocess.run([sys.executable, "-c", CHILD, str(chars), home or tempfile.mkdtemp(), here, str(steps), folder],
+                       capture_output=True, text=True, timeout=7200)
+    if r.returncode:
+        raise SystemExit(r.stderr[-2000:])
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def write_corpus(folder: Path, total: int, files: int = 100) -> int:
+    "`total` bytes of text in `files` files (the same text, each file opened by a line of its own); bytes written."
+    from common import corpus_text
+    block = corpus_text(min(total // files, 20_000_000))
+    folder.mkdir(parents=True)
+    n = 0
+    for i in range(files):
+        with open(folder / f"part{i:03d}.txt", "w") as f:
+            f.write(f"part {i} of the scaling corpus\n")
+            while f.tell() < total // files:
+                f.write(block)
+        n += (folder / f"part{i:03d}.txt").stat().st_size
+    return n
+
+
 def main():
-    a = parser(__doc__).parse_args()
+    ap = parser(__doc__)
+    ap.add_argument("--rss", action="store_true", help="training memory at 1x and 64x of 905k tokens")
+    ap.add_argument("--gb", type=float, default=0, help="ingest this many GB of text from files, then train")
+    ap.add_argument("--steps", type=int, default=300, help="steps trained in --rss and --gb (default 300)")
+    a = ap.parse_args()
+    if a.rss:
+        rows = []
+        for f in (1, 64):  # ingested in one process, trained in another: the training's own memory
+            home = tempfile.mkdtemp()
+            child(960_000 * f, -1, home=home)
+            rows.append(dict(child(-1, a.steps, home=home), factor=f))
+        print(f"{'corpus':>7}{'queue tokens':>14}{'steps':>7}{'peak RSS MiB':>14}{'anon MiB':>10}{'file MiB':>10}")
+        for d in rows:
+            print(f"{d['factor']:>6}x{d['queue']:>14,}{a.steps:>7}{d['hwm']:>14.0f}{d['anon']:>10.0f}"
+                  f"{d['file']:>10.0f}")
+        print(f"\ntraining memory 64x/1x: peak RSS {rows[1]['hwm'] / rows[0]['hwm']:.2f}, anonymous "
+              f"{rows[1]['anon'] / rows[0]['anon']:.2f} (flat: at most 1.10); file MiB: file-backed pages mapped in "
+              "the process (libraries; shards are read with pread and stay in the kernel's cache)")
+        return
+    if a.gb:
+        folder = Path(tempfile.mkdtemp()) / "corpus"
+        size = write_corpus(folder, int(a.gb * 1e9))
+        home = tempfile.mkdtemp()
+        d = child(0, -1, str(folder), home=home)
+        d.update({k: v for k, v in child(-1, a.steps, home=home).items() if k in ("hwm", "anon", "file")})
+        print(f"{size / 1e9:.2f} GB in 100 files: ingested in {d['ingest_s']:.0f} s "
+              f"({size / 1e6 / d['ingest_s']:.1f} MB/s),"
+              f" {d['queue']:,} tokens; peak RSS of the ingestion {d['ingest_hwm']:.0f} MiB")
+        print(f"then {a.steps} steps trained on it in a fresh process: peak RSS {d['hwm']:.0f} MiB, anonymous "
+              f"{d['anon']:.0f} MiB, file-backed {d['file']:.0f} MiB")
+        return
     base = 60_000 if a.quick else 250_000
-    import pathlib
-    here = str(pathlib.Path(__file__).resolve().parent)
-    rows = []
-    for f in (1, 4, 16):
-        r = subprocess.run([sys.executable, "-c", CHILD, str(base * f), tempfile.mkdtemp(), here], capture_output=True, text=True, timeout=3600)
-        if r.returncode: raise SystemExit(r.stderr[-2000:])
-        d = json.loads(r.stdout.strip().splitlines()[-1]); d["factor"] = f; rows.append(d)
+    rows = [dict(child(base * f), factor=f) for f in (1, 4, 16)]
     print(f"{'corpus':>7}{'tokens':>12}{'epoch s':>10}{'us/token':>10}{'peak RSS MiB':>14}{'anon MiB':>10}")
     for d in rows:
-        print(f"{d['factor']:>6}x{d['tokens']:>12,}{d['seconds']:>10.1f}{1e6 * d['seconds'] / d['tokens']:>10.2f}{d['hwm']:>14.0f}{d['anon']:>10.0f}")
+        print(f"{d['factor']:>6}x{d['tokens']:>12,}{d['seconds']:>10.1f}{1e6 * d['seconds'] / d['tokens']:>10.2f}"
+              f"{d['hwm']:>14.0f}{d['anon']:>10.0f}")
     t1, t16 = rows[0]["seconds"] / rows[0]["tokens"], rows[-1]["seconds"] / rows[-1]["tokens"]
     print(f"\ntime per token 16x/1x: {t16 / t1:.2f} (linear time: about 1)")
-    print(f"peak RSS 16x/1x: {rows[-1]['hwm'] / rows[0]['hwm']:.2f}; anonymous memory 16x/1x: {rows[-1]['anon'] / rows[0]['anon']:.2f} (flat: about 1)")
+    print(f"peak RSS 16x/1x: {rows[-1]['hwm'] / rows[0]['hwm']:.2f}; anonymous memory 16x/1x: "
+          f"{rows[-1]['anon'] / rows[0]['anon']:.2f} (flat: about 1)")
 
 
 if __name__ == "__main__":
