@@ -119,13 +119,15 @@ def main():
     (d / "meta.pkl").write_bytes(pickle.dumps(dict(vocab_size=259)))
     print(f"{len(text) / 1e6:.1f} MB of ASCII licence text; {iters} iterations per run; {rounds} round(s); "
           f"{__import__('torch').get_num_threads()} threads")
-    variants = {v: f"cllm, {v.replace('-', ' ')}" for v in a.variants.split(",") if v.split(":")[0] in ("no-bias", "bias")}
+    variants = {v: f"cllm, {v.replace('-', ' ')}" for v in a.variants.split(",")
+                if v.split(":")[0] in ("no-bias", "bias")}
     res = {"nanoGPT": [], **{label: [] for label in variants.values()}}
     for r in range(rounds):
         res["nanoGPT"].append(run_nanogpt(tree, "licences", iters, tmp / f"out{r}"))
         for v, label in variants.items():
             kind, _, schedule = v.partition(":")
-            res[label].append(run_cllm(tmp / "home", f"{kind}{r}{schedule}", text, iters, kind == "bias", schedule or None))
+            res[label].append(run_cllm(tmp / "home", f"{kind}{r}{schedule}", text, iters, kind == "bias",
+                                       schedule or None))
         base = res["nanoGPT"][-1]["tokens_per_s"]
         print(f"round {r + 1}: " + "; ".join(f"{k} {v[-1]['tokens_per_s']:,.0f} tok/s (x{v[-1]['tokens_per_s'] / base:.2f}, "
                                                f"loss {v[-1]['loss']:.3f})" for k, v in res.items()))

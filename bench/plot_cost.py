@@ -54,7 +54,8 @@ fill(p, N)
 xs, ys = bq.LinearScale(), bq.LinearScale()
 lines = bq.Lines(scales=dict(x=xs, y=ys), colors=["#1f77b4", "#1f77b4"], opacities=[0.3, 1.0])
 dots = bq.Scatter(scales=dict(x=xs, y=ys), marker="diamond", colors=["#d62728"])
-fig = bq.Figure(marks=[lines, dots], axes=[bq.Axis(scale=xs, label="epochs"), bq.Axis(scale=ys, orientation="vertical")],
+axes = [bq.Axis(scale=xs, label="epochs"), bq.Axis(scale=ys, orientation="vertical")]
+fig = bq.Figure(marks=[lines, dots], axes=axes,
                 interaction=bq.interacts.PanZoom(scales=dict(x=[xs], y=[ys])))
 display(fig)
 def update():

@@ -68,7 +68,7 @@ def main():
     for e in top:
         print(f"{e.key:<58}{e.self_cpu_time_total / total:>8.1%}{e.count / steps:>12.0f}"
               f"{e.self_cpu_time_total / max(e.count, 1):>10.1f}")
-    print(f"\nCPU time in operators per step: {total / steps / 1000:.1f} ms (summed over threads); wall {per_step:.1f} ms")
+    print(f"\nCPU time in operators per step: {total / steps / 1000:.1f} ms; wall {per_step:.1f} ms")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #5e4efe54
 from __future__ import annotations
-import ctypes, fcntl, functools, json, os, signal, socket, threading, uuid
+import fcntl, json, os, signal, socket, threading, uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,8 +12,7 @@ from typing import Callable
 
 # %% auto #0
 __all__ = ['fsync_dir', 'atomic_write_bytes', 'atomic_write_json', 'read_json', 'fsync_tree', 'parse_jsonl', 'read_jsonl',
-           'append_jsonl', 'file_lock', 'busy_lock', 'now', 'release_free_memory', 'one_line', 'fmt_duration',
-           'on_interrupt', 'free_port']
+           'append_jsonl', 'file_lock', 'busy_lock', 'now', 'one_line', 'fmt_duration', 'on_interrupt', 'free_port']
 
 # %% ../nbs/00_core.ipynb #41c8d6a8
 def fsync_dir(path):
@@ -129,21 +128,6 @@ def busy_lock(path, busy_message: str, blocking: bool = False):
 def now() -> str:
     "The current UTC time as an ISO 8601 string to the second (the format of every timestamp on disk)."
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-# %% ../nbs/00_core.ipynb #85eeac69
-@functools.cache
-def _libc():
-    try:
-        return ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (macOS, musl): nothing to do
-        return None
-
-
-def release_free_memory():
-    "Give memory freed by large temporary arrays back to the system (glibc keeps it in the process otherwise)."
-    lib = _libc()
-    if lib is not None and hasattr(lib, "malloc_trim"):
-        lib.malloc_trim(0)
 
 # %% ../nbs/00_core.ipynb #c38d46f1
 def one_line(e: BaseException) -> str:

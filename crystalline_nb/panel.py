@@ -88,20 +88,67 @@ def guard(fn):
 
 # %% ../nbs/16_panel.ipynb #521f8053
 _PLOT_CSS = """
-.cllm-lossplot { position: relative; width: 100%; font: 11px sans-serif; user-select: none; cursor: crosshair; }
-.cllm-lossplot svg { display: block; }
-.cllm-lossplot text { fill: var(--jp-ui-font-color1, #333); font-size: 11px; }
-.cllm-lossplot .grid { stroke: #bbb; stroke-opacity: 0.5; }
-.cllm-lossplot .frame { fill: none; stroke: #999; }
-.cllm-lossplot .mark { stroke: gray; stroke-dasharray: 2 3; }
-.cllm-lossplot .mark-label, .cllm-lossplot .hint { fill: gray; font-size: 10px; }
-.cllm-lossplot .cursor-line { stroke: #555; stroke-dasharray: 3 3; }
-.cllm-lossplot .cursor-dot { fill: #1f77b4; stroke: white; }
-.cllm-lossplot .legend-box { fill: var(--jp-layout-color1, white); fill-opacity: 0.85; }
-.cllm-lossplot .zoom-box { fill: rgba(31, 119, 180, 0.12); stroke: #1f77b4; }
-.cllm-lossplot-empty { fill: gray; font-size: 14px; }
-.cllm-lossplot-tip { position: absolute; display: none; pointer-events: none; z-index: 2; padding: 3px 6px;
-  background: var(--jp-layout-color1, white); border: 1px solid #999; font: 11px monospace; white-space: nowrap; }
+.cllm-lossplot {
+  position: relative;
+  width: 100%;
+  font: 11px sans-serif;
+  user-select: none;
+  cursor: crosshair;
+}
+.cllm-lossplot svg {
+  display: block;
+}
+.cllm-lossplot text {
+  fill: var(--jp-ui-font-color1, #333);
+  font-size: 11px;
+}
+.cllm-lossplot .grid {
+  stroke: #bbb;
+  stroke-opacity: 0.5;
+}
+.cllm-lossplot .frame {
+  fill: none;
+  stroke: #999;
+}
+.cllm-lossplot .mark {
+  stroke: gray;
+  stroke-dasharray: 2 3;
+}
+.cllm-lossplot .mark-label, .cllm-lossplot .hint {
+  fill: gray;
+  font-size: 10px;
+}
+.cllm-lossplot .cursor-line {
+  stroke: #555;
+  stroke-dasharray: 3 3;
+}
+.cllm-lossplot .cursor-dot {
+  fill: #1f77b4;
+  stroke: white;
+}
+.cllm-lossplot .legend-box {
+  fill: var(--jp-layout-color1, white);
+  fill-opacity: 0.85;
+}
+.cllm-lossplot .zoom-box {
+  fill: rgba(31, 119, 180, 0.12);
+  stroke: #1f77b4;
+}
+.cllm-lossplot-empty {
+  fill: gray;
+  font-size: 14px;
+}
+.cllm-lossplot-tip {
+  position: absolute;
+  display: none;
+  pointer-events: none;
+  z-index: 2;
+  padding: 3px 6px;
+  background: var(--jp-layout-color1, white);
+  border: 1px solid #999;
+  font: 11px monospace;
+  white-space: nowrap;
+}
 """
 
 # %% ../nbs/16_panel.ipynb #cf6dee46
@@ -187,7 +234,10 @@ function pathOf(xs, ys, sx, sy) {
   let d = "", pen = false;
   for (let i = 0; i < xs.length; i++) {
     const x = sx(xs[i]), y = sy(ys[i]);
-    if (!(x === x && y === y && isFinite(x) && isFinite(y))) { pen = false; continue; }
+    if (!(x === x && y === y && isFinite(x) && isFinite(y))) {
+      pen = false;
+      continue;
+    }
     d += (pen ? "L" : "M") + x.toFixed(1) + "," + y.toFixed(1);
     pen = true;
   }
@@ -238,7 +288,10 @@ function render({ model, el: host }) {
     const pw = W - M.left - M.right, ph = H - M.top - M.bottom;
     let x0 = Infinity, x1 = -Infinity;
     for (const s of out) for (const x of s.xs) {
-      if (x === x) { x0 = Math.min(x0, x); x1 = Math.max(x1, x); }
+      if (x === x) {
+        x0 = Math.min(x0, x);
+        x1 = Math.max(x1, x);
+      }
     }
     if (!out.length || !(x0 <= x1)) {
       text("no training yet", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "cllm-lossplot-empty" }, svg);
@@ -246,14 +299,18 @@ function render({ model, el: host }) {
       return;
     }
     if (zoom) [x0, x1] = zoom;
-    if (x1 === x0) { x0 -= 0.5; x1 += 0.5; }
-    if (!zoom) { const e = (x1 - x0) * 0.015; x0 -= e; x1 += e; }  // points at the ends stay whole
+    const e = x1 === x0 ? 0.5 : zoom ? 0 : (x1 - x0) * 0.015;  // points at the ends stay whole
+    x0 -= e;
+    x1 += e;
     let y0 = Infinity, y1 = -Infinity;
     for (const s of out) s.xs.forEach((x, i) => {
       const y = s.ys[i];
-      if (x >= x0 && x <= x1 && y === y && (!logY || y > 0)) { y0 = Math.min(y0, y); y1 = Math.max(y1, y); }
+      if (x >= x0 && x <= x1 && y === y && (!logY || y > 0)) {
+        y0 = Math.min(y0, y);
+        y1 = Math.max(y1, y);
+      }
     });
-    if (!(y0 <= y1)) { y0 = logY ? 0.1 : 0; y1 = logY ? 10 : 1; }
+    if (!(y0 <= y1)) [y0, y1] = logY ? [0.1, 10] : [0, 1];
     const ty = logY ? Math.log10 : (v) => v;
     let [a, b] = [ty(y0), ty(y1)];
     const pad = (b - a || 1) * 0.05;
@@ -333,7 +390,7 @@ function render({ model, el: host }) {
         .forEach(([k, v]) => box.setAttribute(k, v));
       return;
     }
-    if (px < M.left || px > M.left + view.pw) { leave(); return; }
+    if (px < M.left || px > M.left + view.pw) return leave();
     const x = view.x0 + (px - M.left) / view.pw * (view.x1 - view.x0);
     const sm = view.out.find((s) => s.kind === "smooth"), raw = view.out.find((s) => s.kind === "raw");
     const lines = [];
@@ -375,7 +432,11 @@ function render({ model, el: host }) {
   }
 
   svg.addEventListener("mousemove", hover);
-  svg.addEventListener("mouseleave", () => { leave(); drag = null; box.setAttribute("visibility", "hidden"); });
+  svg.addEventListener("mouseleave", () => {
+    leave();
+    drag = null;
+    box.setAttribute("visibility", "hidden");
+  });
   svg.addEventListener("mousedown", (ev) => {
     if (!view) return;
     ev.preventDefault();
@@ -393,9 +454,13 @@ function render({ model, el: host }) {
     zoom = [at(a), at(b)];
     draw();
   });
-  svg.addEventListener("dblclick", () => { zoom = null; draw(); });
+  const unzoom = () => {
+    zoom = null;
+    draw();
+  };
+  svg.addEventListener("dblclick", unzoom);
   for (const k of ["live", "val", "marks", "compare", "smoothing", "log_y", "name"]) model.on("change:" + k, draw);
-  model.on("change:x_axis", () => { zoom = null; draw(); });
+  model.on("change:x_axis", unzoom);
   const ro = new ResizeObserver(() => draw());
   ro.observe(root);
   draw();

@@ -4,15 +4,14 @@
 
 # %% ../nbs/07_queue.ipynb #dd3bbd5e
 from __future__ import annotations
-import collections, fnmatch, hashlib, json, os, shutil, time, uuid, zlib
+import collections, fnmatch, hashlib, json, math, os, shutil, time, uuid, zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 import numpy as np
 from fastcore.basics import patch
-from .core import (fsync_dir, file_lock, busy_lock, read_jsonl, parse_jsonl, append_jsonl, now, one_line,
-                                 release_free_memory)
+from .core import fsync_dir, file_lock, busy_lock, read_jsonl, parse_jsonl, append_jsonl, now, one_line
 from .ingest import Cleaner, CHUNK, DOC_BREAK, HTML_SUFFIXES, VERBATIM, Rejected, extract
 from .tokenizer import PARALLEL_MIN
 
@@ -244,7 +243,7 @@ def _tokenize_source(tok, w: _ShardWriter, pieces: Callable, h, paras: _Paragrap
     return chars, nbytes
 
 
-def _small_source(pieces: Callable, h, paras: _Paragraphs, limit: int) -> list[str] | None:
+def _small_source(pieces: Callable, h, paras: _Paragraphs, limit: float = math.inf) -> list[str] | None:
     "The cleaned documents of a source of at most `limit` characters, hashed into `h` and `paras`; None if longer."
     docs, cur, size = [], [], 0
     for text in _cleaned(pieces, h):
@@ -265,14 +264,8 @@ def _small_source(pieces: Callable, h, paras: _Paragraphs, limit: int) -> list[s
 
 def clean_source(pieces: Callable) -> tuple[list[str], str]:
     "The cleaned documents of one source and its content hash, as `Queue.add` computes them (nothing is stored)."
-    h, docs, cur = hashlib.sha256(), [], []
-    for text in _cleaned(pieces, h):
-        if text is DOC_BREAK:
-            docs.append("".join(cur))
-            cur = []
-        else:
-            cur.append(text)
-    docs.append("".join(cur))
+    h = hashlib.sha256()
+    docs = _small_source(pieces, h, _Paragraphs())
     return docs, h.hexdigest()
 
 
@@ -467,10 +460,7 @@ class Ingestion:
         "The source `row` now in the shard from token `start` to its end: a pending row."
         w = self.w
         self.tokens += w.n - start
-        meta = {k: v for k, v in row.items() if k not in ("source", "kind", "hash", "chars", "bytes", "added")}
-        self.pending.append(dict(source=row["source"], kind=row["kind"], hash=row["hash"], tokens=w.n - start,
-                                 chars=row["chars"], bytes=row["bytes"], offset=start, dtype=np.dtype(w.dtype).name,
-                                 added=row["added"], **meta))
+        self.pending.append(dict(row, tokens=w.n - start, offset=start, dtype=np.dtype(w.dtype).name))
 
     def _encode_batch(self):
         "Encode the short sources waiting, in one call, and write them in the order they came."
@@ -859,8 +849,6 @@ class EpochPlan:
         order = np.random.default_rng([seed, epoch]).permutation(self.n_full)
         self.starts = np.concatenate([full_starts[order], short_starts])
         del order, full_starts
-        if len(self.starts) > 1 << 20:  # the temporaries of a big plan: hand their memory back
-            release_free_memory()
         # block i < n_full starts at stream position i * block; the short ones after them are listed
         self.short_cum = self.n_full * block + np.concatenate([[0], np.cumsum(self.short_lens)])
         self.cuts = self.short_cum[1:]  # stream positions where a short block ends

@@ -16,7 +16,8 @@ def lab(tmp_path):
     if not Path(CHROMIUM).exists():
         if os.environ.get("CLLM_REQUIRE_BROWSER"): pytest.fail(f"{CHROMIUM} is missing (.ci/run installs it with apt)")
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    home = tmp_path / "home"; jdir = tmp_path / "jupyter"
+    home = tmp_path / "home"
+    jdir = tmp_path / "jupyter"
     env = cllm_env(home)
     env.update(JUPYTER_CONFIG_DIR=str(jdir / "config"), JUPYTER_DATA_DIR=str(jdir / "data"), JUPYTER_RUNTIME_DIR=str(jdir / "runtime"),
                IPYTHONDIR=str(jdir / "ipython"), MPLCONFIGDIR=str(jdir / "mpl"), JUPYTER_PLATFORM_DIRS="1")
@@ -34,7 +35,9 @@ def lab(tmp_path):
             if proc.poll() is not None: break
             continue
         m = re.search(r"(http://127\.0\.0\.1:\d+/lab/tree/panel\.ipynb\?token=\w+)", line)
-        if m: url = m.group(1); break
+        if m:
+            url = m.group(1)
+            break
     assert url, f"cllm panel did not print its address: {proc.stderr.read() if proc.poll() is not None else ''}"
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert url.split("token=")[1] not in ps, "the server's token is readable in the process list"
@@ -58,7 +61,8 @@ def test_panel_in_a_real_browser(lab, tmp_path):
     home, url = lab
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("".join(f"Line {i}: a clock has twelve hours, and each hour has sixty minutes.\n" for i in range(300)))
-    art = ROOT / "test-artifacts"; art.mkdir(exist_ok=True)
+    art = ROOT / "test-artifacts"
+    art.mkdir(exist_ok=True)
     with sync_playwright() as p:
         ctx = p.chromium.launch_persistent_context(str(tmp_path / "chrome"), executable_path=CHROMIUM, headless=True,
                                                    viewport=dict(width=1400, height=1100),
@@ -94,7 +98,8 @@ def test_panel_in_a_real_browser(lab, tmp_path):
             assert "starting" not in page.locator(".widget-tab").first.inner_text()
             # switching models mid-message clears what belonged to the other model
             field("Model", "select").select_option("browser")
-            page.wait_for_function("() => !document.body.innerText.includes(\"queue of 'empty' is empty\")", timeout=30_000)
+            gone = "() => !document.body.innerText.includes(\"queue of 'empty' is empty\")"
+            page.wait_for_function(gone, timeout=30_000)
 
             # Data tab: upload the corpus through the file widget
             page.locator(".lm-TabBar-tab:has-text('Data')").first.click()

@@ -22,9 +22,12 @@ def test_create_and_bad_input_shown_in_one_line(panel):
     assert panel.model.value == "toy" and panel.ws.names() == ["toy"]
     assert "cllm --home" in text(panel.cli) and " new toy --preset nano --layers 2" in text(panel.cli)
     for name, msg in [("toy", "already exists"), ("../x", "invalid model name"), ("", "invalid model name")]:
-        panel.models.new_name.value = name; panel.models.create()
+        panel.models.new_name.value = name
+        panel.models.create()
         assert msg in text(panel.message) and text(panel.message).startswith("error:") and "\n" not in text(panel.message)
-    panel.models.new_name.value = "b"; panel.models.new_tokenizer.value = "bpe"; panel.models.create()
+    panel.models.new_name.value = "b"
+    panel.models.new_tokenizer.value = "bpe"
+    panel.models.create()
     assert "needs a corpus" in text(panel.message)
     assert panel.ws.names() == ["toy"]
 
@@ -67,7 +70,9 @@ def test_train_stop_and_disk(panel):
     assert len(panel.train.plot.live["y"]) >= 5
     panel.train.start()
     assert "already running" in text(panel.message)
-    t0 = time.time(); panel.train.stop(); panel.wait(30)
+    t0 = time.time()
+    panel.train.stop()
+    panel.wait(30)
     assert not panel.train.thread.is_alive() and time.time() - t0 < 10
     assert "stopped" in text(panel.message) and not panel.train.start_btn.disabled and panel.train.stop_btn.disabled
     st = panel.ws.read_state("toy")
@@ -84,7 +89,8 @@ def test_layers_grow_never_shrink(panel):
     assert panel.train.layers.value == 2                                                   # the slider cannot go below
     panel.train.layers.value, panel.train.batch.value, panel.train.seq.value, panel.train.epochs.value = 3, 4, 32, 1
     assert "1 new layer" in panel.train.layers_note.value and "--layers 3" in text(panel.cli)
-    panel.train.start(); panel.wait(120)
+    panel.train.start()
+    panel.wait(120)
     assert "target reached" in text(panel.message), text(panel.message)
     assert panel.ws.info("toy")["n_layer"] == 3 and panel.train.layers.min == 3
     assert "this model has 3 layers" in panel.train.layers_note.value                    # the hint follows the growth
@@ -101,16 +107,17 @@ def test_layers_grow_never_shrink(panel):
     panel.train.log_y.value, panel.train.smoothing.value = True, 0.9
     view = panel.train.plot.view
     assert panel.train.plot.renders == n + 5
-    assert (view.x_axis, view.log_y, view.smoothing) == ("minutes", True, 0.9)            # the browser redraws with them
+    assert (view.x_axis, view.log_y, view.smoothing) == ("minutes", True, 0.9)   # the browser redraws with them
     assert [m[1] for m in view.marks] == ["grew to 3 layers", "resumed"]
-    ax = panel.train.plot.figure().axes[0]                                                 # and the static figure agrees
+    ax = panel.train.plot.figure().axes[0]   # and the static figure agrees
     assert ax.get_yscale() == "log" and ax.get_xlabel() == "minutes of training"
     assert "(smoothed 0.9)" in str(ax.get_legend_handles_labels()[1])
 
 
 def test_not_enough_data_is_shown(panel):
     panel.data.upload([dict(name="tiny.txt", content=b"tiny")])
-    panel.train.start(); panel.wait(30)
+    panel.train.start()
+    panel.wait(30)
     assert "more tokens" in text(panel.message) and text(panel.message).startswith("error:")
     assert not panel.train.start_btn.disabled and "starting" not in text(panel.train.status)
 
@@ -163,9 +170,11 @@ def test_state_belongs_to_the_selected_model(home):
 def test_generate_rename_compare_history_delete(panel):
     panel.data.upload([dict(name="c.txt", content=CORPUS)])
     panel.train.batch.value, panel.train.seq.value, panel.train.epochs.value = 4, 32, 1
-    panel.train.start(); panel.wait(120)
+    panel.train.start()
+    panel.wait(120)
     panel.gen.prompt.value, panel.gen.max_tokens.value, panel.gen.temperature.value = "Line", 30, 0
-    panel.gen.generate(); panel.wait(60)
+    panel.gen.generate()
+    panel.wait(60)
     assert panel.gen.output.value.startswith("Line") and len(panel.gen.output.value) > 4
     assert "generate toy --prompt Line" in text(panel.cli)
     panel.ws.copy("toy", "twin")
@@ -173,9 +182,11 @@ def test_generate_rename_compare_history_delete(panel):
     assert panel.train.compare.options == ("twin",)
     panel.train.compare.value = ("twin",)
     assert len(panel.train.plot.compare) == 1
-    panel.hist.models.value = ("toy", "twin"); panel.hist.plot()
+    panel.hist.models.value = ("toy", "twin")
+    panel.hist.plot()
     assert panel.hist.image.value[:4] == b"\x89PNG" and "twin" in panel.hist.table.value
-    panel.models.rename_to.value = "renamed"; panel.models.rename()
+    panel.models.rename_to.value = "renamed"
+    panel.models.rename()
     assert set(panel.ws.names()) == {"renamed", "twin"} and panel.model.value == "renamed"
     panel.models.ask_delete()
     assert panel.models.delete_confirm.layout.display == "" and "renamed" in panel.models.delete_confirm.description

@@ -23,9 +23,12 @@ def texts_of(q):
 
 
 def test_every_supported_kind(ws, tmp_path):
-    import matplotlib; matplotlib.use("Agg"); import matplotlib.pyplot as plt
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     plt.rcParams["pdf.fonttype"] = 42
-    d = tmp_path / "in"; d.mkdir()
+    d = tmp_path / "in"
+    d.mkdir()
     (d / "a.txt").write_text("Plain text about clocks.\n")
     (d / "b.md").write_text("# Heading\n\nMarkdown *body*.\n")
     (d / "c.py").write_text("def f(x):\n    return x + 1\n")
@@ -33,7 +36,10 @@ def test_every_supported_kind(ws, tmp_path):
     (d / "e.json").write_text(json.dumps([{"text": "first json doc"}, {"text": "second json doc"}]))
     (d / "f.jsonl").write_text('{"text": "line one"}\n{"content": "line two"}\n')
     (d / "README").write_text("no suffix is read as text\n")
-    fig = plt.figure(); fig.text(0.1, 0.5, "A PDF sentence about the clock."); fig.savefig(d / "g.pdf"); plt.close(fig)
+    fig = plt.figure()
+    fig.text(0.1, 0.5, "A PDF sentence about the clock.")
+    fig.savefig(d / "g.pdf")
+    plt.close(fig)
     rep = ws.queue("m").add_paths([d])
     assert not rep.rejected, rep.rejected
     got = {Path(k).name: v for k, v in texts_of(ws.queue("m")).items()}
@@ -49,7 +55,8 @@ def test_every_supported_kind(ws, tmp_path):
 
 
 def test_bad_inputs_each_one_reason(ws, tmp_path):
-    d = tmp_path / "bad"; d.mkdir()
+    d = tmp_path / "bad"
+    d.mkdir()
     (d / "nul.txt").write_bytes(b"abc\x00def")
     (d / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
     (d / "empty.txt").write_bytes(b"")
@@ -80,7 +87,8 @@ def test_bad_inputs_each_one_reason(ws, tmp_path):
 
 
 def test_unreadable_file(ws, tmp_path, monkeypatch):
-    f = tmp_path / "secret.txt"; f.write_text("x")
+    f = tmp_path / "secret.txt"
+    f.write_text("x")
     import builtins
     real_open = builtins.open
     def deny(p, *a, **k):
@@ -93,7 +101,8 @@ def test_unreadable_file(ws, tmp_path, monkeypatch):
 
 def test_dedup_isolation_rename_delete(ws, tmp_path):
     ws.create("other", preset_name="nano")
-    f = tmp_path / "a.txt"; f.write_text("shared text\n")
+    f = tmp_path / "a.txt"
+    f.write_text("shared text\n")
     g = tmp_path / "b.txt"  # same after cleaning (line end, trailing blanks)
     g.write_text("shared text  \r\n")
     assert len(ws.queue("m").add_paths([f]).added) == 1
@@ -122,7 +131,8 @@ def test_inbox(ws):
 
 
 def test_many_small_files_fast_with_progress(ws, tmp_path):
-    d = tmp_path / "many"; d.mkdir()
+    d = tmp_path / "many"
+    d.mkdir()
     for i in range(3000): (d / f"f{i:05d}.txt").write_text(f"small file number {i}\n")
     calls = []
     rep = ws.queue("m").add_paths([d], progress=lambda **k: calls.append(k))
@@ -165,7 +175,8 @@ def test_epoch_plan_and_accumulation(ws):
     n = len(q.corpus())
     assert missing_tokens(n - 1, 8, 32) == 8 * 32 - (n - 1) > 0          # not yet a full batch of 8x32
     for i in range(40): q.add_text(f"more tiny input number {i}.", source=f"u{i}")
-    c = q.corpus(); plan = EpochPlan(len(c), 32, seed=0, epoch=0)
+    c = q.corpus()
+    plan = EpochPlan(len(c), 32, seed=0, epoch=0)
     assert missing_tokens(plan.n_train, 8, 32) == 0
     x, y = gather(c, plan.runs(0, 8 * 32))
     assert x.shape == y.shape == (256,)
@@ -185,7 +196,8 @@ def test_concurrent_ingest_while_reading(ws, tmp_path):
     q = Queue(ws.path("m"))
     seen = 0
     while p.poll() is None or seen < 150:
-        rows = q.rows(); c = q.corpus()
+        rows = q.rows()
+        c = q.corpus()
         data = c.read(0, len(c))
         for i, r in enumerate(rows):
             seg = data[int(c.starts[i]):int(c.starts[i + 1])]
@@ -196,11 +208,14 @@ def test_concurrent_ingest_while_reading(ws, tmp_path):
 
 
 def test_killed_ingest_leaves_consistent_queue(ws, tmp_path):
-    big = tmp_path / "big.txt"; big.write_text("some words to ingest again and again\n" * 400_000)
+    big = tmp_path / "big.txt"
+    big.write_text("some words to ingest again and again\n" * 400_000)
     ws.queue("m").add_text("kept before the crash", source="before")
     for delay in (0.3, 0.8, 1.5):
         p = subprocess.Popen([str(BIN / "cllm"), "add", "m", str(big)], env=cllm_env(ws.home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay); p.send_signal(signal.SIGKILL); p.wait()
+        time.sleep(delay)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
         q = ws.queue("m")
         rows = q.rows()
         assert rows[0]["source"] == "before" and len(rows) <= 2
@@ -352,8 +367,9 @@ def test_short_bpe_sources_are_encoded_together_with_the_same_tokens(home, tmp_p
     folder.mkdir()
     for i in range(12):
         (folder / f"f{i:02}.txt").write_text(f"file {i}: the clock at hour {i} rings {i * 7} times.\n" * (5 + i))
-    (folder / "f05.txt").write_text("a long one: " + "the lattice turns and the clock ticks on. " * (PARALLEL_MIN // 40))
-    (folder / "f07.txt").write_text("longer: " + "the lattice turns and the clock ticks on. " * (Q.ENCODE_BATCH // 40))
+    sentence = "the lattice turns and the clock ticks on. "
+    (folder / "f05.txt").write_text("a long one: " + sentence * (PARALLEL_MIN // 40))
+    (folder / "f07.txt").write_text("longer: " + sentence * (Q.ENCODE_BATCH // 40))
     (folder / "g.jsonl").write_text('{"text": "first document"}\n{"text": ""}\n{"text": "third one ünï"}\n')
     calls = []
     real = type(tok).encode_many
