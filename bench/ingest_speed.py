@@ -1,20 +1,53 @@
-"""Ingestion speed (MB/s) for the byte and BPE tokenizers, against the tokenizer alone on the same text.
+"""Ingestion speed (MB/s) for the byte and BPE tokenizers, on generated and on real text.
 
-Usage: python bench/ingest_speed.py [--quick]
-The same text is ingested from 100 files through `Queue.add_paths` (read, decode, clean, hash, tokenize,
-write shards, manifest) and, separately, tokenized alone in memory by one `encode` call per file (for BPE: the
-tokenizer's single-threaded encoder). ingest / alone > 1 means the whole ingestion path beats the tokenizer alone
-(BPE ingestion encodes long texts in pieces, and short files together, on every core). --quick: 4 MB in files of
-40 kB (encoded together); the full run: 20 MB in files of 200 kB (each cut into pieces).
+Usage: python bench/ingest_speed.py [--quick] [--big-mb N]
+1. The same text is ingested from 100 files through `Queue.add_paths` (read, decode, clean, hash, tokenize,
+   write shards, manifest) and, separately, tokenized alone in memory by one `encode` call per file (for BPE: the
+   tokenizer's single-threaded encoder). ingest / alone > 1 means the whole ingestion path beats the tokenizer
+   alone (BPE ingestion encodes long texts in pieces, and short files together, on every core). --quick: 4 MB in
+   files of 40 kB (encoded together); the full run: 20 MB in files of 200 kB (each cut into pieces).
+2. Real material nobody here wrote, byte tokenizer, with near-duplicate detection on (the default of `cllm add`):
+   the Python standard library's source files copied into a folder (12 MB with --quick, all of it, about 30 MB,
+   otherwise), and one large file of that source repeated (--big-mb, 200 by default, 40 with --quick).
+The target of the byte path is 100 MB/s through the whole path on a 2-core machine.
 """
-import tempfile, time
+import shutil, sysconfig, tempfile, time
 from pathlib import Path
 from common import parser, corpus_text
 from crystalline_nb.workspace import Workspace
 
 
-def main():
-    a = parser(__doc__).parse_args()
+def stdlib_sources(limit: int) -> list[Path]:
+    "The standard library's `.py` files (not site-packages), in name order, up to `limit` bytes."
+    root = Path(sysconfig.get_paths()["stdlib"])
+    out, size = [], 0
+    for p in sorted(root.rglob("*.py")):
+        if "site-packages" in p.parts or not p.is_file() or p.is_symlink():
+            continue
+        size += p.stat().st_size
+        if size > limit:
+            break
+        out.append(p)
+    return out
+
+
+def utf8(b: bytes) -> bool:
+    try:
+        b.decode()
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def timed_add(ws: Workspace, name: str, paths, **kw):
+    "Seconds to add `paths` to a new byte model's queue, and the report."
+    ws.create(name, preset_name="nano")
+    t0 = time.perf_counter()
+    rep = ws.queue(name).add_paths(paths, **kw)
+    return time.perf_counter() - t0, rep
+
+
+def generated(a, ws: Workspace):
     mb = 4 if a.quick else 20
     text = corpus_text(mb * 1_000_000)
     d = Path(tempfile.mkdtemp()) / "files"
@@ -24,10 +57,9 @@ def main():
     for i in range(n):
         (d / f"f{i:03d}.txt").write_text(f"file {i}\n" + text[i * k:(i + 1) * k])
     size = sum(p.stat().st_size for p in d.iterdir()) / 1e6
-    ws = Workspace(tempfile.mkdtemp())
     ws.create("byte", preset_name="nano")
     ws.create("bpe", preset_name="nano", tokenizer="bpe", texts=[text[:2_000_000]], vocab_size=4096)
-    print(f"{size:.1f} MB of text in {n} files\n")
+    print(f"1. generated: {size:.1f} MB of text in {n} files\n")
     print(f"{'tokenizer':<10}{'ingest MB/s':>12}{'tokenize alone MB/s':>22}{'ratio':>8}{'tokens':>14}")
     for name in ("byte", "bpe"):
         q = ws.queue(name)
@@ -41,6 +73,41 @@ def main():
         ing = time.perf_counter() - t0
         assert len(rep.added) == n, rep.summary()
         print(f"{name:<10}{size / ing:>12.1f}{size / alone:>22.1f}{alone / ing:>8.2f}{rep.tokens:>14,}")
+
+
+def real(a, ws: Workspace):
+    files = stdlib_sources(12_000_000 if a.quick else 1 << 40)
+    root = Path(sysconfig.get_paths()["stdlib"])
+    d = Path(tempfile.mkdtemp()) / "stdlib"
+    for p in files:
+        dest = d / p.relative_to(root)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(p, dest)
+    size = sum(p.stat().st_size for p in files) / 1e6
+    big_mb = a.big_mb or (40 if a.quick else 200)
+    whole = b"\n".join(b for b in map(Path.read_bytes, files) if utf8(b))  # a few declare latin-1 (PEP 263)
+    big = d.parent / "big.py.txt"
+    with open(big, "wb") as f:
+        for _ in range(big_mb * 1_000_000 // len(whole) + 1):
+            f.write(whole)
+        f.truncate(big_mb * 1_000_000)
+    print(f"\n2. real material, byte tokenizer, near-duplicates checked: the standard library's source")
+    print(f"{'input':<44}{'MB':>8}{'seconds':>9}{'MB/s':>8}{'files/s':>9}{'of 100 MB/s':>13}")
+    for label, path, mb, n in ((f"folder of {len(files)} files", d, size, len(files)),
+                               ("one file", big, big_mb, 1)):
+        dt, rep = timed_add(ws, f"real{n}", [path])
+        assert rep.added, rep.summary()
+        print(f"{label:<44}{mb:>8.1f}{dt:>9.2f}{mb / dt:>8.1f}{n / dt:>9.0f}{mb / dt / 100:>12.0%}")
+        print(f"  {rep.summary()}")
+
+
+def main():
+    ap = parser(__doc__)
+    ap.add_argument("--big-mb", type=int, default=0, help="size of the one large file (MB)")
+    a = ap.parse_args()
+    ws = Workspace(tempfile.mkdtemp())
+    generated(a, ws)
+    real(a, ws)
 
 
 if __name__ == "__main__":

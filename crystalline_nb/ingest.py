@@ -6,15 +6,16 @@
 from __future__ import annotations
 import codecs, json, os, re, stat, unicodedata
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 from .core import one_line
 
 # %% auto #0
 __all__ = ['DOC_BREAK', 'VERBATIM', 'CHUNK', 'TEXT_SUFFIXES', 'HTML_SUFFIXES', 'MAX_WHOLE_FILE', 'MAX_LINE', 'MIN_HTML_CHARS',
-           'BINARY_SUFFIXES', 'CODE_SUFFIXES', 'Rejected', 'Cleaner', 'clean_text', 'read_text_chunks', 'extract_html',
-           'html_to_text', 'clean_pdf_pages', 'extract_pdf', 'extract_json', 'extract_jsonl', 'extract_ipynb',
-           'check_file', 'head_kind', 'sniff_text', 'declared_encoding', 'extract_text', 'extractor_for', 'extract',
-           'corpus_texts', 'demo_corpus']
+           'BINARY_SUFFIXES', 'CODE_SUFFIXES', 'Rejected', 'n_chars', 'ByteCleaner', 'Cleaner', 'clean_text',
+           'clean_pieces', 'clean_documents', 'read_utf8_chunks', 'read_text_chunks', 'extract_html', 'html_to_text',
+           'clean_pdf_pages', 'extract_pdf', 'extract_json', 'extract_jsonl', 'extract_ipynb', 'check_file',
+           'head_kind', 'sniff_text', 'declared_encoding', 'extract_text', 'extractor_for', 'extract', 'corpus_texts',
+           'demo_corpus']
 
 # %% ../nbs/06_ingest.ipynb #0fc7cfb2
 class Rejected(ValueError):
@@ -25,12 +26,14 @@ DOC_BREAK = object()  # separates documents inside one source (a JSONL line, a J
 VERBATIM = object()  # first piece of a source to keep as written: text files, code, tables (see `Cleaner`)
 CHUNK = 1 << 20  # bytes read at a time from text files
 
+
+def _path(p) -> Path:
+    return p if isinstance(p, Path) else Path(p)  # Path(a Path) parses it again: thousands of files, measurable
+
 # %% ../nbs/06_ingest.ipynb #ef55a584
 _CTRL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ufeff\ud800-\udfff]")  # and lone surrogates
 _WS_RUN = re.compile(r"[ \t\u00a0]{2,}|[\t\u00a0]")
-_TRAIL_WS = re.compile(r"[ \t\u00a0]+\n")
 _BLANKS = re.compile(r"\n{3,}")
-_CTRL_VERBATIM = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f\u2028\u2029\ufeff\ud800-\udfff]")  # keeps \t, \f
 
 
 def _inner_ws(s: str) -> str:
@@ -46,70 +49,165 @@ def _inner_ws(s: str) -> str:
     return _WS_RUN.sub(rep, s)
 
 # %% ../nbs/06_ingest.ipynb #9b13c709
-def _clean_chunk(s: str, verbatim: bool = False) -> str:
+def _clean_chunk(s: str) -> str:
     "NFC, no control characters, no trailing whitespace, inner runs of blanks collapsed (text ending in a newline)."
-    if verbatim:  # only trailing whitespace and control characters go
-        s = _CTRL_VERBATIM.sub("", s)
-        return _TRAIL_WS.sub("\n", s) if (" \n" in s or "\t\n" in s or "\xa0\n" in s) else s
     s = _CTRL.sub("", unicodedata.normalize("NFC", s))
-    if " \n" in s or "\t\n" in s or "\xa0\n" in s:
-        s = _TRAIL_WS.sub("\n", s)
+    if " \n" in s or "\t\n" in s or "\xa0\n" in s:  # a split per line: a regex would try at every space
+        s = "\n".join([ln.rstrip(" \t\xa0") for ln in s.split("\n")])
     return _inner_ws(s)
 
+
+_C0 = bytes(i for i in range(32) if i not in b"\t\n\f") + b"\x7f"  # control bytes dropped from verbatim text
+_MB_CTRL = re.compile(rb"\xc2[\x80-\x9f]|\xe2\x80[\xa8\xa9]|\xef\xbb\xbf")  # C1 controls, U+2028/9, U+FEFF
+_C1 = re.compile(rb"\xc2[\x80-\x9f]")
+_CONT = bytes(range(0x80, 0xC0))  # UTF-8 continuation bytes
+
+
+def _rstrip_nbsp(line: bytes) -> bytes:
+    while True:
+        line = line.rstrip(b" \t")
+        if not line.endswith(b"\xc2\xa0"):
+            return line
+        line = line[:-2]
+
+
+def _clean_verbatim(b: bytes) -> bytes:
+    "Valid UTF-8 lines (ending in a newline) without control characters or trailing whitespace, on the bytes."
+    b = b.translate(None, _C0)  # a control character other than \t \n \f is one byte in UTF-8: C speed
+    if not b.isascii() and (b"\xe2\x80\xa8" in b or b"\xe2\x80\xa9" in b or b"\xef\xbb\xbf" in b or _C1.search(b)):
+        b = _MB_CTRL.sub(b"", b)
+    if b"\xc2\xa0\n" in b:
+        return b"\n".join([_rstrip_nbsp(ln) for ln in b.split(b"\n")])
+    if b" \n" in b or b"\t\n" in b:
+        return b"\n".join([ln.rstrip(b" \t") for ln in b.split(b"\n")])
+    return b
+
+
+def n_chars(b: bytes) -> int:
+    "Characters in the valid UTF-8 `b` (its bytes less the continuation bytes)."
+    return len(b) if b.isascii() else len(b) - len(b.translate(None, _CONT))
+
 # %% ../nbs/06_ingest.ipynb #8286b3fc
-class Cleaner:
-    "Incremental cleaner: `feed(text)` returns cleaned text ready to emit; `finish()` flushes the rest."
+class _Lines:
+    "Incremental cleaning of complete lines, for `str` (prose) or UTF-8 `bytes` (verbatim); see `Cleaner`."
 
-    def __init__(self, max_line: int = CHUNK, verbatim: bool = False):
-        self.buf, self.nl, self.started, self.max_line, self.verbatim = "", 0, False, max_line, verbatim
-
-    def _lines(self, body: str) -> str:
-        "Clean complete lines (`body` ends with a newline); whole-chunk regexes, no per-line Python loop."
-        body = _clean_chunk(body, self.verbatim)
-        core = body.strip("\n")
-        if not core:
-            self.nl += body.count("\n")
-            return ""
-        lead, trail = len(body) - len(body.lstrip("\n")), len(body) - len(body.rstrip("\n"))
-        if self.verbatim:  # blank lines kept as they are
-            out = ("\n" * (self.nl + lead) if self.started else "") + core
+    def __init__(self, empty, clean, blanks: int | None, max_line: int):
+        self.buf, self.nl, self.started, self.max_line = empty, 0, False, max_line
+        if isinstance(empty, str):
+            self.e, self.n, self.sp, self.cr = "", "\n", " ", "\r"
         else:
-            out = ("\n" * min(self.nl + lead, 2) if self.started else "") + (
-                _BLANKS.sub("\n\n", core) if "\n\n\n" in core else core
-            )
+            self.e, self.n, self.sp, self.cr = b"", b"\n", b" ", b"\r"
+        self.clean, self.blanks = clean, blanks  # blank lines in a row kept (None: as written)
+
+    def _lines(self, body):
+        "Clean complete lines (`body` ends with a newline): whole-chunk operations, no Python loop per line."
+        n = self.n
+        body = self.clean(body)
+        core = body.strip(n)
+        if not core:
+            self.nl += body.count(n)
+            return self.e
+        lead, trail = len(body) - len(body.lstrip(n)), len(body) - len(body.rstrip(n))
+        gap = self.nl + lead if self.blanks is None else min(self.nl + lead, self.blanks)
+        if self.blanks is not None and n * 3 in core:
+            core = _BLANKS.sub("\n\n", core)
+        out = n * gap + core if self.started else core
         self.started, self.nl = True, trail
         return out
 
-    def feed(self, text: str) -> str:
-        text, hold = self.buf + text, ""
-        if text.endswith("\r"):
-            text, hold = text[:-1], "\r"  # a \r\n may be split across two feeds
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
-        cut = text.rfind("\n") + 1
-        out = self._lines(text[:cut]) if cut else ""
+    def feed(self, text):
+        n, cr = self.n, self.cr
+        text, hold = self.buf + text, self.e
+        if text.endswith(cr):
+            text, hold = text[:-1], cr  # a \r\n may be split across two feeds
+        if cr in text:
+            text = text.replace(cr + n, n).replace(cr, n)
+        cut = text.rfind(n) + 1
+        out = self._lines(text[:cut]) if cut else self.e
         self.buf = text[cut:] + hold
         while len(self.buf) > self.max_line:  # one enormous line: emit it in pieces cut at spaces, memory stays bounded
-            at = self.buf.rfind(" ", 0, self.max_line)
+            at = self.buf.rfind(self.sp, 0, self.max_line)
             at = at if at > 0 else self.max_line
+            while isinstance(self.buf, bytes) and at > 0 and 0x80 <= self.buf[at] < 0xC0:
+                at -= 1  # never inside a character
             head, self.buf = self.buf[:at], self.buf[at:]
-            piece = _clean_chunk(head + "\n", self.verbatim)[:-1]
+            piece = self.clean(head + n)[:-1]
             if piece.strip():
                 if self.started:
-                    out += "\n" * (self.nl if self.verbatim else min(self.nl, 2))
+                    out += n * (self.nl if self.blanks is None else min(self.nl, self.blanks))
                 out += piece
                 self.started, self.nl = True, 0  # the line goes on: no newline before its next piece
         return out
 
-    def finish(self) -> str:
-        s = self._lines(self.buf.rstrip("\r") + "\n") if self.buf else ""
-        self.buf = ""
+    def finish(self):
+        s = self._lines(self.buf.rstrip(self.cr) + self.n) if self.buf else self.e
+        self.buf = self.e
         return s
+
+
+class ByteCleaner(_Lines):
+    "The verbatim cleaner on UTF-8 bytes: `feed(data)` (bytes, or str) returns cleaned bytes; `finish()` the rest."
+
+    def __init__(self, max_line: int = CHUNK):
+        super().__init__(b"", _clean_verbatim, None, max_line)
+
+    def feed(self, data) -> bytes:
+        return super().feed(data.encode("utf-8", "ignore") if isinstance(data, str) else data)  # lone surrogates go
+
+
+class Cleaner:
+    "Incremental cleaner: `feed(text)` returns cleaned text ready to emit; `finish()` flushes the rest."
+
+    def __init__(self, max_line: int = CHUNK, verbatim: bool = False):
+        self.verbatim = verbatim
+        self.lines = ByteCleaner(max_line) if verbatim else _Lines("", _clean_chunk, 2, max_line)
+
+    def feed(self, text: str) -> str:
+        out = self.lines.feed(text)
+        return out.decode() if self.verbatim else out
+
+    def finish(self) -> str:
+        out = self.lines.finish()
+        return out.decode() if self.verbatim else out
 
 # %% ../nbs/06_ingest.ipynb #4979743b
 def clean_text(text: str, verbatim: bool = False) -> str:
     "Cleaned `text` (see `Cleaner`)."
     c = Cleaner(verbatim=verbatim)
     return c.feed(text) + c.finish()
+
+
+def clean_pieces(pieces: Iterable) -> Iterator:
+    "The cleaned UTF-8 (`bytes`) of a source's pieces, `DOC_BREAK` between its documents: what the queue stores."
+    cl, verbatim = Cleaner(), False
+    for p in pieces:
+        if p is VERBATIM:  # kept as written, cleaned as bytes
+            cl, verbatim = ByteCleaner(), True
+            continue
+        if p is DOC_BREAK:
+            out = cl.finish()
+            cl = ByteCleaner() if verbatim else Cleaner()
+        else:
+            out = cl.feed(p if verbatim or isinstance(p, str) else p.decode())
+        if out:
+            yield out if verbatim else out.encode()
+        if p is DOC_BREAK:
+            yield DOC_BREAK
+    out = cl.finish()
+    if out:
+        yield out if verbatim else out.encode()
+
+
+def clean_documents(pieces: Iterable) -> list[str]:
+    "The cleaned documents of a source's pieces, whole (see `clean_pieces`)."
+    docs, cur = [], []
+    for b in clean_pieces(pieces):
+        if b is DOC_BREAK:
+            docs.append(b"".join(cur).decode())
+            cur = []
+        else:
+            cur.append(b)
+    return docs + [b"".join(cur).decode()]
 
 # %% ../nbs/06_ingest.ipynb #227e7e3d
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".tex", ".csv", ".tsv", ".log", ".py", ".pyi", ".c", ".h",
@@ -121,9 +219,10 @@ MAX_WHOLE_FILE = 64 << 20  # HTML, PDF, JSON and notebooks are parsed whole; lar
 MAX_LINE = 64 << 20  # the longest JSONL line read
 
 
-def read_text_chunks(path, chunk: int = CHUNK, encoding: str = "utf-8") -> Iterator[str]:
-    "Decoded text of `path` in chunks; `Rejected` on a NUL byte or invalid UTF-8 (or `encoding`)."
+def read_utf8_chunks(path, chunk: int = CHUNK, encoding: str = "utf-8") -> Iterator[bytes]:
+    "UTF-8 of `path` in chunks of whole characters; `Rejected` on a NUL byte or invalid UTF-8 (or `encoding`)."
     dec = codecs.getincrementaldecoder(encoding)("strict")
+    utf8 = codecs.lookup(encoding).name == "utf-8"
     offset, first = 0, True
     with open(path, "rb") as f:
         while True:
@@ -139,18 +238,33 @@ def read_text_chunks(path, chunk: int = CHUNK, encoding: str = "utf-8") -> Itera
             if nul >= 0:
                 raise Rejected(f"binary file (NUL byte at offset {offset + nul})")
             pending = dec.getstate()[0]  # bytes of a character cut by the previous chunk
+            offset += len(raw)
+            if utf8 and not pending and raw.isascii():  # ASCII is UTF-8 as it is: nothing to check
+                yield raw
+                continue
             try:
-                yield dec.decode(raw)
+                text = dec.decode(raw)
             except UnicodeDecodeError as e:  # e.start counts from the first pending byte
-                bad, at = (pending + raw)[e.start], offset - len(pending) + e.start
-                name = "UTF-8" if encoding == "utf-8" else f"{encoding} (its declared encoding)"
+                bad, at = (pending + raw)[e.start], offset - len(raw) - len(pending) + e.start
+                name = "UTF-8" if utf8 else f"{encoding} (its declared encoding)"
                 raise Rejected(f"not valid {name} (byte 0x{bad:02x} at offset {at}); "
                                "convert it to UTF-8 first") from None
-            offset += len(raw)
+            if not utf8:
+                yield text.encode()
+                continue
+            data, held = pending + raw if pending else raw, len(dec.getstate()[0])
+            if len(data) > held:
+                yield data[: len(data) - held] if held else data
     try:
         dec.decode(b"", final=True)
     except UnicodeDecodeError:
         raise Rejected("not valid UTF-8 (file ends inside a character)") from None
+
+
+def read_text_chunks(path, chunk: int = CHUNK, encoding: str = "utf-8") -> Iterator[str]:
+    "Decoded text of `path` in chunks (see `read_utf8_chunks`)."
+    for b in read_utf8_chunks(path, chunk, encoding):
+        yield b.decode()
 
 # %% ../nbs/06_ingest.ipynb #1bd9a992
 def _read_whole(path) -> bytes:
@@ -406,7 +520,7 @@ def extract_ipynb(path) -> Iterator:
 # %% ../nbs/06_ingest.ipynb #9defe5ff
 def check_file(path) -> Path:
     "Return `path` if it is a readable, non-empty regular file, else raise `Rejected` with the reason."
-    p = Path(path)
+    p = _path(path)
     try:
         st = p.stat()
     except FileNotFoundError:
@@ -478,19 +592,20 @@ def declared_encoding(path) -> str:
 
 def extract_text(path) -> Iterator:
     "A text file as written (`VERBATIM`), in chunks; a minified or generated code file is refused."
-    suf = Path(path).suffix.lower()
+    suf = _path(path).suffix.lower()
     enc = declared_encoding(path) if suf in (".py", ".pyi") else "utf-8"
     yield VERBATIM
-    for i, chunk in enumerate(read_text_chunks(path, encoding=enc)):
-        if i == 0 and suf in CODE_SUFFIXES and len(chunk) > 4000 and len(chunk) / (chunk.count("\n") + 1) > 400:
-            raise Rejected(f"looks minified or generated (lines of {len(chunk) // (chunk.count(chr(10)) + 1):,} "
-                           "characters on average)")
+    for i, chunk in enumerate(read_utf8_chunks(path, encoding=enc)):  # UTF-8 bytes: cleaned as bytes (`ByteCleaner`)
+        if i == 0 and suf in CODE_SUFFIXES and len(chunk) > 4000:
+            chars, lines = n_chars(chunk), chunk.count(b"\n") + 1
+            if chars > 4000 and chars / lines > 400:
+                raise Rejected(f"looks minified or generated (lines of {chars // lines:,} characters on average)")
         yield chunk
 
 
 def extractor_for(path):
     "The extractor for `path`'s type, or `Rejected` naming the unsupported type."
-    suf = Path(path).suffix.lower()
+    suf = _path(path).suffix.lower()
     if suf in HTML_SUFFIXES:
         return extract_html
     if suf == ".pdf":
@@ -532,9 +647,7 @@ def corpus_texts(paths) -> list[str]:
         for f in files:
             seen += 1
             try:
-                pieces = list(extract(f))
-                text = "\n".join(x for x in pieces if isinstance(x, str))
-                texts.append(clean_text(text, verbatim=VERBATIM in pieces))
+                texts.append("\n".join(d for d in clean_documents(extract(f)) if d))
             except Rejected:
                 continue
     if not any(t.strip() for t in texts):

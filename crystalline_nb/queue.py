@@ -12,7 +12,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 from fastcore.basics import patch
 from .core import fsync_dir, file_lock, busy_lock, read_jsonl, parse_jsonl, append_jsonl, now, one_line
-from .ingest import Cleaner, CHUNK, DOC_BREAK, HTML_SUFFIXES, VERBATIM, Rejected, extract
+from .ingest import CHUNK, DOC_BREAK, HTML_SUFFIXES, Rejected, clean_pieces, extract, n_chars
 from .tokenizer import PARALLEL_MIN
 
 # %% auto #0
@@ -136,11 +136,13 @@ class _ShardWriter:
         self.n = 0
 
     def write(self, ids: np.ndarray):
-        self.f.write(np.asarray(ids).astype(self.dtype).tobytes())
+        self.f.write(np.ascontiguousarray(ids, dtype=self.dtype).data)  # no copy when the ids have the shard's type
         self.n += len(ids)
 
     def rewind(self, n: int):
         "Cut the shard back to its first `n` tokens (a refused or duplicate source)."
+        if n == self.n:  # nothing of the source was written: no system calls
+            return
         self.f.seek(n * np.dtype(self.dtype).itemsize)
         self.f.truncate()
         self.n = n
@@ -163,54 +165,53 @@ class _ShardWriter:
 
 # %% ../nbs/07_queue.ipynb #92055005
 def _cleaned(pieces: Callable, h) -> Iterator:
-    "Cleaned text of one source's pieces, `DOC_BREAK` between its documents, hashed into `h` (its content hash)."
-    cl, verbatim = Cleaner(), False
-    for p in pieces():
-        if p is VERBATIM:  # a text file: kept as written (see `crystalline_nb.ingest`)
-            cl, verbatim = Cleaner(verbatim=True), True
-            continue
-        text = cl.finish() if p is DOC_BREAK else cl.feed(p)
-        if text:
-            h.update(text.encode("utf-8"))
-            yield text
-        if p is DOC_BREAK:  # one source, several documents: an end-of-sequence token between them
-            cl = Cleaner(verbatim=verbatim)
-            h.update(b"\x1e")
-            yield DOC_BREAK
-    text = cl.finish()
-    if text:
-        h.update(text.encode("utf-8"))
-        yield text
+    "Cleaned UTF-8 of one source's pieces, `DOC_BREAK` between its documents, hashed into `h` (its content hash)."
+    for b in clean_pieces(pieces()):
+        h.update(b"\x1e" if b is DOC_BREAK else b)  # one source, several documents: an end-of-sequence token between
+        yield b
 
 
-PARA_MIN = 40  # characters: shorter paragraphs (headings, lone braces) say nothing about duplication
+PARA_MIN = 40  # bytes: shorter paragraphs (headings, lone braces) say nothing about duplication
 NEAR_SHARE, NEAR_MIN_PARAS = 0.8, 4  # a text whose paragraphs are mostly in the queue already is a near-duplicate
 
 
 class _Paragraphs:
-    "8-byte hashes and lengths of the paragraphs (blank-line separated) of a stream of cleaned text."
+    "8-byte hashes and byte lengths of the paragraphs (blank-line separated) of a stream of cleaned UTF-8."
 
     def __init__(self):
-        self.buf, self.hashes, self.sizes = "", [], []
+        self.buf, self._h, self._n = b"", [], []
 
-    def feed(self, text: str):
-        parts = (self.buf + text).split("\n\n")
+    def feed(self, data: bytes):
+        parts = (self.buf + data).split(b"\n\n") if self.buf else data.split(b"\n\n")
         self.buf = parts.pop()
         if len(self.buf) > CHUNK:  # no blank line for a long while: cut anyway, memory stays bounded
             parts.append(self.buf)
-            self.buf = ""
+            self.buf = b""
         self._add(parts)
 
     def finish(self):
         self._add([self.buf])
-        self.buf = ""
+        self.buf = b""
 
-    def _add(self, parts: list[str]):
+    def _add(self, parts: list[bytes]):
         "Hash the paragraphs long enough to count (CRC-32 and Adler-32 side by side: 64 bits, C speed)."
-        ps = [p for p in map(str.strip, parts) if len(p) >= PARA_MIN]
-        bs = [p.encode() for p in ps]
-        self.hashes += [(zlib.crc32(b) << 32) | zlib.adler32(b) for b in bs]
-        self.sizes += map(len, ps)
+        ps = [p for p in map(bytes.strip, parts) if len(p) >= PARA_MIN]
+        if ps:
+            crc = np.fromiter(map(zlib.crc32, ps), np.uint64, len(ps))
+            self._h.append((crc << np.uint64(32)) | np.fromiter(map(zlib.adler32, ps), np.uint64, len(ps)))
+            self._n.append(np.fromiter(map(len, ps), np.int64, len(ps)))
+
+    @property
+    def hashes(self) -> np.ndarray:
+        if len(self._h) != 1:
+            self._h = [np.concatenate(self._h) if self._h else np.zeros(0, np.uint64)]
+        return self._h[0]
+
+    @property
+    def sizes(self) -> np.ndarray:
+        if len(self._n) != 1:
+            self._n = [np.concatenate(self._n) if self._n else np.zeros(0, np.int64)]
+        return self._n[0]
 
 
 def _tokenize_source(tok, w: _ShardWriter, pieces: Callable, h, paras: _Paragraphs | None = None) -> tuple[int, int]:
@@ -220,21 +221,21 @@ def _tokenize_source(tok, w: _ShardWriter, pieces: Callable, h, paras: _Paragrap
     def flush():
         nonlocal size
         if buf:
-            w.write(tok.encode_array("".join(buf)))
+            w.write(tok.encode_utf8(b"".join(buf) if len(buf) > 1 else buf[0]))
             buf.clear()
             size = 0
 
-    for text in _cleaned(pieces, h):
-        if text is DOC_BREAK:
+    for b in _cleaned(pieces, h):
+        if b is DOC_BREAK:
             flush()
             w.write(np.array([tok.eos_id]))
             if paras is not None:
                 paras.finish()
             continue
-        chars, nbytes, size = chars + len(text), nbytes + len(text.encode("utf-8")), size + len(text)
-        buf.append(text)
+        chars, nbytes, size = chars + n_chars(b), nbytes + len(b), size + len(b)
+        buf.append(b)
         if paras is not None:
-            paras.feed(text)
+            paras.feed(b)
         if size >= ENCODE_BATCH:
             flush()
     flush()
@@ -244,21 +245,21 @@ def _tokenize_source(tok, w: _ShardWriter, pieces: Callable, h, paras: _Paragrap
 
 
 def _small_source(pieces: Callable, h, paras: _Paragraphs, limit: float = math.inf) -> list[str] | None:
-    "The cleaned documents of a source of at most `limit` characters, hashed into `h` and `paras`; None if longer."
+    "The cleaned documents of a source of at most `limit` bytes, hashed into `h` and `paras`; None if longer."
     docs, cur, size = [], [], 0
-    for text in _cleaned(pieces, h):
-        if text is DOC_BREAK:
-            docs.append("".join(cur))
+    for b in _cleaned(pieces, h):
+        if b is DOC_BREAK:
+            docs.append(b"".join(cur).decode())
             cur = []
             paras.finish()
             continue
-        size += len(text)
+        size += len(b)
         if size > limit:
             return None
-        cur.append(text)
-        paras.feed(text)
+        cur.append(b)
+        paras.feed(b)
     paras.finish()
-    docs.append("".join(cur))
+    docs.append(b"".join(cur).decode())
     return docs
 
 
@@ -369,28 +370,28 @@ class Ingestion:
         self._para_pos += n * _PARA_DT.itemsize
         return np.frombuffer(data[: n * _PARA_DT.itemsize], dtype=_PARA_DT)
 
-    def _para_source(self, h: int) -> str | None:
-        if h in self._para_new:
-            return self._para_new[h]
-        i = int(np.searchsorted(self._para_h, np.uint64(h)))
-        if i < len(self._para_h) and int(self._para_h[i]) == h:
-            rid = int(self._para_id[i])
-            return self._names[rid] if rid < len(self._names) else "a source added meanwhile"
-        return None
+    def _para_sources(self, hs: np.ndarray) -> list[str | None]:
+        "The source that holds each paragraph hash of `hs` already, or None: this run's first, then the queue's."
+        found = [self._para_new.get(h) for h in hs.tolist()]
+        if len(self._para_h):
+            i = np.minimum(np.searchsorted(self._para_h, hs), len(self._para_h) - 1)
+            for k in np.flatnonzero(self._para_h[i] == hs).tolist():
+                if found[k] is None:
+                    rid = int(self._para_id[i[k]])
+                    found[k] = self._names[rid] if rid < len(self._names) else "a source added meanwhile"
+        return found
 
     def _near_duplicate(self, paras: _Paragraphs) -> str | None:
         "Why the text is a near-duplicate (most of its paragraphs are in the queue), or None."
-        if not self.near_duplicates or len(paras.hashes) < NEAR_MIN_PARAS:
+        hs, sizes = paras.hashes, paras.sizes
+        if not self.near_duplicates or len(hs) < NEAR_MIN_PARAS:
             return None
-        seen, sources = 0, collections.Counter()
-        for h, n in zip(paras.hashes, paras.sizes):
-            src = self._para_source(h)
-            if src is not None:
-                seen += n
-                sources[src] += 1
-        share = seen / sum(paras.sizes)
+        found = self._para_sources(hs)
+        seen = np.array([f is not None for f in found])
+        share = int(sizes[seen].sum()) / int(sizes.sum())
         if share < NEAR_SHARE:
             return None
+        sources = collections.Counter(f for f in found if f is not None)
         top = sources.most_common(1)[0][0]
         more = f" and {len(sources) - 1} other sources" if len(sources) > 1 else ""
         return f"{top}{more}: a near-duplicate, {share:.0%} of its paragraphs are in the queue already"
@@ -441,7 +442,7 @@ class Ingestion:
             self.rep.duplicates.append((name, dup))
             return "duplicate", dup
         self._mine[digest] = name
-        for ph in paras.hashes:
+        for ph in paras.hashes.tolist():
             self._para_new.setdefault(ph, name)
         self._paras[name] = paras.hashes
         row = dict(source=name, kind=kind, hash=digest, chars=chars, bytes=nbytes, added=now(), **(meta or {}))
@@ -496,9 +497,9 @@ class Ingestion:
                 append_jsonl(self.q.manifest, keep)
                 for r in self._read_paragraphs():  # other writers' paragraphs
                     self._para_new.setdefault(int(r["h"]), self._names[r["id"]] if r["id"] < len(self._names) else "")
-                hs = [self._paras.get(r["source"], []) for r in keep]
+                hs = [self._paras.get(r["source"], np.zeros(0, np.uint64)) for r in keep]
                 recs = np.zeros(sum(map(len, hs)), dtype=_PARA_DT)
-                recs["h"] = np.fromiter((x for h in hs for x in h), dtype=np.uint64, count=len(recs))
+                recs["h"] = np.concatenate(hs) if hs else []
                 recs["id"] = np.repeat([r["id"] for r in keep], list(map(len, hs))) if keep else []
                 if len(recs):
                     with open(self.q.dir / PARAGRAPHS, "ab") as f:
@@ -664,7 +665,7 @@ def select_files(files: list[tuple[Path, Path]], include=(), exclude=()) -> tupl
 def add_paths(self: Queue, paths, progress: Callable | None = None, include=(), exclude=(), **kw) -> AddReport:
     "Add files and folders (recursively); each file is one source named by its absolute path."
     pre = AddReport()
-    listed = [(f, Path(p)) for p in paths for f in iter_files([p], pre)]
+    listed = [(f, top) for top in map(Path, paths) for f in iter_files([top], pre)]
     files, left_out = select_files(listed, include, exclude)
     pre.rejected += left_out
     real = {}  # a dropped folder's real path: the files under it are named by it (no link was followed inside)

@@ -28,6 +28,12 @@ class ByteTokenizer:
         "Token ids of `text` as an int32 array."
         return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int32) + self.offset
 
+    def encode_utf8(self, data: bytes) -> np.ndarray:
+        "Token ids of UTF-8 `data` (uint16: what the queue stores, with no text decoded on the way)."
+        ids = np.frombuffer(data, dtype=np.uint8).astype(np.uint16)
+        ids += self.offset
+        return ids
+
     def encode(self, text: str) -> list[int]:
         return self.encode_array(text).tolist()
 
@@ -123,6 +129,10 @@ class BPETokenizer:
             return np.asarray(self.encode(text), dtype=np.int32)
         encs = self.tk.encode_batch(split_at_words(text), add_special_tokens=False)
         return np.concatenate([np.asarray(e.ids, dtype=np.int32) for e in encs])
+
+    def encode_utf8(self, data: bytes) -> np.ndarray:
+        "Token ids of UTF-8 `data` (see `encode_array`)."
+        return self.encode_array(data.decode())
 
     def encode_many(self, texts: list[str]) -> list[np.ndarray]:
         "Token ids of each text, all of them in one call of the batch encoder (every core, even for short texts)."

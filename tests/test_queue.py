@@ -344,8 +344,17 @@ def test_cli_ctrl_c_keeps_the_files_read_whole_and_a_rerun_goes_on(ws, tmp_path)
     p = subprocess.Popen([str(BIN / "cllm"), "add", "m", str(d)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     shards = ws.path("m") / "queue" / "shards"
     deadline = time.time() + 60
-    while not any(shards.glob(".tmp-*")) and time.time() < deadline: time.sleep(0.02)
-    time.sleep(0.5)
+
+    def written():  # bytes in the shard being written: over 1 MB, the big file is being read
+        n = 0
+        for f in shards.glob(".tmp-*"):
+            try:
+                n += f.stat().st_size
+            except FileNotFoundError:  # committed meanwhile
+                pass
+        return n
+    while written() < 1 << 20 and time.time() < deadline:
+        time.sleep(0.01)
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=60)
     assert p.returncode == 130 and "added 20 sources" in out and "interrupted" in out, (out, err)
