@@ -1,10 +1,12 @@
-"""Generation speed with and without the KV cache.
+"""Generation speed with and without the KV cache, alternating rounds.
 
-Usage: python bench/generate_speed.py [--quick]
+Usage: python bench/generate_speed.py [--quick] [--rounds R]
 Greedy generation from a 16-token prompt with the micro preset (weights as initialised: speed does not
-depend on them). Both paths produce the same tokens (checked); the figure is tokens per second.
+depend on them). Both paths produce the same tokens (checked). Each round times both paths back to back, in
+turns (the cached path first in even rounds), after a warm-up of each; the figures are the median tokens per
+second and the median and range of the per-round speed-ups, since this machine's noise moves one run by 2x.
 """
-import time
+import statistics, time
 import torch
 from common import parser
 from crystalline_nb.model import CLLM
@@ -12,20 +14,36 @@ from crystalline_nb.config import preset
 from crystalline_nb.generate import generate_ids
 
 
+def timed(m, prompt, n, cache):
+    t0 = time.perf_counter()
+    ids = list(generate_ids(m, prompt, max_tokens=n, temperature=0, use_cache=cache))
+    return n / (time.perf_counter() - t0), ids
+
+
 def main():
-    a = parser(__doc__).parse_args()
+    ap = parser(__doc__)
+    ap.add_argument("--rounds", type=int, default=0, help="rounds per length (default 5, 3 with --quick)")
+    a = ap.parse_args()
+    rounds = a.rounds or (3 if a.quick else 5)
     torch.manual_seed(0)
     m = CLLM(preset("micro")).eval()
     prompt = list(range(3, 19))
-    print(f"micro preset, {m.n_params:,} parameters, {torch.get_num_threads()} threads\n")
+    print(f"micro preset, {m.n_params:,} parameters, {torch.get_num_threads()} threads, {rounds} rounds\n")
+    for cache in (True, False):
+        timed(m, prompt, 16, cache)  # warm-up
     for n in ((64, 256) if a.quick else (64, 256, 400)):
-        res = {}
-        for cache in (True, False):
-            t0 = time.perf_counter()
-            ids = list(generate_ids(m, prompt, max_tokens=n, temperature=0, use_cache=cache))
-            res[cache] = (n / (time.perf_counter() - t0), ids)
-        assert res[True][1] == res[False][1], "cache and no-cache disagree"
-        print(f"{n:>4} tokens: with KV cache {res[True][0]:8.1f} tok/s, without {res[False][0]:8.1f} tok/s, speed-up x{res[True][0] / res[False][0]:.1f}")
+        speed = {True: [], False: []}
+        ratios = []
+        for r in range(rounds):
+            got = {}
+            for cache in ((True, False) if r % 2 == 0 else (False, True)):
+                got[cache] = timed(m, prompt, n, cache)
+                speed[cache].append(got[cache][0])
+            assert got[True][1] == got[False][1], "cache and no-cache disagree"
+            ratios.append(got[True][0] / got[False][0])
+        med = statistics.median
+        print(f"{n:>4} tokens: with KV cache {med(speed[True]):8.1f} tok/s, without {med(speed[False]):8.1f} tok/s, "
+              f"speed-up x{med(ratios):.1f} (x{min(ratios):.1f}-x{max(ratios):.1f})")
 
 
 if __name__ == "__main__":

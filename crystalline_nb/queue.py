@@ -4,7 +4,9 @@
 
 # %% ../nbs/07_queue.ipynb #dd3bbd5e
 from __future__ import annotations
-import collections, fnmatch, hashlib, json, math, os, shutil, time, uuid, zlib
+import collections, fnmatch, hashlib, json, math, os, queue, shutil, signal, subprocess, sys, threading, time
+import uuid, zlib
+from multiprocessing.connection import Connection
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +18,11 @@ from .ingest import CHUNK, DOC_BREAK, HTML_SUFFIXES, Rejected, clean_pieces, ext
 from .tokenizer import PARALLEL_MIN
 
 # %% auto #0
-__all__ = ['ENCODE_BATCH', 'BATCH_CHARS', 'SHARD_MAX', 'PARA_MIN', 'NEAR_SHARE', 'NEAR_MIN_PARAS', 'WRITERS', 'PARAGRAPHS',
-           'WEB_ASSETS', 'SETTLE', 'HOLDOUT_SPAN', 'HOLDOUT_EVERY', 'VAL_EVERY', 'VAL_MIN_BLOCKS', 'AddReport', 'Queue',
-           'clean_source', 'bytes_per_token', 'writers_busy_message', 'Ingestion', 'iter_files', 'select_files',
-           'Corpus', 'EpochPlan', 'missing_tokens', 'gather', 'ledger', 'queue_summary', 'epoch_record']
+__all__ = ['ENCODE_BATCH', 'BATCH_CHARS', 'SHARD_MAX', 'SYNC_EVERY', 'PARA_MIN', 'NEAR_SHARE', 'NEAR_MIN_PARAS', 'PREFETCH_MIN',
+           'READERS_MAX', 'READ_AHEAD', 'WRITERS', 'PARAGRAPHS', 'WEB_ASSETS', 'SETTLE', 'HOLDOUT_SPAN',
+           'HOLDOUT_EVERY', 'VAL_EVERY', 'VAL_MIN_BLOCKS', 'AddReport', 'Queue', 'clean_source', 'bytes_per_token',
+           'writers_busy_message', 'Ingestion', 'iter_files', 'select_files', 'Corpus', 'EpochPlan', 'missing_tokens',
+           'gather', 'ledger', 'queue_summary', 'epoch_record']
 
 # %% ../nbs/07_queue.ipynb #478e89f5
 @dataclass
@@ -121,6 +124,7 @@ def _log_rejected(self: Queue, rejected: list[tuple[str, str]], meta: dict | Non
 ENCODE_BATCH = 1 << 18  # characters tokenized at a time
 BATCH_CHARS = 1 << 20  # short sources encoded together (BPE) once they hold this many characters
 SHARD_MAX = 1 << 26  # start a new shard after this many tokens
+SYNC_EVERY = 64 << 20  # bytes of a shard written between two flushes to disk in the background
 
 
 class _ShardWriter:
@@ -133,11 +137,21 @@ class _ShardWriter:
         self.name = f"{uuid.uuid4().hex}.bin"
         self.tmp = q.shards / f".tmp-{self.name}"
         self.f = open(self.tmp, "wb+")
-        self.n = 0
+        self.n, self._unsynced, self._sync = 0, 0, None
 
     def write(self, ids: np.ndarray):
-        self.f.write(np.ascontiguousarray(ids, dtype=self.dtype).data)  # no copy when the ids have the shard's type
+        ids = np.ascontiguousarray(ids, dtype=self.dtype)  # no copy when the ids have the shard's type
+        self.f.write(ids.data)
         self.n += len(ids)
+        self._unsynced += ids.nbytes
+        if self._unsynced >= SYNC_EVERY and (self._sync is None or not self._sync.is_alive()):
+            self._unsynced = 0  # to disk while the next tokens are made: `commit` has less left to wait for
+            self._sync = threading.Thread(target=os.fdatasync, args=(self.f.fileno(),), daemon=True)
+            self._sync.start()
+
+    def _synced(self):
+        if self._sync is not None:
+            self._sync.join()
 
     def rewind(self, n: int):
         "Cut the shard back to its first `n` tokens (a refused or duplicate source)."
@@ -149,6 +163,7 @@ class _ShardWriter:
 
     def commit(self) -> str | None:
         "Make the shard durable under its final name; None if it holds nothing."
+        self._synced()
         self.f.flush()
         os.fsync(self.f.fileno())
         self.f.close()
@@ -160,6 +175,7 @@ class _ShardWriter:
         return self.name
 
     def abort(self):
+        self._synced()
         self.f.close()
         self.tmp.unlink(missing_ok=True)
 
@@ -214,9 +230,34 @@ class _Paragraphs:
         return self._n[0]
 
 
-def _tokenize_source(tok, w: _ShardWriter, pieces: Callable, h, paras: _Paragraphs | None = None) -> tuple[int, int]:
-    "Clean and tokenize one source's pieces into `w`, hashing the cleaned text into `h`; returns (characters, bytes)."
-    chars, nbytes, buf, size = 0, 0, [], 0
+@dataclass
+class _Prepared:
+    "What cleaning found in one source: its content hash, paragraphs, characters and UTF-8 bytes."
+    digest: str
+    paras: _Paragraphs
+    chars: int
+    nbytes: int
+
+
+def _prepare(cleaned: Iterator) -> Iterator:
+    "A source's cleaned UTF-8 and `DOC_BREAK`s passed on, hashed and counted as they go; returns a `_Prepared`."
+    h, paras, chars, nbytes = hashlib.sha256(), _Paragraphs(), 0, 0
+    for b in cleaned:
+        if b is DOC_BREAK:
+            h.update(b"\x1e")
+            paras.finish()
+        else:
+            h.update(b)
+            paras.feed(b)
+            chars, nbytes = chars + n_chars(b), nbytes + len(b)
+        yield b
+    paras.finish()
+    return _Prepared(h.hexdigest(), paras, chars, nbytes)
+
+
+def _tokenize_source(tok, w: _ShardWriter, stream: Iterator) -> _Prepared:
+    "Tokenize a prepared source (`_prepare`, here or in the reading process) into `w`; returns its `_Prepared`."
+    buf, size = [], 0
 
     def flush():
         nonlocal size
@@ -225,23 +266,164 @@ def _tokenize_source(tok, w: _ShardWriter, pieces: Callable, h, paras: _Paragrap
             buf.clear()
             size = 0
 
-    for b in _cleaned(pieces, h):
+    while True:
+        try:
+            b = next(stream)
+        except StopIteration as end:
+            flush()
+            return end.value
         if b is DOC_BREAK:
             flush()
             w.write(np.array([tok.eos_id]))
-            if paras is not None:
-                paras.finish()
             continue
-        chars, nbytes, size = chars + n_chars(b), nbytes + len(b), size + len(b)
         buf.append(b)
-        if paras is not None:
-            paras.feed(b)
+        size += len(b)
         if size >= ENCODE_BATCH:
             flush()
-    flush()
-    if paras is not None:
-        paras.finish()
-    return chars, nbytes
+
+
+PREFETCH_MIN = 32 << 20  # bytes of files to read: above this, reading processes extract and clean them ahead
+READERS_MAX = 8
+READ_AHEAD = 64  # messages (pieces of at most 1 MiB) a reading process may be ahead of the writing one
+
+
+class _FilePieces:
+    "The pieces of the file at `path` (`extract`), as a callable that a reading process can be handed."
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __call__(self) -> Iterator:
+        return extract(self.path)
+
+
+def _reason(e: Exception) -> str:
+    "The one-line reason a source is refused for `e`."
+    return str(e) if isinstance(e, Rejected) else f"cannot read it ({type(e).__name__}: {one_line(e)})"
+
+
+def _read_ahead(conn: Connection, paths: list[str]):
+    "Extract and clean `paths` in order, sending each source's cleaned UTF-8 on `conn` as it goes."
+    try:
+        for path in paths:
+            try:
+                for b in clean_pieces(extract(Path(path))):
+                    conn.send_bytes(b"B" if b is DOC_BREAK else b"D" + b)
+                conn.send_bytes(b"E")
+            except Exception as e:
+                conn.send_bytes(b"X" + _reason(e).encode())
+    except OSError:  # the writing process is gone
+        pass
+
+
+def _reader_main():
+    "The reading process (`python -c`): paths as JSON on its standard input, messages on the pipe named by argv."
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the writing process, which stops this one
+    paths = json.loads(sys.stdin.buffer.read())
+    _read_ahead(Connection(int(sys.argv[1]), readable=False), paths)
+
+
+class _ReaderLost(Exception):
+    "The reading process stopped: the writing process reads the rest itself."
+
+
+class _Reader:
+    "A process that extracts and cleans files ahead of the writing one; messages come in the files' order."
+
+    def __init__(self, paths: list[Path]):
+        # a fresh interpreter: no fork of a process holding threads and locks, no re-run of the caller's script
+        r, w = os.pipe()
+        pkg = str(Path(__file__).resolve().parent.parent)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [pkg, os.environ.get("PYTHONPATH")])))
+        code = "from crystalline_nb.queue import _reader_main; _reader_main()"
+        self.proc = subprocess.Popen([sys.executable, "-c", code, str(w)], stdin=subprocess.PIPE, pass_fds=(w,),
+                                     env=env)
+        os.close(w)
+        self.conn = Connection(r, writable=False)
+        self.next, self.lost, self.closed = 0, False, False  # the source whose messages come next; its state
+        self.inbox = queue.Queue(READ_AHEAD)  # a thread takes the messages off the pipe: the process keeps going
+        try:
+            self.proc.stdin.write(json.dumps([str(p) for p in paths]).encode())
+            self.proc.stdin.close()
+        except OSError:  # it could not start: the files are read here
+            self.lost = True
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self):
+        while not self.closed:
+            try:
+                m = self.conn.recv_bytes()
+            except (EOFError, OSError):
+                m = None
+            while not self.closed:
+                try:
+                    self.inbox.put(m, timeout=0.5)
+                    break
+                except queue.Full:
+                    continue
+            if m is None:
+                return
+
+    def recv(self) -> bytes:
+        m = None if self.lost else self.inbox.get()
+        if m is None:
+            self.lost = True
+            raise _ReaderLost()
+        return m
+
+    def skip_to(self, i: int):
+        "Drop what is left of the sources before source `i` (skipped, or cut short by an error)."
+        while self.next < i and not self.lost:
+            if self.recv()[:1] in (b"E", b"X"):
+                self.next += 1
+
+    def close(self):
+        self.closed = True
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+class _Ahead:
+    "Source `i` of a `_Reader`, standing in for its `_FilePieces` (`local`), which read it here if the reader stops."
+
+    def __init__(self, reader: _Reader, i: int, local: _FilePieces):
+        self.reader, self.i, self.local = reader, i, local
+
+    def __call__(self) -> Iterator:
+        return self.local()
+
+    def stream(self) -> Iterator:
+        "The cleaned source from the reading process (see `clean_pieces`)."
+        r = self.reader
+        r.skip_to(self.i)
+        while True:
+            m = r.recv()
+            tag = m[:1]
+            if tag == b"D":
+                yield m[1:]
+            elif tag == b"B":
+                yield DOC_BREAK
+            else:
+                r.next += 1
+                if tag == b"X":
+                    raise Rejected(m[1:].decode())
+                return
+
+    def drop(self):
+        "The source is not read after all: its messages are dropped."
+        self.reader.skip_to(self.i + 1)
+
+
+def _tokenize_ahead(tok, w: _ShardWriter, ahead: _Ahead) -> _Prepared:
+    "`_tokenize_source` of a source read ahead; read here instead if the reading process is lost."
+    start = w.n
+    if not ahead.reader.lost:
+        try:
+            return _tokenize_source(tok, w, _prepare(ahead.stream()))
+        except _ReaderLost:
+            w.rewind(start)
+    return _tokenize_source(tok, w, _prepare(clean_pieces(ahead.local())))
 
 
 def _small_source(pieces: Callable, h, paras: _Paragraphs, limit: float = math.inf) -> list[str] | None:
@@ -396,29 +578,40 @@ class Ingestion:
         more = f" and {len(sources) - 1} other sources" if len(sources) > 1 else ""
         return f"{top}{more}: a near-duplicate, {share:.0%} of its paragraphs are in the queue already"
 
-    def add(self, name: str, kind: str, pieces: Callable, meta: dict | None = None) -> tuple[str, str]:
-        "Clean and tokenize one source: ('added' | 'duplicate' | 'rejected', the source it repeats or the reason)."
-        if meta and self.files.get(name) == (meta.get("size"), meta.get("mtime_ns")):  # an unchanged file: not read
-            self.rep.duplicates.append((name, name))
+    def seen_file(self, name: str, meta: dict | None) -> tuple[str, str] | None:
+        "('duplicate', name) for a file added before and unchanged, ('rejected', reason) for one refused so; else None."
+        if meta and self.files.get(name) == (meta.get("size"), meta.get("mtime_ns")):
             return "duplicate", name
         old = self._refused.get(name)
         if meta and old and old[:2] == (meta.get("size"), meta.get("mtime_ns")) and not old[2].startswith("too short"):
-            self.rep.rejected.append((name, old[2]))  # refused before, unchanged since: the same reason, not read
-            self._refused_meta[name] = meta
             return "rejected", old[2]
+        return None
+
+    def add(self, name: str, kind: str, pieces: Callable, meta: dict | None = None) -> tuple[str, str]:
+        "Clean and tokenize one source: ('added' | 'duplicate' | 'rejected', the source it repeats or the reason)."
+        if (seen := self.seen_file(name, meta)) is not None:  # not read again
+            if isinstance(pieces, _Ahead):
+                pieces.drop()
+            if seen[0] == "duplicate":
+                self.rep.duplicates.append((name, name))
+            else:
+                self.rep.rejected.append((name, seen[1]))
+                self._refused_meta[name] = meta
+            return seen
         w = self.w = self.w or _ShardWriter(self.q)
         start, h, paras, docs = w.n, hashlib.sha256(), _Paragraphs(), None
         try:
             if self.tok.kind != "byte":  # a short source waits to be encoded with others (see above)
                 docs = _small_source(pieces, h, paras, PARALLEL_MIN)
-                if docs is None:
-                    h, paras = hashlib.sha256(), _Paragraphs()
             if docs is None:
                 self._encode_batch()  # the sources waiting go first: the shard keeps the order they came in
                 start = w.n
-                chars, nbytes = _tokenize_source(self.tok, w, pieces, h, paras)
+                prep = _tokenize_ahead(self.tok, w, pieces) if isinstance(pieces, _Ahead) else \
+                    _tokenize_source(self.tok, w, _prepare(clean_pieces(pieces())))
+                h, paras, chars, nbytes = prep.digest, prep.paras, prep.chars, prep.nbytes
             else:
                 chars, nbytes = sum(map(len, docs)), sum(len(d.encode("utf-8")) for d in docs)
+                h = h.hexdigest()
             if chars == 0:
                 raise Rejected("no text left after cleaning")
             if chars < self.min_chars:
@@ -427,7 +620,7 @@ class Ingestion:
                 w.write(np.array([self.tok.eos_id]))
         except Exception as e:  # one bad source never takes the others down
             w.rewind(start)
-            reason = str(e) if isinstance(e, Rejected) else f"cannot read it ({type(e).__name__}: {one_line(e)})"
+            reason = _reason(e)
             self.rep.rejected.append((name, reason))
             if meta:
                 self._refused_meta[name] = meta
@@ -435,7 +628,7 @@ class Ingestion:
         except BaseException:  # Ctrl-C: this source is cut out; those before it stay (see `close`)
             w.rewind(start)
             raise
-        digest = h.hexdigest()
+        digest = h
         dup = self.known.get(digest) or self._mine.get(digest) or self._near_duplicate(paras)
         if dup is not None:
             w.rewind(start)
@@ -545,13 +738,36 @@ def ingestion(self: Queue, min_chars: int = 1, near_duplicates: bool = True) -> 
     return Ingestion(self, min_chars, near_duplicates=near_duplicates)
 
 
+@contextmanager
+def _reading_ahead(ing: Ingestion, sources: Iterable):
+    "`sources`, with the files to read handed to reading processes (one a core) when they hold many MB."
+    if not isinstance(sources, list) or ing.tok.kind != "byte" or (os.cpu_count() or 1) < 2:
+        yield sources
+        return
+    todo = [k for k, src in enumerate(sources) if len(src) > 3 and isinstance(src[2], _FilePieces)
+            and ing.seen_file(src[0], src[3]) is None]
+    if sum((sources[k][3] or {}).get("size", 0) for k in todo) < PREFETCH_MIN:
+        yield sources
+        return
+    n = min(os.cpu_count() or 1, READERS_MAX, len(todo))  # files dealt out in turn: the writer takes them in order
+    readers, out = [_Reader([sources[k][2].path for k in todo[r::n]]) for r in range(n)], list(sources)
+    for j, k in enumerate(todo):
+        name, kind, pieces, *rest = sources[k]
+        out[k] = (name, kind, _Ahead(readers[j % n], j // n, pieces), *rest)
+    try:
+        yield out
+    finally:
+        for r in readers:
+            r.close()
+
+
 @patch
 def add(self: Queue, sources: Iterable, progress: Callable | None = None, min_chars: int = 1,
         near_duplicates: bool = True) -> AddReport:
     "Clean, tokenize and append `sources`, tuples (name, kind, pieces_fn[, meta]); returns an `AddReport`."
     if self.tokenizer is None:
         raise ValueError("this Queue was opened without a tokenizer; it cannot add data")
-    with self._writing(), self.ingestion(min_chars, near_duplicates) as ing:
+    with self._writing(), self.ingestion(min_chars, near_duplicates) as ing, _reading_ahead(ing, sources) as sources:
         done = 0
         try:
             for src in sources:
@@ -678,7 +894,7 @@ def add_paths(self: Queue, paths, progress: Callable | None = None, include=(), 
         return real[top] + str(f)[len(str(top)):]
 
     tops = dict(listed)
-    srcs = ((name(f, tops[f]), "file", (lambda f=f: extract(f)), _file_meta(f)) for f in files)
+    srcs = [(name(f, tops[f]), "file", _FilePieces(f), _file_meta(f)) for f in files]
     rep = self.add(srcs, progress=(lambda **k: progress(total=len(files), **k)) if progress else None, **kw)
     rep.rejected = pre.rejected + rep.rejected
     self._log_rejected(pre.rejected)

@@ -398,3 +398,76 @@ def test_short_bpe_sources_are_encoded_together_with_the_same_tokens(home, tmp_p
     assert all(a["offset"] + a["tokens"] == b["offset"] for a, b in zip(rows, rows[1:]) if a["shard"] == b["shard"])
     assert tokens("batched") == tokens("one_by_one")                          # the same ids as one source at a time
     assert tokens("batched")[-1][1].count(tok.eos_id) == 3                     # three documents, three ends
+
+
+def _mixed_folder(d: Path) -> Path:
+    "Text, code, HTML, JSONL (several documents), a bad file, an empty one, a copy and a near-copy."
+    d.mkdir()
+    para = "The crystal clock keeps time by the turning of its lattice, ring by ring, hour by hour. "
+    (d / "a.txt").write_text("".join(f"{para} Part {i}.\n\n" for i in range(200)))
+    (d / "b.py").write_text("def f(x):\n    return x + 1  \r\n\n\n\nclass C:\n\tpass\n" * 300)
+    (d / "c.html").write_text("<html><body><main>" + f"<p>{para}</p>" * 40 + "</main></body></html>")
+    (d / "d.jsonl").write_text("".join(json.dumps({"text": f"document {i}: {para}"}) + "\n" for i in range(50)))
+    (d / "e.txt").write_bytes(b"caf\xc3\xa9 \xe2\x80\xa8 ok\n" * 5000 + b"bad \xff byte\n")
+    (d / "f.txt").write_bytes(b"")
+    (d / "g.txt").write_text((d / "a.txt").read_text())
+    (d / "h.md").write_text("# Notes\n\n" + "".join(f"{para} Part {i}.\n\n" for i in range(190)))
+    (d / "z.txt").write_text(("ünïcödé line with a trailing tab\t\n" * 40 + "\n") * 2000)
+    return d
+
+
+def test_reading_processes_store_the_same_as_reading_here(home, tmp_path, monkeypatch):
+    import crystalline_nb.queue as Q
+    d = _mixed_folder(tmp_path / "in")
+    w = Workspace(home)
+    results, started = {}, []
+    real = Q._Reader.__init__
+    monkeypatch.setattr(Q._Reader, "__init__", lambda self, paths: started.append(len(paths)) or real(self, paths))
+    for name, prefetch in (("here", 1 << 60), ("ahead", 0)):
+        w.create(name, preset_name="nano")
+        monkeypatch.setattr(Q, "PREFETCH_MIN", prefetch)
+        started.clear()
+        rep = w.queue(name).add_paths([d])
+        assert bool(started) == (name == "ahead") and sum(started) in (0, 9)
+        q = w.queue(name)
+        rows = [{k: r[k] for k in ("source", "hash", "chars", "bytes", "tokens")} for r in q.rows()]
+        results[name] = (rows, texts_of(q), sorted(rep.rejected), sorted(rep.duplicates))
+        para = (q.dir / "paragraphs.bin").read_bytes()
+        results[name] += (para,)
+    assert results["here"] == results["ahead"]
+    rows, texts, rejected, dups, _ = results["ahead"]
+    assert [Path(r["source"]).name for r in rows] == ["a.txt", "b.py", "c.html", "d.jsonl", "z.txt"]
+    assert [(Path(s).name, r.split(" (")[0]) for s, r in rejected] == [("e.txt", "not valid UTF-8"), ("f.txt", "empty file")]
+    assert [(Path(s).name, Path(o).name) for s, o in dups][0] == ("g.txt", "a.txt") and len(dups) == 2
+    assert "h.md" in dups[1][0] and "near-duplicate" in dups[1][1]
+    b = texts[str((d / "b.py").resolve())]
+    assert "return x + 1\n\n\n\nclass C:\n\tpass" in b and "\r" not in b                 # kept as written, cleaned
+    z = texts[str((d / "z.txt").resolve())]
+    assert z.count("tab\n") == 79_999 and "\t" not in z                                  # trailing tabs gone
+
+
+def test_a_reading_process_lost_midway_leaves_the_rest_read_here(home, tmp_path, monkeypatch):
+    import crystalline_nb.queue as Q
+    d = _mixed_folder(tmp_path / "in")
+    w = Workspace(home)
+    w.create("here", preset_name="nano")
+    w.queue("here").add_paths([d])
+    w.create("lost", preset_name="nano")
+    monkeypatch.setattr(Q, "PREFETCH_MIN", 0)
+    monkeypatch.setattr(Q, "READERS_MAX", 1)
+    calls = []
+    real = Q._Reader.recv
+
+    def recv(self):  # the reading process is killed after its fifth message
+        calls.append(1)
+        if len(calls) == 5:
+            self.proc.kill()
+            self.proc.wait()
+            while not self.inbox.empty():
+                self.inbox.get()
+            self.inbox.put(None)
+        return real(self)
+    monkeypatch.setattr(Q._Reader, "recv", recv)
+    w.queue("lost").add_paths([d])
+    assert len(calls) >= 5
+    assert list(texts_of(w.queue("lost")).values()) == list(texts_of(w.queue("here")).values())
