@@ -284,7 +284,7 @@ def _tokenize_source(tok, w: _ShardWriter, stream: Iterator) -> _Prepared:
 
 PREFETCH_MIN = 32 << 20  # bytes of files to read: above this, reading processes extract and clean them ahead
 READERS_MAX = 8
-READ_AHEAD = 64  # messages (pieces of at most 1 MiB) a reading process may be ahead of the writing one
+READ_AHEAD = 16  # messages (pieces of at most 1 MiB) a reading process may be ahead of the writing one
 
 
 class _FilePieces:
