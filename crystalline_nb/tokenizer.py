@@ -10,7 +10,8 @@ from typing import Iterable
 import numpy as np
 
 # %% auto #0
-__all__ = ['SPECIALS', 'PARALLEL_MIN', 'ByteTokenizer', 'split_at_words', 'BPETokenizer', 'load_tokenizer', 'make_tokenizer']
+__all__ = ['SPECIALS', 'PARALLEL_MIN', 'PIECE', 'ByteTokenizer', 'split_at_words', 'BPETokenizer', 'load_tokenizer',
+           'make_tokenizer']
 
 # %% ../nbs/05_tokenizer.ipynb #4f928ba8
 SPECIALS = ("<pad>", "<bos>", "<eos>")
@@ -57,11 +58,12 @@ class ByteTokenizer:
         return "ByteTokenizer(vocab_size=259)"
 
 # %% ../nbs/05_tokenizer.ipynb #dcb953b8
-PARALLEL_MIN = 1 << 16  # characters: shorter texts are encoded in one call
+PARALLEL_MIN = 1 << 16  # characters: a shorter source waits in the queue to be encoded with others
+PIECE = 1 << 11  # characters: longer texts are cut into pieces of about this size for the batch encoder
 _WORD_START = re.compile(r"(?<=\S) (?=[^\W\d_])")  # a space after a non-space and before a letter
 
 
-def split_at_words(text: str, size: int = 1 << 15) -> list[str]:
+def split_at_words(text: str, size: int = PIECE) -> list[str]:
     "`text` in pieces of about `size` characters, cut only before a space that starts a word."
     out, start = [], 0
     while len(text) - start > size:
@@ -125,7 +127,7 @@ class BPETokenizer:
 
     def encode_array(self, text: str) -> np.ndarray:
         "Token ids of `text` as an int32 array (a long text is encoded on every core, with the same ids)."
-        if len(text) < PARALLEL_MIN:
+        if len(text) < PIECE:
             return np.asarray(self.encode(text), dtype=np.int32)
         encs = self.tk.encode_batch(split_at_words(text), add_special_tokens=False)
         return np.concatenate([np.asarray(e.ids, dtype=np.int32) for e in encs])
@@ -138,7 +140,7 @@ class BPETokenizer:
         "Token ids of each text, all of them in one call of the batch encoder (every core, even for short texts)."
         parts, owner = [], []
         for i, t in enumerate(texts):
-            cut = split_at_words(t) if len(t) >= PARALLEL_MIN else [t]
+            cut = split_at_words(t) if len(t) >= PIECE else [t]
             parts += cut
             owner += [i] * len(cut)
         out = [[] for _ in texts]
