@@ -14,15 +14,16 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 from fastcore.basics import patch
 from .core import fsync_dir, file_lock, busy_lock, read_jsonl, parse_jsonl, append_jsonl, now, one_line
-from .ingest import CHUNK, DOC_BREAK, HTML_SUFFIXES, Rejected, clean_pieces, extract, n_chars
+from .ingest import BINARY_SUFFIXES, CHUNK, DOC_BREAK, HTML_SUFFIXES, Rejected, clean_pieces, extract
+from .ingest import n_chars
 from .tokenizer import PARALLEL_MIN
 
 # %% auto #0
 __all__ = ['ENCODE_BATCH', 'BATCH_CHARS', 'SHARD_MAX', 'SYNC_EVERY', 'PARA_MIN', 'NEAR_SHARE', 'NEAR_MIN_PARAS', 'PREFETCH_MIN',
-           'READERS_MAX', 'READ_AHEAD', 'WRITERS', 'PARAGRAPHS', 'WEB_ASSETS', 'SETTLE', 'HOLDOUT_SPAN',
-           'HOLDOUT_EVERY', 'VAL_EVERY', 'VAL_MIN_BLOCKS', 'AddReport', 'Queue', 'clean_source', 'bytes_per_token',
-           'writers_busy_message', 'Ingestion', 'iter_files', 'select_files', 'Corpus', 'EpochPlan', 'missing_tokens',
-           'gather', 'ledger', 'queue_summary', 'epoch_record']
+           'AHEAD_FILE_MIN', 'READERS_MAX', 'READ_AHEAD', 'WRITERS', 'PARAGRAPHS', 'WEB_ASSETS', 'SETTLE',
+           'HOLDOUT_SPAN', 'HOLDOUT_EVERY', 'VAL_EVERY', 'VAL_MIN_BLOCKS', 'AddReport', 'Queue', 'clean_source',
+           'bytes_per_token', 'writers_busy_message', 'Ingestion', 'iter_files', 'select_files', 'Corpus', 'EpochPlan',
+           'missing_tokens', 'gather', 'ledger', 'queue_summary', 'epoch_record']
 
 # %% ../nbs/07_queue.ipynb #478e89f5
 @dataclass
@@ -283,6 +284,7 @@ def _tokenize_source(tok, w: _ShardWriter, stream: Iterator) -> _Prepared:
 
 
 PREFETCH_MIN = 32 << 20  # bytes of files to read: above this, reading processes extract and clean them ahead
+AHEAD_FILE_MIN = 1 << 20  # bytes: smaller files are read by the writing process itself
 READERS_MAX = 8
 READ_AHEAD = 16  # messages (pieces of at most 1 MiB) a reading process may be ahead of the writing one
 
@@ -745,7 +747,8 @@ def _reading_ahead(ing: Ingestion, sources: Iterable):
         yield sources
         return
     todo = [k for k, src in enumerate(sources) if len(src) > 3 and isinstance(src[2], _FilePieces)
-            and ing.seen_file(src[0], src[3]) is None]
+            and (src[3] or {}).get("size", 0) >= AHEAD_FILE_MIN and src[2].path.suffix.lower() not in BINARY_SUFFIXES
+            and ing.seen_file(src[0], src[3]) is None]  # small files cost more to hand over than to read here
     if sum((sources[k][3] or {}).get("size", 0) for k in todo) < PREFETCH_MIN:
         yield sources
         return

@@ -423,18 +423,19 @@ def test_reading_processes_store_the_same_as_reading_here(home, tmp_path, monkey
     results, started = {}, []
     real = Q._Reader.__init__
     monkeypatch.setattr(Q._Reader, "__init__", lambda self, paths: started.append(len(paths)) or real(self, paths))
-    for name, prefetch in (("here", 1 << 60), ("ahead", 0)):
+    for name, prefetch, file_min, handed in (("here", 1 << 60, 0, 0), ("ahead", 0, 0, 9), ("big_ones", 0, 1 << 20, 1)):
         w.create(name, preset_name="nano")
         monkeypatch.setattr(Q, "PREFETCH_MIN", prefetch)
+        monkeypatch.setattr(Q, "AHEAD_FILE_MIN", file_min)                     # big_ones: only z.txt (3 MB)
         started.clear()
         rep = w.queue(name).add_paths([d])
-        assert bool(started) == (name == "ahead") and sum(started) in (0, 9)
+        assert sum(started) == handed, (name, started)
         q = w.queue(name)
         rows = [{k: r[k] for k in ("source", "hash", "chars", "bytes", "tokens")} for r in q.rows()]
         results[name] = (rows, texts_of(q), sorted(rep.rejected), sorted(rep.duplicates))
         para = (q.dir / "paragraphs.bin").read_bytes()
         results[name] += (para,)
-    assert results["here"] == results["ahead"]
+    assert results["here"] == results["ahead"] == results["big_ones"]
     rows, texts, rejected, dups, _ = results["ahead"]
     assert [Path(r["source"]).name for r in rows] == ["a.txt", "b.py", "c.html", "d.jsonl", "z.txt"]
     assert [(Path(s).name, r.split(" (")[0]) for s, r in rejected] == [("e.txt", "not valid UTF-8"), ("f.txt", "empty file")]
@@ -454,6 +455,7 @@ def test_a_reading_process_lost_midway_leaves_the_rest_read_here(home, tmp_path,
     w.queue("here").add_paths([d])
     w.create("lost", preset_name="nano")
     monkeypatch.setattr(Q, "PREFETCH_MIN", 0)
+    monkeypatch.setattr(Q, "AHEAD_FILE_MIN", 0)
     monkeypatch.setattr(Q, "READERS_MAX", 1)
     calls = []
     real = Q._Reader.recv
