@@ -753,7 +753,15 @@ def _reading_ahead(ing: Ingestion, sources: Iterable):
         yield sources
         return
     n = min(os.cpu_count() or 1, READERS_MAX, len(todo))  # files dealt out in turn: the writer takes them in order
-    readers, out = [_Reader([sources[k][2].path for k in todo[r::n]]) for r in range(n)], list(sources)
+    readers, out = [], list(sources)
+    try:
+        for r in range(n):
+            readers.append(_Reader([sources[k][2].path for k in todo[r::n]]))
+    except OSError:  # no process could be started (a limit, no interpreter to run): everything is read here
+        for r in readers:
+            r.close()
+        yield sources
+        return
     for j, k in enumerate(todo):
         name, kind, pieces, *rest = sources[k]
         out[k] = (name, kind, _Ahead(readers[j % n], j // n, pieces), *rest)

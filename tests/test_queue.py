@@ -473,3 +473,25 @@ def test_a_reading_process_lost_midway_leaves_the_rest_read_here(home, tmp_path,
     w.queue("lost").add_paths([d])
     assert len(calls) >= 5
     assert list(texts_of(w.queue("lost")).values()) == list(texts_of(w.queue("here")).values())
+
+
+def test_no_reading_process_can_start_and_everything_is_read_here(home, tmp_path, monkeypatch):
+    import crystalline_nb.queue as Q
+    d = _mixed_folder(tmp_path / "in")
+    w = Workspace(home)
+    w.create("here", preset_name="nano")
+    w.queue("here").add_paths([d])
+    monkeypatch.setattr(Q, "PREFETCH_MIN", 0)
+    monkeypatch.setattr(Q, "AHEAD_FILE_MIN", 0)
+    real, started = Q.subprocess.Popen, []
+
+    def popen(*a, **k):  # the first process starts, the second hits a limit
+        if started:
+            raise OSError(11, "Resource temporarily unavailable")
+        started.append(real(*a, **k))
+        return started[-1]
+    monkeypatch.setattr(Q.subprocess, "Popen", popen)
+    w.create("limited", preset_name="nano")
+    rep = w.queue("limited").add_paths([d])
+    assert len(rep.added) == 5 and texts_of(w.queue("limited")) == texts_of(w.queue("here"))
+    assert started and started[0].poll() is not None                                # the one started is stopped
