@@ -364,7 +364,8 @@ class _Reader:
                 except queue.Full:
                     continue
             if m is None:
-                return
+                break
+        self.conn.close()  # this thread is the pipe's only reader
 
     def recv(self) -> bytes:
         m = None if self.lost else self.inbox.get()
