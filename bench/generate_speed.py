@@ -3,7 +3,7 @@
 Usage: python bench/generate_speed.py [--quick] [--rounds R]
 Greedy generation from a 16-token prompt with the micro preset (weights as initialised: speed does not
 depend on them). Both paths produce the same tokens (checked). Each round times both paths back to back, in
-turns (the cached path first in even rounds), after a warm-up of each; the figures are the median tokens per
+turns (the cached path first in even rounds), after a warm-up of each. The figures are the median tokens per
 second and the median and range of the per-round speed-ups, since this machine's noise moves one run by 2x.
 """
 import statistics, time

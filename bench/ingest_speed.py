@@ -5,7 +5,7 @@ Usage: python bench/ingest_speed.py [--quick] [--big-mb N]
    write shards, manifest) and, separately, tokenized alone in memory by one `encode` call per file (for BPE: the
    tokenizer's single-threaded encoder). ingest / alone > 1 means the whole ingestion path beats the tokenizer
    alone (BPE ingestion encodes long texts in pieces, and short files together, on every core). --quick: 4 MB in
-   files of 40 kB (encoded together); the full run: 20 MB in files of 200 kB (each cut into pieces).
+   files of 40 kB (encoded together), and the full run 20 MB in files of 200 kB (each cut into pieces).
 2. Real material nobody here wrote, byte tokenizer, with near-duplicate detection on (the default of `cllm add`):
    the Python standard library's source files copied into a folder (12 MB with --quick, all of it, about 30 MB,
    otherwise), and one large file of that source repeated (--big-mb, 200 by default, 40 with --quick).

@@ -89,7 +89,7 @@ def n_chars(b: bytes) -> int:
 
 # %% ../nbs/06_ingest.ipynb #8286b3fc
 class _Lines:
-    "Incremental cleaning of complete lines, for `str` (prose) or UTF-8 `bytes` (verbatim); see `Cleaner`."
+    "Incremental cleaning of complete lines, for `str` (prose) or UTF-8 `bytes` (verbatim), see `Cleaner`."
 
     def __init__(self, empty, clean, blanks: int | None, max_line: int):
         self.buf, self.nl, self.started, self.max_line = empty, 0, False, max_line
@@ -146,7 +146,7 @@ class _Lines:
 
 
 class ByteCleaner(_Lines):
-    "The verbatim cleaner on UTF-8 bytes: `feed(data)` (bytes, or str) returns cleaned bytes; `finish()` the rest."
+    "The verbatim cleaner on UTF-8 bytes: `feed(data)` (bytes, or str) returns cleaned bytes, `finish()` the rest."
 
     def __init__(self, max_line: int = CHUNK):
         super().__init__(b"", _clean_verbatim, None, max_line)
@@ -156,7 +156,7 @@ class ByteCleaner(_Lines):
 
 
 class Cleaner:
-    "Incremental cleaner: `feed(text)` returns cleaned text ready to emit; `finish()` flushes the rest."
+    "Incremental cleaner: `feed(text)` returns cleaned text ready to emit, `finish()` flushes the rest."
 
     def __init__(self, max_line: int = CHUNK, verbatim: bool = False):
         self.verbatim = verbatim
@@ -220,7 +220,7 @@ MAX_LINE = 64 << 20  # the longest JSONL line read
 
 
 def read_utf8_chunks(path, chunk: int = CHUNK, encoding: str = "utf-8") -> Iterator[bytes]:
-    "UTF-8 of `path` in chunks of whole characters; `Rejected` on a NUL byte or invalid UTF-8 (or `encoding`)."
+    "UTF-8 of `path` in chunks of whole characters, `Rejected` on a NUL byte or invalid UTF-8 (or `encoding`)."
     dec = codecs.getincrementaldecoder(encoding)("strict")
     utf8 = codecs.lookup(encoding).name == "utf-8"
     offset, first = 0, True

@@ -19,7 +19,7 @@ from .ingest import n_chars
 from .tokenizer import PARALLEL_MIN
 
 # %% auto #0
-__all__ = ['ENCODE_BATCH', 'BATCH_CHARS', 'SHARD_MAX', 'SYNC_EVERY', 'PARA_MIN', 'NEAR_SHARE', 'NEAR_MIN_PARAS', 'PREFETCH_MIN',
+__all__ = ['ENCODE_BATCH', 'BATCH_CHARS', 'SHARD_MAX', 'PARA_MIN', 'NEAR_SHARE', 'NEAR_MIN_PARAS', 'PREFETCH_MIN',
            'AHEAD_FILE_MIN', 'READERS_MAX', 'READ_AHEAD', 'WRITERS', 'PARAGRAPHS', 'WEB_ASSETS', 'SETTLE',
            'HOLDOUT_SPAN', 'HOLDOUT_EVERY', 'VAL_EVERY', 'VAL_MIN_BLOCKS', 'AddReport', 'Queue', 'clean_source',
            'bytes_per_token', 'writers_busy_message', 'Ingestion', 'iter_files', 'select_files', 'Corpus', 'EpochPlan',
@@ -125,7 +125,7 @@ def _log_rejected(self: Queue, rejected: list[tuple[str, str]], meta: dict | Non
 ENCODE_BATCH = 1 << 18  # characters tokenized at a time
 BATCH_CHARS = 1 << 20  # short sources encoded together (BPE) once they hold this many characters
 SHARD_MAX = 1 << 26  # start a new shard after this many tokens
-SYNC_EVERY = 64 << 20  # bytes of a shard written between two flushes to disk in the background
+_SYNC_EVERY = 64 << 20  # bytes of a shard written between two flushes to disk in the background
 
 
 class _ShardWriter:
@@ -145,7 +145,7 @@ class _ShardWriter:
         self.f.write(ids.data)
         self.n += len(ids)
         self._unsynced += ids.nbytes
-        if self._unsynced >= SYNC_EVERY and (self._sync is None or not self._sync.is_alive()):
+        if self._unsynced >= _SYNC_EVERY and (self._sync is None or not self._sync.is_alive()):
             self._unsynced = 0  # to disk while the next tokens are made: `commit` has less left to wait for
             self._sync = threading.Thread(target=os.fdatasync, args=(self.f.fileno(),), daemon=True)
             self._sync.start()
@@ -241,7 +241,7 @@ class _Prepared:
 
 
 def _prepare(cleaned: Iterator) -> Iterator:
-    "A source's cleaned UTF-8 and `DOC_BREAK`s passed on, hashed and counted as they go; returns a `_Prepared`."
+    "A source's cleaned UTF-8 and `DOC_BREAK`s passed on, hashed and counted as they go, returning a `_Prepared`."
     h, paras, chars, nbytes = hashlib.sha256(), _Paragraphs(), 0, 0
     for b in cleaned:
         if b is DOC_BREAK:
@@ -257,7 +257,7 @@ def _prepare(cleaned: Iterator) -> Iterator:
 
 
 def _tokenize_source(tok, w: _ShardWriter, stream: Iterator) -> _Prepared:
-    "Tokenize a prepared source (`_prepare`, here or in the reading process) into `w`; returns its `_Prepared`."
+    "Tokenize a prepared source (`_prepare`, here or in the reading process) into `w`, returning its `_Prepared`."
     buf, size = [], 0
 
     def flush():
@@ -330,19 +330,19 @@ class _ReaderLost(Exception):
 
 
 class _Reader:
-    "A process that extracts and cleans files ahead of the writing one; messages come in the files' order."
+    "A process that extracts and cleans files ahead of the writing one, in the files' order."
 
     def __init__(self, paths: list[Path]):
         # a fresh interpreter: no fork of a process holding threads and locks, no re-run of the caller's script
         r, w = os.pipe()
         pkg = str(Path(__file__).resolve().parent.parent)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [pkg, os.environ.get("PYTHONPATH")])))
-        code = "from crystalline_nb.queue import _reader_main; _reader_main()"
+        code = "from crystalline_nb.queue import _reader_main\n_reader_main()"
         self.proc = subprocess.Popen([sys.executable, "-c", code, str(w)], stdin=subprocess.PIPE, pass_fds=(w,),
                                      env=env)
         os.close(w)
         self.conn = Connection(r, writable=False)
-        self.next, self.lost, self.closed = 0, False, False  # the source whose messages come next; its state
+        self.next, self.lost, self.closed = 0, False, False  # the source whose messages come next, and its state
         self.inbox = queue.Queue(READ_AHEAD)  # a thread takes the messages off the pipe: the process keeps going
         try:
             self.proc.stdin.write(json.dumps([str(p) for p in paths]).encode())
@@ -419,7 +419,7 @@ class _Ahead:
 
 
 def _tokenize_ahead(tok, w: _ShardWriter, ahead: _Ahead) -> _Prepared:
-    "`_tokenize_source` of a source read ahead; read here instead if the reading process is lost."
+    "`_tokenize_source` of a source read ahead, or read here if the reading process is lost."
     start = w.n
     if not ahead.reader.lost:
         try:
@@ -430,7 +430,7 @@ def _tokenize_ahead(tok, w: _ShardWriter, ahead: _Ahead) -> _Prepared:
 
 
 def _small_source(pieces: Callable, h, paras: _Paragraphs, limit: float = math.inf) -> list[str] | None:
-    "The cleaned documents of a source of at most `limit` bytes, hashed into `h` and `paras`; None if longer."
+    "The cleaned documents of a source of at most `limit` bytes, hashed into `h` and `paras` (None if longer)."
     docs, cur, size = [], [], 0
     for b in _cleaned(pieces, h):
         if b is DOC_BREAK:
@@ -582,7 +582,7 @@ class Ingestion:
         return f"{top}{more}: a near-duplicate, {share:.0%} of its paragraphs are in the queue already"
 
     def seen_file(self, name: str, meta: dict | None) -> tuple[str, str] | None:
-        "('duplicate', name) for a file added before and unchanged, ('rejected', reason) for one refused so; else None."
+        "('duplicate', name) for a file added before and unchanged, ('rejected', reason) for one refused so, else None."
         if meta and self.files.get(name) == (meta.get("size"), meta.get("mtime_ns")):
             return "duplicate", name
         old = self._refused.get(name)
