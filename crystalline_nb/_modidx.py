@@ -376,6 +376,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'crystalline_nb.model.MLP.__init__': ('model.html#mlp.__init__', 'crystalline_nb/model.py'),
                                       'crystalline_nb.model.MLP.forward': ('model.html#mlp.forward', 'crystalline_nb/model.py'),
                                       'crystalline_nb.model._apply_rope': ('model.html#_apply_rope', 'crystalline_nb/model.py'),
+                                      'crystalline_nb.model._rope_rows': ('model.html#_rope_rows', 'crystalline_nb/model.py'),
                                       'crystalline_nb.model._rope_tables': ('model.html#_rope_tables', 'crystalline_nb/model.py')},
             'crystalline_nb.panel': { 'crystalline_nb.panel.ControlPanel': ('panel.html#controlpanel', 'crystalline_nb/panel.py'),
                                       'crystalline_nb.panel.ControlPanel.__init__': ( 'panel.html#controlpanel.__init__',

@@ -62,12 +62,20 @@ def _rope_tables(head_dim: int, max_len: int, base: float = 10000.0):
     ang = torch.arange(max_len, dtype=torch.float64)[:, None] * inv[None, :]  # [T, hd/2]
     return ang.cos().float(), ang.sin().float()
 
+
+def _rope_rows(head_dim: int, max_len: int):
+    "Tables [T, 1, hd] for `_apply_rope`: each cosine twice, each sine as (-sin, sin), broadcast over heads."
+    cos, sin = _rope_tables(head_dim, max_len)
+    return cos.repeat_interleave(2, -1)[:, None], torch.stack((-sin, sin), -1).flatten(-2)[:, None]
+
 # %% ../nbs/04_model.ipynb #ebeeff96
 def _apply_rope(x, cos, sin):
-    "Rotate pairs (even, odd) of the last dimension of x [B, H, T, hd] by the angles in cos/sin [T, hd/2]."
-    x1, x2 = x[..., 0::2], x[..., 1::2]
-    out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
-    return out.flatten(-2)
+    """Rotate pairs (even, odd) of the last dimension of x [B, T, heads, hd] by the angles of `_rope_rows`.
+
+    Pair (a, b) becomes (a cos - b sin, b cos + a sin): x times the cosines plus x with each pair swapped times the
+    signed sines, three operations whatever the shape."""
+    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (b, a) for each pair (a, b)
+    return x * cos + swapped * sin
 
 # %% ../nbs/04_model.ipynb #e40156f0
 class Attention(nn.Module):
@@ -93,10 +101,12 @@ class Attention(nn.Module):
 
     def forward(self, x, rope=None, ids=None, cache: KVCache | None = None, layer: int = 0, k_ids=None):
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, self.hd).transpose(1, 2) for t in (q, k, v))  # [B, H, T, hd]
+        H = self.n_head
+        qkv = self.qkv(x).view(B, T, 3 * H, self.hd)
+        qk, v = qkv[:, :, : 2 * H], qkv[:, :, 2 * H :]
         if rope is not None:
-            q, k = _apply_rope(q, *rope), _apply_rope(k, *rope)
+            qk = _apply_rope(qk, *rope)  # queries and keys rotated together: one pass of element-wise operations
+        q, k, v = qk[:, :, :H].transpose(1, 2), qk[:, :, H:].transpose(1, 2), v.transpose(1, 2)  # [B, H, T, hd]
         if cache is not None:
             k, v = cache.append(layer, k, v)
         S = k.shape[2]
@@ -126,7 +136,8 @@ class MLP(nn.Module):
         )
 
     def forward(self, x):
-        return self.drop(self.out(F.gelu(self.fc(x))))
+        h = self.out(F.gelu(self.fc(x)))
+        return self.drop(h) if self.training and self.drop.p else h  # no call at all when inactive (generation)
 
 # %% ../nbs/04_model.ipynb #6f2b4bb6
 class Block(nn.Module):
@@ -164,7 +175,7 @@ class CLLM(nn.Module):
             pe = torch.from_numpy(pe) * 0.02 * math.sqrt(2)
             self.register_buffer("pos_code", pe, persistent=False)
         if cfg.positional == "rope":
-            cos, sin = _rope_tables(cfg.head_dim, cfg.max_seq_len)
+            cos, sin = _rope_rows(cfg.head_dim, cfg.max_seq_len)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
         self.drop = nn.Dropout(cfg.dropout)
@@ -215,7 +226,8 @@ class CLLM(nn.Module):
             if self.cfg.positional == "rope"
             else None
         )
-        x = self.drop(x)
+        if self.training and self.drop.p:
+            x = self.drop(x)
         k_ids = None
         if self.cfg.attention_bias == "angular":  # the bias needs the ids of every key
             k_ids = idx if cache is None else cache.ids_with(idx)
