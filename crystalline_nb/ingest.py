@@ -71,16 +71,35 @@ def _rstrip_nbsp(line: bytes) -> bytes:
         line = line[:-2]
 
 
+def _strip_line_ends(b: bytes) -> bytes:
+    "`b` without the spaces and tabs that end its lines: only the lines that have some are cut, the rest is copied."
+    out, pos = [], 0
+    sp, tab = b.find(b" \n"), b.find(b"\t\n") if b"\t" in b else -1  # a byte alone is found at memchr speed
+    while sp >= 0 or tab >= 0:
+        i = sp if tab < 0 or 0 <= sp < tab else tab  # the last blank of the next line that ends in blanks
+        out.append(b[pos : i + 1].rstrip(b" \t"))
+        pos = i + 1  # its newline opens the next piece
+        if i == sp:
+            sp = b.find(b" \n", pos)
+        else:
+            tab = b.find(b"\t\n", pos)
+    return b"".join(out) + b[pos:] if out else b
+
+
 def _clean_verbatim(b: bytes) -> bytes:
     "Valid UTF-8 lines (ending in a newline) without control characters or trailing whitespace, on the bytes."
     b = b.translate(None, _C0)  # a control character other than \t \n \f is one byte in UTF-8: C speed
-    if not b.isascii() and (b"\xe2\x80\xa8" in b or b"\xe2\x80\xa9" in b or b"\xef\xbb\xbf" in b or _C1.search(b)):
+    if b.isascii():
+        return _strip_line_ends(b)
+    # each multi-byte search runs only if its first byte is there at all (one fast scan for a byte)
+    if ((b"\xe2" in b and (b"\xe2\x80\xa8" in b or b"\xe2\x80\xa9" in b)) or (b"\xef" in b and b"\xef\xbb\xbf" in b)
+            or (b"\xc2" in b and _C1.search(b))):
         b = _MB_CTRL.sub(b"", b)
     if b"\xc2\xa0\n" in b:
         return b"\n".join([_rstrip_nbsp(ln) for ln in b.split(b"\n")])
-    if b" \n" in b or b"\t\n" in b:
-        return b"\n".join([ln.rstrip(b" \t") for ln in b.split(b"\n")])
-    return b
+    return _strip_line_ends(b)
+
+
 
 
 def n_chars(b: bytes) -> int:

@@ -422,14 +422,18 @@ def test_reading_processes_store_the_same_as_reading_here(home, tmp_path, monkey
     w = Workspace(home)
     results, started = {}, []
     real = Q._Reader.__init__
-    monkeypatch.setattr(Q._Reader, "__init__", lambda self, paths: started.append(len(paths)) or real(self, paths))
+    monkeypatch.setattr(Q._Reader, "__init__", lambda self, paths, prepare=True: started.append((len(paths), prepare))
+                        or real(self, paths, prepare))
+    # ahead: the 9 files dealt to two or more processes, which also hash and find paragraphs; big_ones: one process,
+    # whose files the writing process hashes
     for name, prefetch, file_min, handed in (("here", 1 << 60, 0, 0), ("ahead", 0, 0, 9), ("big_ones", 0, 1 << 20, 1)):
         w.create(name, preset_name="nano")
         monkeypatch.setattr(Q, "PREFETCH_MIN", prefetch)
         monkeypatch.setattr(Q, "AHEAD_FILE_MIN", file_min)                     # big_ones: only z.txt (3 MB)
         started.clear()
         rep = w.queue(name).add_paths([d])
-        assert sum(started) == handed, (name, started)
+        assert sum(n for n, _ in started) == handed, (name, started)
+        assert all(prep == (len(started) > 1) for _, prep in started), (name, started)
         q = w.queue(name)
         rows = [{k: r[k] for k in ("source", "hash", "chars", "bytes", "tokens")} for r in q.rows()]
         results[name] = (rows, texts_of(q), sorted(rep.rejected), sorted(rep.duplicates))
@@ -495,3 +499,23 @@ def test_no_reading_process_can_start_and_everything_is_read_here(home, tmp_path
     rep = w.queue("limited").add_paths([d])
     assert len(rep.added) == 5 and texts_of(w.queue("limited")) == texts_of(w.queue("here"))
     assert started and started[0].poll() is not None                                # the one started is stopped
+
+
+def test_reading_processes_run_this_package_not_a_copy_in_the_current_folder(home, tmp_path, monkeypatch):
+    import crystalline_nb.queue as Q
+    d = _mixed_folder(tmp_path / "in")
+    other = tmp_path / "cwd" / "crystalline_nb"  # another copy where the user stands, as in a checkout of an old version
+    other.mkdir(parents=True)
+    (other / "__init__.py").write_text("")
+    marker = tmp_path / "wrong_copy_ran"
+    (other / "queue.py").write_text(f"def _reader_main():\n    open({str(marker)!r}, 'w').close()\n    raise SystemExit(1)\n")
+    monkeypatch.chdir(tmp_path / "cwd")
+    monkeypatch.setattr(Q, "PREFETCH_MIN", 0)
+    monkeypatch.setattr(Q, "AHEAD_FILE_MIN", 0)
+    readers, real = [], Q._Reader.__init__
+    monkeypatch.setattr(Q._Reader, "__init__", lambda self, *a, **k: readers.append(self) or real(self, *a, **k))
+    w = Workspace(home)
+    w.create("m", preset_name="nano")
+    rep = w.queue("m").add_paths([d])
+    assert readers and not marker.exists() and not any(r.lost for r in readers)
+    assert len(rep.added) == 5
