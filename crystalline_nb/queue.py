@@ -365,7 +365,8 @@ class _Reader:
         r, w = os.pipe()
         # this very package first on its path: not another copy in the current folder, which `-c` would put first
         pkg = str(Path(__file__).resolve().parent.parent)
-        code = "import sys\nsys.path.insert(0, sys.argv[2])\nfrom crystalline_nb.queue import _reader_main\n_reader_main()"
+        code = "\n".join(["import sys", "sys.path.insert(0, sys.argv[2])",
+                          "from crystalline_nb.queue import _reader_main", "_reader_main()"])
         self.proc = subprocess.Popen([sys.executable, "-c", code, str(w), pkg], stdin=subprocess.PIPE, pass_fds=(w,))
         os.close(w)
         self.conn = Connection(r, writable=False)
@@ -787,7 +788,7 @@ def _reading_ahead(ing: Ingestion, sources: Iterable):
     try:
         for r in range(n):
             # one reading process: the writing one hashes and finds paragraphs, so that the work is shared; with more,
-            # they do (measured in bench/README.md: with two, 34 against 27 MB/s; with one, 45 against 46)
+            # they do (bench/README.md: 100 files, 39-41 against 29 MB/s; one file, 46-51 against 59-68)
             readers.append(_Reader([sources[k][2].path for k in todo[r::n]], prepare=n > 1))
     except OSError:  # no process could be started (a limit, no interpreter to run): everything is read here
         for r in readers:
