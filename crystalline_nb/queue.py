@@ -1066,18 +1066,23 @@ def _blocks(lo: int, hi: int, block: int) -> tuple[np.ndarray, np.ndarray]:
     return starts, np.minimum(block, hi - starts)
 
 
-def _blocks_in(lo: np.ndarray, hi: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
-    "`_blocks` of every span [lo, hi), span after span, built in a few whole-array steps (millions of blocks)."
-    counts = (hi - lo + block - 1) // block
-    starts = np.repeat(lo - (np.cumsum(counts) - counts) * block, counts)  # a span's start, less its blocks before
-    step = np.arange(len(starts), dtype=np.int64)
-    step *= block
-    starts += step
-    del step
-    lens = np.repeat(hi, counts)
-    lens -= starts
-    np.minimum(lens, block, out=lens)
-    return starts, lens
+_PLAN_CHUNK = 1 << 20  # blocks placed at a time: temporary arrays stay at a few MB whatever the corpus
+
+
+def _blocks_in(lo: np.ndarray, hi: np.ndarray, block: int, dt) -> tuple[np.ndarray, int, np.ndarray]:
+    """Blocks of `block` positions covering the spans [lo, hi): starts (dtype `dt`) of the full blocks, span after
+    span, then of the short ones (a span's last, when its length is not a multiple of `block`); how many are full;
+    the short ones' lengths. Millions of blocks: built a chunk at a time into the one array that is kept."""
+    nf, rem = (hi - lo) // block, (hi - lo) % block
+    ends = np.cumsum(nf)  # span k holds the full blocks [ends[k-1], ends[k])
+    off = lo - (ends - nf) * block  # a span's start less its full blocks before: never negative (spans are ordered)
+    n_full, short = int(ends[-1]) if len(ends) else 0, rem > 0
+    starts = np.empty(n_full + int(short.sum()), dt)
+    for b0 in range(0, n_full, _PLAN_CHUNK):
+        idx = np.arange(b0, min(b0 + _PLAN_CHUNK, n_full), dtype=np.int64)
+        starts[b0 : b0 + len(idx)] = off[np.searchsorted(ends, idx, side="right")] + idx * block
+    starts[n_full:] = (lo + nf * block)[short]
+    return starts, n_full, rem[short]
 
 
 def _heldout(n_pos: int, holdout: int) -> tuple[np.ndarray, np.ndarray]:
@@ -1093,34 +1098,32 @@ class EpochPlan:
     def __init__(self, n_tokens: int, block: int, seed: int, epoch: int, holdout: int | None = None):
         self.n_tokens, self.block, self.seed, self.epoch, self.holdout = n_tokens, block, seed, epoch, holdout
         n_pos = max(n_tokens - 1, 0)  # positions that have a target
+        dt = np.uint32 if n_pos < 1 << 32 else np.int64  # 4 bytes a block (8 past 4G tokens)
         if holdout is None:
-            tr_s, tr_l = self._first_version(n_pos)
+            starts, self.n_full, self.short_lens = self._first_version(n_pos, dt)
         else:
             self.val_starts, self.val_lens = _heldout(n_pos, holdout)
             self.val_block = min(block, HOLDOUT_SPAN)
             lo = np.concatenate([[0], self.val_starts + self.val_lens]).astype(np.int64)
             hi = np.concatenate([self.val_starts, [n_pos]]).astype(np.int64)
-            tr_s, tr_l = _blocks_in(lo[hi > lo], hi[hi > lo], block)
-        full = tr_l == block  # short blocks go last, so that windows stay aligned to blocks
-        self.n_full, self.short_lens = int(full.sum()), tr_l[~full]
-        del tr_l  # a large corpus has millions of blocks: temporary arrays are dropped as soon as they are used
-        dt = np.uint32 if n_pos < 1 << 32 else np.int64  # 4 bytes a block (8 past 4G tokens)
-        full_starts, short_starts = tr_s[full].astype(dt), tr_s[~full].astype(dt)
-        del tr_s, full
-        order = np.random.default_rng([seed, epoch]).permutation(self.n_full)
-        self.starts = np.concatenate([full_starts[order], short_starts])
-        del order, full_starts
+            starts, self.n_full, self.short_lens = _blocks_in(lo[hi > lo], hi[hi > lo], block, dt)
+        # the full blocks shuffled in place, short ones last so that windows stay aligned to blocks: the same order
+        # as indexing by the generator's `permutation`, without its 8 bytes a block
+        np.random.default_rng([seed, epoch]).shuffle(starts[: self.n_full])
+        self.starts = starts
         # block i < n_full starts at stream position i * block; the short ones after them are listed
         self.short_cum = self.n_full * block + np.concatenate([[0], np.cumsum(self.short_lens)])
         self.cuts = self.short_cum[1:]  # stream positions where a short block ends
 
-    def _first_version(self, n_pos: int):
-        "Held-out blocks of the first version's plan; returns the training blocks."
+    def _first_version(self, n_pos: int, dt):
+        "Held-out blocks of the first version's plan; returns the training blocks as `_blocks_in` does."
         starts, lens = _blocks(0, n_pos, self.block)
         nb = len(starts)
         is_val = (np.arange(nb) % VAL_EVERY == VAL_EVERY - 1) if nb >= VAL_MIN_BLOCKS else np.zeros(nb, bool)
         self.val_starts, self.val_lens, self.val_block = starts[is_val], lens[is_val], self.block
-        return starts[~is_val], lens[~is_val]
+        starts, lens = starts[~is_val], lens[~is_val]
+        full = lens == self.block
+        return np.concatenate([starts[full], starts[~full]]).astype(dt), int(full.sum()), lens[~full]
 
     @property
     def n_train(self) -> int:
