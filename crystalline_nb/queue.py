@@ -363,9 +363,10 @@ class _Reader:
     def __init__(self, paths: list[Path], prepare: bool = True):
         # a fresh interpreter: no fork of a process holding threads and locks, no re-run of the caller's script
         r, w = os.pipe()
-        # this very package first on its path: not another copy in the current folder, which `-c` would put first
+        # this very package first on its path, and not the current folder, which `-c` would put first: no other copy
+        # of the package and no file of the user's that shares a module's name (json.py, signal.py) is run instead
         pkg = str(Path(__file__).resolve().parent.parent)
-        code = "\n".join(["import sys", "sys.path.insert(0, sys.argv[2])",
+        code = "\n".join(["import sys", "sys.path[:] = [sys.argv[2]] + [p for p in sys.path if p not in ('', '.')]",
                           "from crystalline_nb.queue import _reader_main", "_reader_main()"])
         self.proc = subprocess.Popen([sys.executable, "-c", code, str(w), pkg], stdin=subprocess.PIPE, pass_fds=(w,))
         os.close(w)

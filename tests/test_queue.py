@@ -501,14 +501,16 @@ def test_no_reading_process_can_start_and_everything_is_read_here(home, tmp_path
     assert started and started[0].poll() is not None                                # the one started is stopped
 
 
-def test_reading_processes_run_this_package_not_a_copy_in_the_current_folder(home, tmp_path, monkeypatch):
+def test_reading_processes_run_this_package_not_files_in_the_current_folder(home, tmp_path, monkeypatch):
     import crystalline_nb.queue as Q
     d = _mixed_folder(tmp_path / "in")
-    other = tmp_path / "cwd" / "crystalline_nb"  # another copy where the user stands, as in a checkout of an old version
+    other = tmp_path / "cwd" / "crystalline_nb"  # another copy where the user stands (a checkout of an old version)
     other.mkdir(parents=True)
     (other / "__init__.py").write_text("")
     marker = tmp_path / "wrong_copy_ran"
-    (other / "queue.py").write_text(f"def _reader_main():\n    open({str(marker)!r}, 'w').close()\n    raise SystemExit(1)\n")
+    (other / "queue.py").write_text(
+        f"def _reader_main():\n    open({str(marker)!r}, 'w').close()\n    raise SystemExit(1)\n")
+    (other.parent / "json.py").write_text(f"open({str(marker)!r}, 'w').close()\n")  # a user's file named as a module
     monkeypatch.chdir(tmp_path / "cwd")
     monkeypatch.setattr(Q, "PREFETCH_MIN", 0)
     monkeypatch.setattr(Q, "AHEAD_FILE_MIN", 0)
