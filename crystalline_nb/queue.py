@@ -326,7 +326,7 @@ def _reason(e: Exception) -> str:
 
 
 def _read_ahead(conn: Connection, paths: list[str], prepare: bool = True):
-    """Extract and clean `paths` in order, sending each source's cleaned UTF-8 on `conn` as it goes; with `prepare`,
+    """Extract and clean `paths` in order, sending each source's cleaned UTF-8 on `conn` as it goes. With `prepare`,
     then what `_prepare` found (content hash, paragraphs, counts), so that the writing process only tokenizes."""
     try:
         for path in paths:
@@ -788,8 +788,8 @@ def _reading_ahead(ing: Ingestion, sources: Iterable):
     readers, out = [], list(sources)
     try:
         for r in range(n):
-            # one reading process: the writing one hashes and finds paragraphs, so that the work is shared; with more,
-            # they do (bench/README.md: 100 files, 39-41 against 29 MB/s; one file, 46-51 against 59-68)
+            # one reading process: the writing one hashes and finds paragraphs, so that the work is shared. With more,
+            # they do it (bench/README.md: 100 files, 39-41 against 29 MB/s. One file: 46-51 against 59-68)
             readers.append(_Reader([sources[k][2].path for k in todo[r::n]], prepare=n > 1))
     except OSError:  # no process could be started (a limit, no interpreter to run): everything is read here
         for r in readers:
@@ -1071,9 +1071,9 @@ _PLAN_CHUNK = 1 << 20  # blocks placed at a time: temporary arrays stay at a few
 
 
 def _blocks_in(lo: np.ndarray, hi: np.ndarray, block: int, dt) -> tuple[np.ndarray, int, np.ndarray]:
-    """Blocks of `block` positions covering the spans [lo, hi): starts (dtype `dt`) of the full blocks, span after
-    span, then of the short ones (a span's last, when its length is not a multiple of `block`); how many are full;
-    the short ones' lengths. Millions of blocks: built a chunk at a time into the one array that is kept."""
+    """Blocks of `block` positions covering the spans [lo, hi), as the starts (dtype `dt`) of the full blocks, span
+    after span, then of the short ones (a span's last, when its length is not a multiple of `block`), the number of
+    full blocks and the short ones' lengths. Millions of blocks: built a chunk at a time into the array that is kept."""
     nf, rem = (hi - lo) // block, (hi - lo) % block
     ends = np.cumsum(nf)  # span k holds the full blocks [ends[k-1], ends[k])
     off = lo - (ends - nf) * block  # a span's start less its full blocks before: never negative (spans are ordered)
@@ -1117,7 +1117,7 @@ class EpochPlan:
         self.cuts = self.short_cum[1:]  # stream positions where a short block ends
 
     def _first_version(self, n_pos: int, dt):
-        "Held-out blocks of the first version's plan; returns the training blocks as `_blocks_in` does."
+        "Held-out blocks of the first version's plan. Returns the training blocks as `_blocks_in` does."
         starts, lens = _blocks(0, n_pos, self.block)
         nb = len(starts)
         is_val = (np.arange(nb) % VAL_EVERY == VAL_EVERY - 1) if nb >= VAL_MIN_BLOCKS else np.zeros(nb, bool)

@@ -424,7 +424,7 @@ def test_reading_processes_store_the_same_as_reading_here(home, tmp_path, monkey
     real = Q._Reader.__init__
     monkeypatch.setattr(Q._Reader, "__init__", lambda self, paths, prepare=True: started.append((len(paths), prepare))
                         or real(self, paths, prepare))
-    # ahead: the 9 files dealt to two or more processes, which also hash and find paragraphs; big_ones: one process,
+    # ahead: the 9 files dealt to two or more processes, which also hash and find paragraphs. big_ones: one process,
     # whose files the writing process hashes
     for name, prefetch, file_min, handed in (("here", 1 << 60, 0, 0), ("ahead", 0, 0, 9), ("big_ones", 0, 1 << 20, 1)):
         w.create(name, preset_name="nano")
