@@ -23,7 +23,7 @@ class KVCache:
 
     def __init__(self, n_layer: int, capacity: int | None = None):
         self.capacity = capacity  # positions to allocate on first use (None: as needed, doubling)
-        self.layers = [None] * n_layer  # each layer's (keys, values) buffers [B, H, allocated, head_dim]
+        self.layers = [None] * n_layer  # each layer's keys and values in one buffer [B, 2, H, allocated, head_dim]
         self.ids = None  # token ids buffer [B, allocated] (the angular bias compares every pair of ids)
         self.length = 0  # positions stored
 
@@ -41,13 +41,16 @@ class KVCache:
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         "Store layer `layer`'s keys and values [B, H, T, hd] of the new positions; all of them so far (views)."
-        kb, vb = self.layers[layer] or (None, None)
-        kb, vb = self._fit(kb, k, 2), self._fit(vb, v, 2)
-        n = self.length + k.shape[2]
-        kb[:, :, self.length : n] = k
-        vb[:, :, self.length : n] = v
-        self.layers[layer] = (kb, vb)
-        return kb[:, :, :n], vb[:, :, :n]
+        kv = torch.stack((k, v), 1)  # [B, 2, H, T, hd]
+        buf = self.layers[layer] = self._fit(self.layers[layer], kv, 3)
+        n = self.length + kv.shape[3]
+        buf[:, :, :, self.length : n] = kv
+        return buf[:, 0, :, :n], buf[:, 1, :, :n]
+
+    def room(self, batch: int) -> bool:
+        "Whether the buffers already allocated hold one more position of `batch` rows."
+        kv = self.layers[0]
+        return kv is not None and kv.shape[0] == batch and self.length < kv.shape[3]
 
     def ids_with(self, idx: torch.Tensor) -> torch.Tensor:
         "Store the new positions' ids [B, T]; all ids so far."
@@ -178,6 +181,9 @@ class CLLM(nn.Module):
             cos, sin = _rope_rows(cfg.head_dim, cfg.max_seq_len)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
+            one = torch.ones_like(cos)  # tables [T, 3, 1, hd] for a whole row of queries, keys and values (`_step`)
+            self.register_buffer("rope_cos3", torch.stack((cos, cos, one), 1), persistent=False)
+            self.register_buffer("rope_sin3", torch.stack((sin, sin, 0 * one), 1), persistent=False)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
@@ -216,6 +222,9 @@ class CLLM(nn.Module):
             raise ValueError(
                 f"sequence of {start + T} tokens exceeds this model's max_seq_len of {self.cfg.max_seq_len}"
             )
+        if T == 1 and cache is not None and targets is None and not self.training and cache.room(B):
+            if self.cfg.attention_bias == "none":
+                return self._step(idx, cache)
         x = self.tok_emb(idx)
         if self.cfg.positional == "learned":
             x = x + self.pos_emb.weight[start : start + T]
@@ -239,6 +248,31 @@ class CLLM(nn.Module):
         if targets is None:
             return logits
         return logits, F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
+
+    def _step(self, idx, cache: KVCache):
+        """Logits [B, 1, V] of one new position a row, for generation: the arithmetic of `forward` on rows [B, C],
+        calling the functions under the modules directly, with rotary positions applied to the whole row of queries,
+        keys and values at once (values turn by 0) and keys and values written into the cache in one copy."""
+        pos, B, C, H = cache.length, idx.shape[0], self.cfg.d_model, self.cfg.n_head
+        x = F.embedding(idx[:, 0], self.tok_emb.weight)
+        if self.cfg.positional == "learned":
+            x = x + self.pos_emb.weight[pos]
+        elif self.cfg.positional == "clock":
+            x = x + self.pos_code[pos]
+        rope = (self.rope_cos3[pos], self.rope_sin3[pos]) if self.cfg.positional == "rope" else None
+        for blk, kv in zip(self.blocks, cache.layers):
+            attn, mlp = blk.attn, blk.mlp
+            h = F.layer_norm(x, (C,), blk.ln1.weight, blk.ln1.bias)
+            qkv = F.linear(h, attn.qkv.weight, attn.qkv.bias).view(B, 3, H, -1)
+            if rope is not None:
+                qkv = _apply_rope(qkv, *rope)
+            kv.select(3, pos).copy_(qkv[:, 1:])
+            y = F.scaled_dot_product_attention(qkv[:, 0, :, None], kv[:, 0, :, : pos + 1], kv[:, 1, :, : pos + 1])
+            x = x + F.linear(y.reshape(B, C), attn.proj.weight, attn.proj.bias)
+            h = F.layer_norm(x, (C,), blk.ln2.weight, blk.ln2.bias)
+            x = x + F.linear(F.gelu(F.linear(h, mlp.fc.weight, mlp.fc.bias)), mlp.out.weight, mlp.out.bias)
+        cache.length += 1
+        return F.linear(F.layer_norm(x, (C,), self.ln_f.weight, self.ln_f.bias), self.tok_emb.weight)[:, None]
 
 # %% ../nbs/04_model.ipynb #1c4944b6
 @patch
