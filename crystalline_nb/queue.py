@@ -532,6 +532,114 @@ PARAGRAPHS = "paragraphs.bin"  # (paragraph hash, row id) records for near-dupli
 _PARA_DT = np.dtype([("h", "<u8"), ("id", "<u4")])
 
 
+class _ParaIndex:
+    """Paragraph hash -> the first source that had it, each hash stored once: a dictionary for the paragraphs of small
+    sources, sorted runs of hashes and labels for large ones (merged as they grow, like a binary counter), and over
+    both a bitmap of CRC bits that rules out at once most hashes never seen. A source of twenty thousand paragraphs
+    costs a few numpy calls, a source of twenty a few dictionary operations."""
+
+    SMALL = 256  # paragraphs: fewer are looked up and added one at a time, in Python
+    DICT_MAX = 1 << 16  # hashes in the dictionary: more go into a run
+    BITS_MAX = 1 << 30  # bits of the bitmap at most (128 MiB): beyond ~130M paragraphs it rules out fewer
+
+    def __init__(self):
+        self.names, self.small, self.runs, self.n = [], {}, [], 0  # label -> source, hash -> label, runs, hashes
+        self._bitmap(1 << 20)
+
+    def _bitmap(self, nbits: int):
+        "An empty bitmap of `nbits` bits (a power of two), as bytes for Python and as an array for numpy."
+        self.ba, self.mask = bytearray(nbits // 8), nbits - 1
+        self.bits = np.frombuffer(self.ba, np.uint8)
+
+    def _where(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        "Byte and bit of the bitmap for each hash (from its CRC-32, the upper half: the lower half is Adler-32)."
+        pos = (hashes >> np.uint64(32)) & np.uint64(self.mask)
+        return (pos >> np.uint64(3)).astype(np.intp), np.uint8(1) << (pos & np.uint64(7)).astype(np.uint8)
+
+    def _mark(self, hashes: np.ndarray):
+        byte, bit = self._where(hashes)
+        while len(byte):  # bits of one byte set in the same pass overwrite each other: set the missing again
+            self.bits[byte] |= bit
+            missing = (self.bits[byte] & bit) == 0
+            byte, bit = byte[missing], bit[missing]
+
+    def _maybe(self, hashes: np.ndarray) -> np.ndarray:
+        "Positions of the hashes whose bit is set (the others were never added)."
+        if len(hashes) >= self.SMALL:
+            byte, bit = self._where(hashes)
+            return np.flatnonzero(self.bits[byte] & bit)
+        ba, mask = self.ba, self.mask
+        return np.array([k for k, h in enumerate(hashes.tolist()) if ba[(h >> 32 & mask) >> 3] >> (h >> 32 & 7) & 1],
+                        np.intp)
+
+    def first(self, hashes: np.ndarray) -> np.ndarray:
+        "For each of `hashes`, the label of the first source that had it, or -1."
+        out = np.full(len(hashes), -1, np.int64)
+        maybe = self._maybe(hashes) if self.n else ()
+        if not len(maybe):
+            return out
+        q = hashes[maybe]
+        got = np.array([self.small.get(h, -1) for h in q.tolist()], np.int64)
+        rest = np.flatnonzero(got < 0)
+        if len(rest) and self.runs:
+            order = rest[np.argsort(q[rest])]  # searched in order: each search starts where the last one ended
+            qs, found = q[order], np.full(len(order), -1, np.int64)
+            for h, lab in self.runs:  # a hash is in one run at most
+                i = np.minimum(np.searchsorted(h, qs), len(h) - 1)
+                hit = h[i] == qs
+                found[hit] = lab[i[hit]]
+            got[order] = found
+        out[maybe] = got
+        return out
+
+    def add(self, hashes: np.ndarray, names: list[str], which: np.ndarray | None = None, first=None):
+        """Add `hashes` after all before: each held by `names[which[k]]`, or all by `names[0]` without `which`
+        (`first`: what `first(hashes)` returned, if it was just called). A hash held already keeps its holder."""
+        base = len(self.names)
+        self.names += names
+        new = (self.first(hashes) if first is None else first) < 0
+        if len(hashes) < self.SMALL and len(self.small) < self.DICT_MAX:
+            labels = [base] * len(hashes) if which is None else (np.asarray(which) + base).tolist()
+            before, ba, mask = len(self.small), self.ba, self.mask
+            for h, lab, fresh in zip(hashes.tolist(), labels, new.tolist()):
+                if fresh and self.small.setdefault(h, lab) == lab:
+                    ba[(h >> 32 & mask) >> 3] |= 1 << (h >> 32 & 7)
+            added = len(self.small) - before
+        else:
+            labels = np.zeros(len(hashes), np.int32) if which is None else np.asarray(which, np.int32)
+            labels += base
+            hashes, at = np.unique(hashes[new], return_index=True)  # sorted, each with the first of its equals
+            self._run(hashes, labels[new][at])
+            self._mark(hashes)
+            added = len(hashes)
+        self.n += added
+        if len(self.small) >= self.DICT_MAX:  # the dictionary becomes a run (its bits are set already)
+            h = np.fromiter(self.small.keys(), np.uint64, len(self.small))
+            lab = np.fromiter(self.small.values(), np.int32, len(self.small))
+            order = np.argsort(h)
+            self._run(h[order], lab[order])
+            self.small = {}
+        nbits = self.mask + 1
+        if 8 * self.n > nbits and nbits < self.BITS_MAX:  # over one hash for 8 bits: a larger bitmap
+            while nbits < 32 * self.n and nbits < self.BITS_MAX:
+                nbits *= 2
+            self._bitmap(nbits)
+            for h, _ in self.runs:
+                self._mark(h)
+            self._mark(np.fromiter(self.small.keys(), np.uint64, len(self.small)))
+
+    def _run(self, hashes: np.ndarray, labels: np.ndarray):
+        "Add a run of sorted hashes (none held before), merging the runs no longer than it."
+        if not len(hashes):
+            return
+        self.runs.append((hashes, labels))
+        while len(self.runs) > 1 and len(self.runs[-2][0]) <= len(self.runs[-1][0]):
+            (h1, l1), (h2, l2) = self.runs[-2], self.runs.pop()
+            h, lab = np.concatenate((h1, h2)), np.concatenate((l1, l2))
+            order = np.argsort(h, kind="stable")  # two sorted runs: linear work
+            self.runs[-1] = (h[order], lab[order])
+
+# %% ../nbs/07_queue.ipynb #7b9f223d
 class Ingestion:
     "An open ingestion into queue `q`: `add` sources one at a time, `flush` writes them; use it as a context manager."
 
@@ -546,8 +654,7 @@ class Ingestion:
         self._pos = self._count = self._logged_upto = self.tokens = 0
         self._paras = {}  # pending source -> its paragraph hashes, written with its row
         self._names = []  # source names by row id
-        self._para_pos, self._para_new = 0, {}  # paragraph hash -> source name, for what is not in `_para_h`
-        self._para_h, self._para_id = np.zeros(0, np.uint64), np.zeros(0, np.uint32)
+        self._para_pos, self._para_new = 0, _ParaIndex()  # paragraphs this run met (and other writers meanwhile)
         self._catch_up()
         self._load_paragraphs()
         self._refused, self._refused_meta = {}, {}  # file -> (size, mtime, reason) of an earlier refusal; this run's
@@ -569,10 +676,14 @@ class Ingestion:
         return rows
 
     def _load_paragraphs(self):
-        "Paragraph hashes of the sources in the queue (`paragraphs.bin`: hash, row id), sorted for lookups."
+        "Paragraph hashes of the sources in the queue (`paragraphs.bin`: hash, row id), indexed for lookups."
         recs = self._read_paragraphs()
-        order = np.argsort(recs["h"], kind="stable")
-        self._para_h, self._para_id = recs["h"][order], recs["id"][order]
+        if not self.near_duplicates:  # never looked up
+            recs = recs[:0]
+        ids, which = np.unique(recs["id"], return_inverse=True)
+        names = [self._names[i] if i < len(self._names) else "a source added meanwhile" for i in ids.tolist()]
+        self._para_old = _ParaIndex()
+        self._para_old.add(recs["h"].astype(np.uint64), names, which)
 
     def _read_paragraphs(self) -> np.ndarray:
         "Paragraph records appended since the last read (a record torn by a crash is left for the next append)."
@@ -586,28 +697,20 @@ class Ingestion:
         self._para_pos += n * _PARA_DT.itemsize
         return np.frombuffer(data[: n * _PARA_DT.itemsize], dtype=_PARA_DT)
 
-    def _para_sources(self, hs: np.ndarray) -> list[str | None]:
-        "The source that holds each paragraph hash of `hs` already, or None: this run's first, then the queue's."
-        found = [self._para_new.get(h) for h in hs.tolist()]
-        if len(self._para_h):
-            i = np.minimum(np.searchsorted(self._para_h, hs), len(self._para_h) - 1)
-            for k in np.flatnonzero(self._para_h[i] == hs).tolist():
-                if found[k] is None:
-                    rid = int(self._para_id[i[k]])
-                    found[k] = self._names[rid] if rid < len(self._names) else "a source added meanwhile"
-        return found
-
     def _near_duplicate(self, paras: _Paragraphs) -> str | None:
         "Why the text is a near-duplicate (most of its paragraphs are in the queue), or None."
         hs, sizes = paras.hashes, paras.sizes
+        self._found = None
         if not self.near_duplicates or len(hs) < NEAR_MIN_PARAS:
             return None
-        found = self._para_sources(hs)
-        seen = np.array([f is not None for f in found])
+        new = self._found = self._para_new.first(hs)  # this run's first holder (kept for `add`), then the queue's
+        old = self._para_old.first(hs)
+        seen = (new >= 0) | (old >= 0)
         share = int(sizes[seen].sum()) / int(sizes.sum())
         if share < NEAR_SHARE:
             return None
-        sources = collections.Counter(f for f in found if f is not None)
+        a, b = self._para_new.names, self._para_old.names
+        sources = collections.Counter(a[i] if i >= 0 else b[j] for i, j in zip(new[seen].tolist(), old[seen].tolist()))
         top = sources.most_common(1)[0][0]
         more = f" and {len(sources) - 1} other sources" if len(sources) > 1 else ""
         return f"{top}{more}: a near-duplicate, {share:.0%} of its paragraphs are in the queue already"
@@ -669,8 +772,8 @@ class Ingestion:
             self.rep.duplicates.append((name, dup))
             return "duplicate", dup
         self._mine[digest] = name
-        for ph in paras.hashes.tolist():
-            self._para_new.setdefault(ph, name)
+        if self.near_duplicates:
+            self._para_new.add(paras.hashes, [name], first=self._found)
         self._paras[name] = paras.hashes
         row = dict(source=name, kind=kind, hash=digest, chars=chars, bytes=nbytes, added=now(), **(meta or {}))
         if docs is None:
@@ -722,8 +825,11 @@ class Ingestion:
                     r.update(id=self._count + len(keep), shard=name)
                     keep.append(r)
                 append_jsonl(self.q.manifest, keep)
-                for r in self._read_paragraphs():  # other writers' paragraphs
-                    self._para_new.setdefault(int(r["h"]), self._names[r["id"]] if r["id"] < len(self._names) else "")
+                recs = self._read_paragraphs()  # other writers' paragraphs
+                recs = recs if self.near_duplicates else recs[:0]
+                ids, which = np.unique(recs["id"], return_inverse=True)
+                names = [self._names[i] if i < len(self._names) else "" for i in ids.tolist()]
+                self._para_new.add(recs["h"].astype(np.uint64), names, which)
                 hs = [self._paras.get(r["source"], np.zeros(0, np.uint64)) for r in keep]
                 recs = np.zeros(sum(map(len, hs)), dtype=_PARA_DT)
                 recs["h"] = np.concatenate(hs) if hs else []
