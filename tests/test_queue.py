@@ -335,6 +335,27 @@ def test_near_duplicates_are_reported_with_a_switch(ws, home):
         assert ing.add("again", "text", lambda: iter([chapters["ch2"] + "\n\nplus one more short line."]))[0] == "duplicate"
 
 
+def test_near_duplicates_within_one_ingestion_and_from_another_open_one(ws):
+    para = lambda c, i: f"Part {c}, paragraph {i}: a sentence long enough to count as a paragraph of its own, {c}-{i}."
+    part = lambda c, n=6: "\n\n".join(para(c, i) for i in range(n))
+    q = ws.queue("m")
+    with q._writing():
+        a, b = q.ingestion(), q.ingestion()
+        assert a.add("a1", "text", lambda: iter([part(1)]))[0] == "added"
+        got = a.add("a2", "text", lambda: iter([part(1) + "\n\nand one line more"]))  # the same run's paragraphs
+        assert got[0] == "duplicate" and got[1].startswith("a1: a near-duplicate, 100%")
+        for c in (2, 3):
+            assert b.add(f"b{c}", "text", lambda c=c: iter([part(c)]))[0] == "added"
+        b.flush()
+        a.flush()  # reads what b wrote meanwhile
+        got = a.add("a3", "text", lambda: iter([part(2) + "\n\n" + part(3)]))
+        assert got[0] == "duplicate" and got[1] == "b2 and 1 other sources: a near-duplicate, 100% of its paragraphs" \
+            " are in the queue already"
+        assert a.add("a4", "text", lambda: iter([part(4)]))[0] == "added"
+        a.flush()
+    assert [r["source"] for r in q.rows()] == ["b2", "b3", "a1", "a4"]
+
+
 def test_cli_ctrl_c_keeps_the_files_read_whole_and_a_rerun_goes_on(ws, tmp_path):
     d = tmp_path / "folder"
     d.mkdir()
