@@ -607,7 +607,7 @@ class _ParaIndex:
             added = len(self.small) - before
         else:
             labels = np.zeros(len(hashes), np.int32) if which is None else np.asarray(which, np.int32)
-            labels += base
+            labels = labels + np.int32(base)  # a new array: the caller's `which` stays as it was
             hashes, at = np.unique(hashes[new], return_index=True)  # sorted, each with the first of its equals
             self._run(hashes, labels[new][at])
             self._mark(hashes)
