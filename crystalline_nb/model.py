@@ -222,6 +222,11 @@ class CLLM(nn.Module):
             raise ValueError(
                 f"sequence of {start + T} tokens exceeds this model's max_seq_len of {self.cfg.max_seq_len}"
             )
+        if cache is not None and len(cache.layers) != len(self.blocks):
+            raise ValueError(
+                f"this cache holds {len(cache.layers)} layers and the model {len(self.blocks)}: "
+                f"start a new one, KVCache(model.cfg.n_layer)"
+            )
         if T == 1 and cache is not None and targets is None and not self.training and cache.room(B):
             if self.cfg.attention_bias == "none":
                 return self._step(idx, cache)
