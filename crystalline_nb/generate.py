@@ -78,23 +78,23 @@ def generate_ids(
             g.manual_seed(seed)
         ctx = list(prompt_ids) or [eos_id if eos_id is not None else 0]
         T = model.cfg.max_seq_len
-        cache, pending = None, ctx[-T:]
+        cache, pending = None, torch.tensor([ctx[-T:]], device=dev)
         for _ in range(max_tokens):
             if not use_cache:
                 logits = model(torch.tensor([ctx[-T:]], device=dev))
             else:
-                if cache is None or cache.length + len(pending) > T:
-                    cache, pending = (
-                        KVCache(model.cfg.n_layer, capacity=T),
-                        ctx[-max(1, T // 2) :] if cache is not None else ctx[-T:],
-                    )
-                logits = model(torch.tensor([pending], device=dev), cache=cache)
-            nxt = int(sample_next(logits[:, -1], temperature, top_k, top_p, g).item())
-            if eos_id is not None and nxt == eos_id:
+                if cache is None or cache.length + pending.shape[1] > T:
+                    if cache is not None:  # the window is full: start again from its second half
+                        pending = torch.tensor([ctx[-max(1, T // 2) :]], device=dev)
+                    cache = KVCache(model.cfg.n_layer, capacity=T)
+                logits = model(pending, cache=cache)
+            nxt = sample_next(logits[:, -1], temperature, top_k, top_p, g)  # [1]
+            tok = int(nxt)
+            if eos_id is not None and tok == eos_id:
                 return
-            ctx.append(nxt)
-            pending = [nxt]
-            yield nxt
+            ctx.append(tok)
+            pending = nxt.view(1, 1)  # the next step's input, with no new tensor made from Python
+            yield tok
     finally:
         model.train(was_training)
 

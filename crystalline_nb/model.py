@@ -26,6 +26,7 @@ class KVCache:
         self.layers = [None] * n_layer  # each layer's keys and values in one buffer [B, 2, H, allocated, head_dim]
         self.ids = None  # token ids buffer [B, allocated] (the angular bias compares every pair of ids)
         self.length = 0  # positions stored
+        self.step_tensors = None  # what the model's single-token step reads, gathered on its first use (`CLLM._step`)
 
     def _fit(self, buf: torch.Tensor | None, new: torch.Tensor, dim: int) -> torch.Tensor:
         "`buf` with room for `new` after the stored positions along `dim` (reallocated, doubling, if short)."
@@ -79,6 +80,11 @@ def _apply_rope(x, cos, sin):
     signed sines, three operations whatever the shape."""
     swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (b, a) for each pair (a, b)
     return x * cos + swapped * sin
+
+
+def _mm(bias, x, wt):
+    "`torch.addmm`'s signature for layers without biases (`bias` is None): what `F.linear` computes on rows."
+    return torch.mm(x, wt)
 
 # %% ../nbs/04_model.ipynb #e40156f0
 class Attention(nn.Module):
@@ -181,9 +187,9 @@ class CLLM(nn.Module):
             cos, sin = _rope_rows(cfg.head_dim, cfg.max_seq_len)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
-            one = torch.ones_like(cos)  # tables [T, 3, 1, hd] for a whole row of queries, keys and values (`_step`)
-            self.register_buffer("rope_cos3", torch.stack((cos, cos, one), 1), persistent=False)
-            self.register_buffer("rope_sin3", torch.stack((sin, sin, 0 * one), 1), persistent=False)
+            one = torch.ones_like(cos)  # tables [T, 3, 1, 1, hd]: a whole row of queries, keys and values (`_step`)
+            self.register_buffer("rope_cos3", torch.stack((cos, cos, one), 1)[:, :, :, None], persistent=False)
+            self.register_buffer("rope_sin3", torch.stack((sin, sin, 0 * one), 1)[:, :, :, None], persistent=False)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
@@ -256,28 +262,52 @@ class CLLM(nn.Module):
 
     def _step(self, idx, cache: KVCache):
         """Logits [B, 1, V] of one new position a row, for generation: the arithmetic of `forward` on rows [B, C],
-        calling the functions under the modules directly, with rotary positions applied to the whole row of queries,
-        keys and values at once (values turn by 0) and keys and values written into the cache in one copy."""
-        pos, B, C, H = cache.length, idx.shape[0], self.cfg.d_model, self.cfg.n_head
-        x = F.embedding(idx[:, 0], self.tok_emb.weight)
-        if self.cfg.positional == "learned":
-            x = x + self.pos_emb.weight[pos]
-        elif self.cfg.positional == "clock":
-            x = x + self.pos_code[pos]
-        rope = (self.rope_cos3[pos], self.rope_sin3[pos]) if self.cfg.positional == "rope" else None
-        for blk, kv in zip(self.blocks, cache.layers):
-            attn, mlp = blk.attn, blk.mlp
-            h = F.layer_norm(x, (C,), blk.ln1.weight, blk.ln1.bias)
-            qkv = F.linear(h, attn.qkv.weight, attn.qkv.bias).view(B, 3, H, -1)
+        calling the functions under the modules directly on the tensors `_step_tensors` gathers once a cache, with
+        rotary positions applied to the whole row of queries, keys and values at once (values turn by 0) and keys
+        and values written into the cache in one copy."""
+        if cache.step_tensors is None or cache.step_tensors[0] is not self:
+            cache.step_tensors = self._step_tensors(idx.shape[0])
+        _, lin, C, shape, table, rope, layers, (wf, bf, emb, head) = cache.step_tensors
+        pos, n, B = cache.length, cache.length + 1, idx.shape[0]
+        ln = torch.layer_norm
+        x = F.embedding(idx.view(B), emb)
+        if table is not None:
+            x = x + table[pos]
+        if rope is not None:
+            cos, sin, swap = rope[0][pos], rope[1][pos], rope[2]
+        for (w1, b1, wq, bq, wp, bp, w2, b2, wf1, bf1, wf2, bf2), kv in zip(layers, cache.layers):
+            qkv = lin(bq, ln(x, C, w1, b1), wq).view(shape)  # [B, 3, H, 1, hd]
             if rope is not None:
-                qkv = _apply_rope(qkv, *rope)
-            kv.select(3, pos).copy_(qkv[:, 1:])
-            y = F.scaled_dot_product_attention(qkv[:, 0, :, None], kv[:, 0, :, : pos + 1], kv[:, 1, :, : pos + 1])
-            x = x + F.linear(y.reshape(B, C), attn.proj.weight, attn.proj.bias)
-            h = F.layer_norm(x, (C,), blk.ln2.weight, blk.ln2.bias)
-            x = x + F.linear(F.gelu(F.linear(h, mlp.fc.weight, mlp.fc.bias)), mlp.out.weight, mlp.out.bias)
-        cache.length += 1
-        return F.linear(F.layer_norm(x, (C,), self.ln_f.weight, self.ln_f.bias), self.tok_emb.weight)[:, None]
+                qkv = qkv * cos + qkv.index_select(-1, swap) * sin  # `_apply_rope`, pairs swapped by one gather
+            kv.narrow(3, pos, 1).copy_(qkv.narrow(1, 1, 2))
+            k, v = kv.narrow(3, 0, n).unbind(1)
+            x = x + lin(bp, F.scaled_dot_product_attention(qkv.select(1, 0), k, v).view(B, -1), wp)
+            x = x + lin(bf2, F.gelu(lin(bf1, ln(x, C, w2, b2), wf1)), wf2)
+        cache.length = n
+        return torch.mm(ln(x, C, wf, bf), head).view(B, 1, -1)
+
+    def _step_tensors(self, batch: int):
+        """What `_step` reads, gathered once a cache since each read of a module's attribute is a Python call.
+        Weight matrices are kept as the transposed views `F.linear` takes of them, so that `torch.addmm` (or
+        `torch.mm` without biases) computes exactly what `F.linear` does on rows."""
+        cfg, dev = self.cfg, self.tok_emb.weight.device
+        table = {"learned": "pos_emb", "clock": "pos_code"}.get(cfg.positional)
+        table = getattr(self, table) if table else None
+        swap = torch.arange(cfg.head_dim, device=dev).view(-1, 2).flip(-1).flatten()  # (b, a) for each pair (a, b)
+        return (
+            self,
+            torch.addmm if cfg.bias else _mm,
+            (cfg.d_model,),
+            (batch, 3, cfg.n_head, 1, cfg.head_dim),
+            table.weight if isinstance(table, nn.Embedding) else table,
+            (self.rope_cos3, self.rope_sin3, swap) if cfg.positional == "rope" else None,
+            [
+                (b.ln1.weight, b.ln1.bias, a.qkv.weight.t(), a.qkv.bias, a.proj.weight.t(), a.proj.bias,
+                 b.ln2.weight, b.ln2.bias, m.fc.weight.t(), m.fc.bias, m.out.weight.t(), m.out.bias)
+                for b, a, m in ((b, b.attn, b.mlp) for b in self.blocks)
+            ],
+            (self.ln_f.weight, self.ln_f.bias, self.tok_emb.weight, self.tok_emb.weight.t()),
+        )
 
 # %% ../nbs/04_model.ipynb #1c4944b6
 @patch
