@@ -4,17 +4,21 @@
 
 # %% ../nbs/06_ingest.ipynb #c5a80419
 from __future__ import annotations
-import codecs, json, os, re, stat, unicodedata
+import codecs, hashlib, json, os, re, signal, stat, struct, sys, unicodedata, zlib
+from array import array
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Iterable, Iterator
 from .core import one_line
 
 # %% auto #0
 __all__ = ['DOC_BREAK', 'VERBATIM', 'CHUNK', 'TEXT_SUFFIXES', 'HTML_SUFFIXES', 'MAX_WHOLE_FILE', 'MAX_LINE', 'MIN_HTML_CHARS',
-           'BINARY_SUFFIXES', 'CODE_SUFFIXES', 'Rejected', 'n_chars', 'ByteCleaner', 'Cleaner', 'clean_text',
-           'clean_pieces', 'clean_documents', 'read_utf8_chunks', 'read_text_chunks', 'extract_html', 'html_to_text',
-           'clean_pdf_pages', 'extract_pdf', 'extract_json', 'extract_jsonl', 'extract_ipynb', 'check_file',
-           'head_kind', 'sniff_text', 'declared_encoding', 'extract_text', 'extractor_for', 'extract', 'corpus_texts',
+           'BINARY_SUFFIXES', 'CODE_SUFFIXES', 'PARA_MIN', 'Rejected', 'n_chars', 'ByteCleaner', 'Cleaner',
+           'clean_text', 'clean_pieces', 'clean_documents', 'read_utf8_chunks', 'read_text_chunks', 'extract_html',
+           'html_to_text', 'clean_pdf_pages', 'extract_pdf', 'extract_json', 'extract_jsonl', 'extract_ipynb',
+           'check_file', 'head_kind', 'sniff_text', 'declared_encoding', 'extract_text', 'extractor_for', 'extract',
+           'Paragraphs', 'Prepared', 'prepare', 'why_refused', 'read_ahead', 'reader_main', 'corpus_texts',
            'demo_corpus']
 
 # %% ../nbs/06_ingest.ipynb #0fc7cfb2
@@ -654,6 +658,114 @@ def extract(path) -> Iterator:
         raise Rejected("permission denied") from None
     except OSError as e:
         raise Rejected(e.strerror or str(e)) from None
+
+# %% ../nbs/06_ingest.ipynb #31643331
+PARA_MIN = 40  # bytes: shorter paragraphs (headings, lone braces) say nothing about duplication
+_U32 = "I" if array("I").itemsize == 4 else "L"  # a 4-byte unsigned type: CRC-32 and Adler-32 values
+
+
+class Paragraphs:
+    """CRC-32s, Adler-32s and byte lengths of the paragraphs (blank-line separated, stripped, `PARA_MIN` bytes or
+    more) of a stream of cleaned UTF-8: `feed` it, then `finish`."""
+
+    def __init__(self):
+        self.buf, self.crc, self.adler, self.size = b"", array(_U32), array(_U32), array("q")
+
+    def __len__(self):
+        return len(self.size)
+
+    def feed(self, data: bytes):
+        parts = (self.buf + data).split(b"\n\n") if self.buf else data.split(b"\n\n")
+        self.buf = parts.pop()
+        if len(self.buf) > CHUNK:  # no blank line for a long while: cut anyway, memory stays bounded
+            parts.append(self.buf)
+            self.buf = b""
+        self._add(parts)
+
+    def finish(self):
+        self._add([self.buf])
+        self.buf = b""
+
+    def _add(self, parts: list[bytes]):
+        "Hash the paragraphs long enough to count (CRC-32 and Adler-32 side by side: 64 bits, C speed)."
+        ps = [p for p in map(bytes.strip, parts) if len(p) >= PARA_MIN]
+        self.crc.extend(map(zlib.crc32, ps))
+        self.adler.extend(map(zlib.adler32, ps))
+        self.size.extend(map(len, ps))
+
+
+@dataclass
+class Prepared:
+    "What cleaning found in one source: its content hash (SHA-256, hex), paragraphs, characters and UTF-8 bytes."
+    digest: str
+    paras: Paragraphs
+    chars: int
+    nbytes: int
+
+    def pack(self) -> bytes:
+        "Bytes for the pipe from a reading process to the writing one, on the same machine (see `unpack`)."
+        p = self.paras
+        head = self.digest.encode() + struct.pack("<qqq", self.chars, self.nbytes, len(p))
+        return head + p.crc.tobytes() + p.adler.tobytes() + p.size.tobytes()
+
+    @classmethod
+    def unpack(cls, data: bytes) -> Prepared:
+        "The `Prepared` that `pack` turned into `data`."
+        chars, nbytes, n = struct.unpack_from("<qqq", data, 64)
+        p, at = Paragraphs(), 88
+        for arr in (p.crc, p.adler, p.size):
+            arr.frombytes(data[at : at + arr.itemsize * n])
+            at += arr.itemsize * n
+        return cls(data[:64].decode(), p, chars, nbytes)
+
+
+def prepare(cleaned: Iterator) -> Iterator:
+    "A source's cleaned UTF-8 and `DOC_BREAK`s passed on, hashed and counted as they go, returning a `Prepared`."
+    h, paras, chars, nbytes = hashlib.sha256(), Paragraphs(), 0, 0
+    for b in cleaned:
+        if b is DOC_BREAK:
+            h.update(b"\x1e")  # one source, several documents: an end-of-sequence token between
+            paras.finish()
+        else:
+            h.update(b)
+            paras.feed(b)
+            chars, nbytes = chars + n_chars(b), nbytes + len(b)
+        yield b
+    paras.finish()
+    return Prepared(h.hexdigest(), paras, chars, nbytes)
+
+# %% ../nbs/06_ingest.ipynb #3ab67bdc
+def why_refused(e: Exception) -> str:
+    "The one-line reason a source is refused for `e`."
+    return str(e) if isinstance(e, Rejected) else f"cannot read it ({type(e).__name__}: {one_line(e)})"
+
+
+def read_ahead(conn: Connection, paths: list[str], prep: bool = True):
+    """Extract and clean `paths` in order, sending each source's cleaned UTF-8 on `conn` as it goes. With `prep`,
+    then what `prepare` found (content hash, paragraphs, counts), so that the writing process only tokenizes."""
+    try:
+        for path in paths:
+            try:
+                pieces = clean_pieces(extract(Path(path)))
+                stream = prepare(pieces) if prep else pieces
+                while True:
+                    try:
+                        b = next(stream)
+                    except StopIteration as end:
+                        conn.send_bytes(b"E" + end.value.pack() if prep else b"E")
+                        break
+                    conn.send_bytes(b"B" if b is DOC_BREAK else b"D" + b)
+            except Exception as e:
+                conn.send_bytes(b"X" + why_refused(e).encode())
+    except OSError:  # the writing process is gone
+        pass
+
+
+def reader_main():
+    "A reading process (`python -c`): its job as JSON on its standard input, messages on the pipe named by argv."
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the writing process, which stops this one
+    job = json.loads(sys.stdin.buffer.read())
+    read_ahead(Connection(int(sys.argv[1]), readable=False), job["paths"], job["prepare"])
 
 # %% ../nbs/06_ingest.ipynb #c5d70dfa
 def corpus_texts(paths) -> list[str]:

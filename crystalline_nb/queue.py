@@ -4,8 +4,7 @@
 
 # %% ../nbs/07_queue.ipynb #dd3bbd5e
 from __future__ import annotations
-import collections, fnmatch, hashlib, json, math, os, queue, shutil, signal, subprocess, sys, threading, time
-import uuid, zlib
+import collections, fnmatch, hashlib, json, math, os, queue, shutil, subprocess, sys, threading, time, uuid
 from multiprocessing.connection import Connection
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,15 +14,15 @@ import numpy as np
 from fastcore.basics import patch
 from .core import fsync_dir, file_lock, busy_lock, read_jsonl, parse_jsonl, append_jsonl, now, one_line
 from .ingest import BINARY_SUFFIXES, CHUNK, DOC_BREAK, HTML_SUFFIXES, Rejected, clean_pieces, extract
-from .ingest import n_chars
+from .ingest import Paragraphs, Prepared, prepare, why_refused
 from .tokenizer import PARALLEL_MIN
 
 # %% auto #0
-__all__ = ['ENCODE_BATCH', 'BATCH_CHARS', 'SHARD_MAX', 'PARA_MIN', 'NEAR_SHARE', 'NEAR_MIN_PARAS', 'PREFETCH_MIN',
-           'AHEAD_FILE_MIN', 'READERS_MAX', 'READ_AHEAD', 'WRITERS', 'PARAGRAPHS', 'WEB_ASSETS', 'SETTLE',
-           'HOLDOUT_SPAN', 'HOLDOUT_EVERY', 'VAL_EVERY', 'VAL_MIN_BLOCKS', 'AddReport', 'Queue', 'clean_source',
-           'bytes_per_token', 'writers_busy_message', 'Ingestion', 'iter_files', 'select_files', 'Corpus', 'EpochPlan',
-           'missing_tokens', 'gather', 'ledger', 'queue_summary', 'epoch_record']
+__all__ = ['ENCODE_BATCH', 'BATCH_CHARS', 'SHARD_MAX', 'NEAR_SHARE', 'NEAR_MIN_PARAS', 'PREFETCH_MIN', 'AHEAD_FILE_MIN',
+           'READERS_MAX', 'READ_AHEAD', 'WRITERS', 'PARAGRAPHS', 'WEB_ASSETS', 'SETTLE', 'HOLDOUT_SPAN',
+           'HOLDOUT_EVERY', 'VAL_EVERY', 'VAL_MIN_BLOCKS', 'AddReport', 'Queue', 'clean_source', 'bytes_per_token',
+           'writers_busy_message', 'Ingestion', 'iter_files', 'select_files', 'Corpus', 'EpochPlan', 'missing_tokens',
+           'gather', 'ledger', 'queue_summary', 'epoch_record']
 
 # %% ../nbs/07_queue.ipynb #478e89f5
 @dataclass
@@ -188,97 +187,17 @@ def _cleaned(pieces: Callable, h) -> Iterator:
         yield b
 
 
-PARA_MIN = 40  # bytes: shorter paragraphs (headings, lone braces) say nothing about duplication
 NEAR_SHARE, NEAR_MIN_PARAS = 0.8, 4  # a text whose paragraphs are mostly in the queue already is a near-duplicate
 
 
-class _Paragraphs:
-    "8-byte hashes and byte lengths of the paragraphs (blank-line separated) of a stream of cleaned UTF-8."
-
-    def __init__(self):
-        self.buf, self._h, self._n = b"", [], []
-
-    @classmethod
-    def of(cls, hashes: np.ndarray, sizes: np.ndarray) -> _Paragraphs:
-        "The paragraphs with these hashes and sizes (found elsewhere: a reading process)."
-        out = cls()
-        out._h, out._n = [hashes], [sizes]
-        return out
-
-    def feed(self, data: bytes):
-        parts = (self.buf + data).split(b"\n\n") if self.buf else data.split(b"\n\n")
-        self.buf = parts.pop()
-        if len(self.buf) > CHUNK:  # no blank line for a long while: cut anyway, memory stays bounded
-            parts.append(self.buf)
-            self.buf = b""
-        self._add(parts)
-
-    def finish(self):
-        self._add([self.buf])
-        self.buf = b""
-
-    def _add(self, parts: list[bytes]):
-        "Hash the paragraphs long enough to count (CRC-32 and Adler-32 side by side: 64 bits, C speed)."
-        ps = [p for p in map(bytes.strip, parts) if len(p) >= PARA_MIN]
-        if ps:
-            crc = np.fromiter(map(zlib.crc32, ps), np.uint64, len(ps))
-            self._h.append((crc << np.uint64(32)) | np.fromiter(map(zlib.adler32, ps), np.uint64, len(ps)))
-            self._n.append(np.fromiter(map(len, ps), np.int64, len(ps)))
-
-    @property
-    def hashes(self) -> np.ndarray:
-        if len(self._h) != 1:
-            self._h = [np.concatenate(self._h) if self._h else np.zeros(0, np.uint64)]
-        return self._h[0]
-
-    @property
-    def sizes(self) -> np.ndarray:
-        if len(self._n) != 1:
-            self._n = [np.concatenate(self._n) if self._n else np.zeros(0, np.int64)]
-        return self._n[0]
+def _para_arrays(paras: Paragraphs) -> tuple[np.ndarray, np.ndarray]:
+    "The 64-bit hashes (CRC-32 above Adler-32) and byte sizes of `paras`, as numpy arrays."
+    crc = np.frombuffer(paras.crc, np.uint32).astype(np.uint64)
+    return (crc << np.uint64(32)) | np.frombuffer(paras.adler, np.uint32), np.frombuffer(paras.size, np.int64).copy()
 
 
-@dataclass
-class _Prepared:
-    "What cleaning found in one source: its content hash, paragraphs, characters and UTF-8 bytes."
-    digest: str
-    paras: _Paragraphs
-    chars: int
-    nbytes: int
-
-    def pack(self) -> bytes:
-        "Bytes to send to the writing process (see `unpack`)."
-        hs, sizes = self.paras.hashes, self.paras.sizes
-        head = np.array([self.chars, self.nbytes, len(hs)], "<i8").tobytes()
-        return self.digest.encode() + head + hs.astype("<u8").tobytes() + sizes.astype("<i8").tobytes()
-
-    @classmethod
-    def unpack(cls, data: bytes) -> _Prepared:
-        "The `_Prepared` that `pack` turned into `data`."
-        chars, nbytes, n = np.frombuffer(data, "<i8", 3, 64).tolist()
-        hs = np.frombuffer(data, "<u8", n, 88).astype(np.uint64)
-        sizes = np.frombuffer(data, "<i8", n, 88 + 8 * n).astype(np.int64)
-        return cls(data[:64].decode(), _Paragraphs.of(hs, sizes), chars, nbytes)
-
-
-def _prepare(cleaned: Iterator) -> Iterator:
-    "A source's cleaned UTF-8 and `DOC_BREAK`s passed on, hashed and counted as they go, returning a `_Prepared`."
-    h, paras, chars, nbytes = hashlib.sha256(), _Paragraphs(), 0, 0
-    for b in cleaned:
-        if b is DOC_BREAK:
-            h.update(b"\x1e")
-            paras.finish()
-        else:
-            h.update(b)
-            paras.feed(b)
-            chars, nbytes = chars + n_chars(b), nbytes + len(b)
-        yield b
-    paras.finish()
-    return _Prepared(h.hexdigest(), paras, chars, nbytes)
-
-
-def _tokenize_source(tok, w: _ShardWriter, stream: Iterator) -> _Prepared:
-    "Tokenize a prepared source (`_prepare`, here or in the reading process) into `w`, returning its `_Prepared`."
+def _tokenize_source(tok, w: _ShardWriter, stream: Iterator) -> Prepared:
+    "Tokenize a prepared source (`prepare`, here or in the reading process) into `w`, returning its `Prepared`."
     buf, size = [], 0
 
     def flush():
@@ -320,39 +239,6 @@ class _FilePieces:
         return extract(self.path)
 
 
-def _reason(e: Exception) -> str:
-    "The one-line reason a source is refused for `e`."
-    return str(e) if isinstance(e, Rejected) else f"cannot read it ({type(e).__name__}: {one_line(e)})"
-
-
-def _read_ahead(conn: Connection, paths: list[str], prepare: bool = True):
-    """Extract and clean `paths` in order, sending each source's cleaned UTF-8 on `conn` as it goes. With `prepare`,
-    then what `_prepare` found (content hash, paragraphs, counts), so that the writing process only tokenizes."""
-    try:
-        for path in paths:
-            try:
-                pieces = clean_pieces(extract(Path(path)))
-                stream = _prepare(pieces) if prepare else pieces
-                while True:
-                    try:
-                        b = next(stream)
-                    except StopIteration as end:
-                        conn.send_bytes(b"E" + end.value.pack() if prepare else b"E")
-                        break
-                    conn.send_bytes(b"B" if b is DOC_BREAK else b"D" + b)
-            except Exception as e:
-                conn.send_bytes(b"X" + _reason(e).encode())
-    except OSError:  # the writing process is gone
-        pass
-
-
-def _reader_main():
-    "The reading process (`python -c`): its job as JSON on its standard input, messages on the pipe named by argv."
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the writing process, which stops this one
-    job = json.loads(sys.stdin.buffer.read())
-    _read_ahead(Connection(int(sys.argv[1]), readable=False), job["paths"], job["prepare"])
-
-
 class _ReaderLost(Exception):
     "The reading process stopped: the writing process reads the rest itself."
 
@@ -367,12 +253,12 @@ class _Reader:
         # of the package and no file of the user's that shares a module's name (json.py, signal.py) is run instead
         pkg = str(Path(__file__).resolve().parent.parent)
         code = "\n".join(["import sys", "sys.path[:] = [sys.argv[2]] + [p for p in sys.path if p not in ('', '.')]",
-                          "from crystalline_nb.queue import _reader_main", "_reader_main()"])
+                          "from crystalline_nb.ingest import reader_main", "reader_main()"])
         self.proc = subprocess.Popen([sys.executable, "-c", code, str(w), pkg], stdin=subprocess.PIPE, pass_fds=(w,))
         os.close(w)
         self.conn = Connection(r, writable=False)
         self.next, self.lost, self.closed = 0, False, False  # the source whose messages come next, and its state
-        self.prepare = prepare  # it hashes and finds paragraphs too (see `_read_ahead`)
+        self.prepare = prepare  # it hashes and finds paragraphs too (see `read_ahead`)
         self.inbox = queue.Queue(READ_AHEAD)  # a thread takes the messages off the pipe: the process keeps going
         try:
             self.proc.stdin.write(json.dumps(dict(paths=[str(p) for p in paths], prepare=prepare)).encode())
@@ -427,7 +313,7 @@ class _Ahead:
         return self.local()
 
     def stream(self) -> Iterator:
-        "The cleaned source from the reading process (see `clean_pieces`), returning its `_Prepared` if it made one."
+        "The cleaned source from the reading process (see `clean_pieces`), returning its `Prepared` if it made one."
         r = self.reader
         r.skip_to(self.i)
         while True:
@@ -441,26 +327,26 @@ class _Ahead:
                 r.next += 1
                 if tag == b"X":
                     raise Rejected(m[1:].decode())
-                return _Prepared.unpack(m[1:]) if len(m) > 1 else None
+                return Prepared.unpack(m[1:]) if len(m) > 1 else None
 
     def drop(self):
         "The source is not read after all: its messages are dropped."
         self.reader.skip_to(self.i + 1)
 
 
-def _tokenize_ahead(tok, w: _ShardWriter, ahead: _Ahead) -> _Prepared:
+def _tokenize_ahead(tok, w: _ShardWriter, ahead: _Ahead) -> Prepared:
     "`_tokenize_source` of a source read ahead, or read here if the reading process is lost."
     start = w.n
     if not ahead.reader.lost:
         try:
             stream = ahead.stream()
-            return _tokenize_source(tok, w, stream if ahead.reader.prepare else _prepare(stream))
+            return _tokenize_source(tok, w, stream if ahead.reader.prepare else prepare(stream))
         except _ReaderLost:
             w.rewind(start)
-    return _tokenize_source(tok, w, _prepare(clean_pieces(ahead.local())))
+    return _tokenize_source(tok, w, prepare(clean_pieces(ahead.local())))
 
 
-def _small_source(pieces: Callable, h, paras: _Paragraphs, limit: float = math.inf) -> list[str] | None:
+def _small_source(pieces: Callable, h, paras: Paragraphs, limit: float = math.inf) -> list[str] | None:
     "The cleaned documents of a source of at most `limit` bytes, hashed into `h` and `paras` (None if longer)."
     docs, cur, size = [], [], 0
     for b in _cleaned(pieces, h):
@@ -482,7 +368,7 @@ def _small_source(pieces: Callable, h, paras: _Paragraphs, limit: float = math.i
 def clean_source(pieces: Callable) -> tuple[list[str], str]:
     "The cleaned documents of one source and its content hash, as `Queue.add` computes them (nothing is stored)."
     h = hashlib.sha256()
-    docs = _small_source(pieces, h, _Paragraphs())
+    docs = _small_source(pieces, h, Paragraphs())
     return docs, h.hexdigest()
 
 
@@ -697,9 +583,8 @@ class Ingestion:
         self._para_pos += n * _PARA_DT.itemsize
         return np.frombuffer(data[: n * _PARA_DT.itemsize], dtype=_PARA_DT)
 
-    def _near_duplicate(self, paras: _Paragraphs) -> str | None:
-        "Why the text is a near-duplicate (most of its paragraphs are in the queue), or None."
-        hs, sizes = paras.hashes, paras.sizes
+    def _near_duplicate(self, hs: np.ndarray, sizes: np.ndarray) -> str | None:
+        "Why the text with these paragraph hashes and sizes is a near-duplicate (most are in the queue), or None."
         self._found = None
         if not self.near_duplicates or len(hs) < NEAR_MIN_PARAS:
             return None
@@ -736,7 +621,7 @@ class Ingestion:
                 self._refused_meta[name] = meta
             return seen
         w = self.w = self.w or _ShardWriter(self.q)
-        start, h, paras, docs = w.n, hashlib.sha256(), _Paragraphs(), None
+        start, h, paras, docs = w.n, hashlib.sha256(), Paragraphs(), None
         try:
             if self.tok.kind != "byte":  # a short source waits to be encoded with others (see above)
                 docs = _small_source(pieces, h, paras, PARALLEL_MIN)
@@ -744,7 +629,7 @@ class Ingestion:
                 self._encode_batch()  # the sources waiting go first: the shard keeps the order they came in
                 start = w.n
                 prep = _tokenize_ahead(self.tok, w, pieces) if isinstance(pieces, _Ahead) else \
-                    _tokenize_source(self.tok, w, _prepare(clean_pieces(pieces())))
+                    _tokenize_source(self.tok, w, prepare(clean_pieces(pieces())))
                 h, paras, chars, nbytes = prep.digest, prep.paras, prep.chars, prep.nbytes
             else:
                 chars, nbytes = sum(map(len, docs)), sum(len(d.encode("utf-8")) for d in docs)
@@ -757,7 +642,7 @@ class Ingestion:
                 w.write(np.array([self.tok.eos_id]))
         except Exception as e:  # one bad source never takes the others down
             w.rewind(start)
-            reason = _reason(e)
+            reason = why_refused(e)
             self.rep.rejected.append((name, reason))
             if meta:
                 self._refused_meta[name] = meta
@@ -765,16 +650,16 @@ class Ingestion:
         except BaseException:  # Ctrl-C: this source is cut out; those before it stay (see `close`)
             w.rewind(start)
             raise
-        digest = h
-        dup = self.known.get(digest) or self._mine.get(digest) or self._near_duplicate(paras)
+        digest, (hs, sizes) = h, _para_arrays(paras)
+        dup = self.known.get(digest) or self._mine.get(digest) or self._near_duplicate(hs, sizes)
         if dup is not None:
             w.rewind(start)
             self.rep.duplicates.append((name, dup))
             return "duplicate", dup
         self._mine[digest] = name
         if self.near_duplicates:
-            self._para_new.add(paras.hashes, [name], first=self._found)
-        self._paras[name] = paras.hashes
+            self._para_new.add(hs, [name], first=self._found)
+        self._paras[name] = hs
         row = dict(source=name, kind=kind, hash=digest, chars=chars, bytes=nbytes, added=now(), **(meta or {}))
         if docs is None:
             self._written(row, start)

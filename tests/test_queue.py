@@ -529,8 +529,8 @@ def test_reading_processes_run_this_package_not_files_in_the_current_folder(home
     other.mkdir(parents=True)
     (other / "__init__.py").write_text("")
     marker = tmp_path / "wrong_copy_ran"
-    (other / "queue.py").write_text(
-        f"def _reader_main():\n    open({str(marker)!r}, 'w').close()\n    raise SystemExit(1)\n")
+    (other / "ingest.py").write_text(
+        f"def reader_main():\n    open({str(marker)!r}, 'w').close()\n    raise SystemExit(1)\n")
     (other.parent / "json.py").write_text(f"open({str(marker)!r}, 'w').close()\n")  # a user's file named as a module
     monkeypatch.chdir(tmp_path / "cwd")
     monkeypatch.setattr(Q, "PREFETCH_MIN", 0)
