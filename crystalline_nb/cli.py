@@ -17,9 +17,12 @@ __all__ = ['cmd_new', 'cmd_ls', 'cmd_show', 'cmd_mv', 'cmd_cp', 'cmd_rm', 'cmd_g
 
 # %% ../nbs/17_cli.ipynb #94b4e41b
 class _Parser(argparse.ArgumentParser):
-    "argparse with one-line usage errors (exit 2)."
+    "argparse with one-line usage errors (exit 2), long ones cut: a stray argument may be a pasted page of text."
 
     def error(self, message):
+        message = " ".join(message.split())
+        if len(message) > 200:
+            message = message[:200] + "..."
         print(f"error: {message} (see `{self.prog} --help`)", file=sys.stderr)
         raise SystemExit(2)
 
@@ -128,9 +131,12 @@ def cmd_generate(args):
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
-    pieces = stream(lm.model, lm.tokenizer, args.prompt, max_tokens=args.max_tokens, temperature=args.temperature,
+    if args.text is not None and args.prompt:
+        raise ValueError("give the prompt once: after the model's name, or with --prompt")
+    prompt = args.prompt if args.text is None else args.text
+    pieces = stream(lm.model, lm.tokenizer, prompt, max_tokens=args.max_tokens, temperature=args.temperature,
                     top_k=args.top_k, top_p=args.top_p, seed=args.seed, device=args.device)
-    sys.stdout.write(args.prompt)
+    sys.stdout.write(prompt)
     sys.stdout.flush()
     for piece in pieces:
         sys.stdout.write(piece)
@@ -659,6 +665,7 @@ def _model_verbs(verb):
     s.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     s = verb("generate", cmd_generate, "generate text from a model")
     s.add_argument("name")
+    s.add_argument("text", nargs="?", default=None, metavar="PROMPT", help="text to continue (or --prompt)")
     s.add_argument("--prompt", default="", help="text to continue")
     s.add_argument("--max-tokens", type=int, default=200, help="tokens to generate (default 200)")
     s.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")

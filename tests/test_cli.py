@@ -79,6 +79,12 @@ def test_duplicate_and_bad_generate_settings(home):
     one_error_line(run(home, "generate", "m", "--top-p", "0"), 1)
     one_error_line(run(home, "generate", "m", "--temperature", "-1"), 1)
     one_error_line(run(home, "generate", "m", "--max-tokens", "-5"), 1)
+    one_error_line(run(home, "generate", "m", "Hi", "--prompt", "Hi"), 1)  # the prompt given twice
+    one_error_line(run(home, "generate", "m", "Hi", "there\nand a pasted page " * 200), 2)  # one line, cut
+    assert len(run(home, "generate", "m", "a", "b\n" * 5000).stderr) < 300
+    same = [run(home, "generate", "m", *p, "--max-tokens", "8", "--seed", "1").stdout
+            for p in (["Hi"], ["--prompt", "Hi"])]
+    assert same[0] == same[1] and same[0].startswith("Hi")  # the prompt as an argument or as --prompt
     one_error_line(run(home, "mv", "m", "bad/name"), 1)
     assert run(home, "ls").stdout.split()[6] == "m"
 
