@@ -317,6 +317,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                        'crystalline_nb.ingest._Lines.finish': ('ingest.html#_lines.finish', 'crystalline_nb/ingest.py'),
                                        'crystalline_nb.ingest._clean_chunk': ('ingest.html#_clean_chunk', 'crystalline_nb/ingest.py'),
                                        'crystalline_nb.ingest._clean_verbatim': ('ingest.html#_clean_verbatim', 'crystalline_nb/ingest.py'),
+                                       'crystalline_nb.ingest._followed': ('ingest.html#_followed', 'crystalline_nb/ingest.py'),
+                                       'crystalline_nb.ingest._has_separator': ('ingest.html#_has_separator', 'crystalline_nb/ingest.py'),
                                        'crystalline_nb.ingest._inner_ws': ('ingest.html#_inner_ws', 'crystalline_nb/ingest.py'),
                                        'crystalline_nb.ingest._is_chrome': ('ingest.html#_is_chrome', 'crystalline_nb/ingest.py'),
                                        'crystalline_nb.ingest._layout': ('ingest.html#_layout', 'crystalline_nb/ingest.py'),

@@ -9,17 +9,17 @@ from array import array
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 from .core import one_line
 
 # %% auto #0
-__all__ = ['DOC_BREAK', 'VERBATIM', 'CHUNK', 'TEXT_SUFFIXES', 'HTML_SUFFIXES', 'MAX_WHOLE_FILE', 'MAX_LINE', 'MIN_HTML_CHARS',
-           'BINARY_SUFFIXES', 'CODE_SUFFIXES', 'PARA_MIN', 'Rejected', 'n_chars', 'ByteCleaner', 'Cleaner',
-           'clean_text', 'clean_pieces', 'clean_documents', 'read_utf8_chunks', 'read_text_chunks', 'extract_html',
-           'html_to_text', 'clean_pdf_pages', 'extract_pdf', 'extract_json', 'extract_jsonl', 'extract_ipynb',
-           'check_file', 'head_kind', 'sniff_text', 'declared_encoding', 'extract_text', 'extractor_for', 'extract',
-           'Paragraphs', 'Prepared', 'prepare', 'why_refused', 'read_ahead', 'reader_main', 'corpus_texts',
-           'demo_corpus']
+__all__ = ['DOC_BREAK', 'VERBATIM', 'CHUNK', 'SCAN_MAX', 'TEXT_SUFFIXES', 'HTML_SUFFIXES', 'MAX_WHOLE_FILE', 'MAX_LINE',
+           'MIN_HTML_CHARS', 'BINARY_SUFFIXES', 'CODE_SUFFIXES', 'PARA_MIN', 'Rejected', 'n_chars', 'ByteCleaner',
+           'Cleaner', 'clean_text', 'clean_pieces', 'clean_documents', 'read_utf8_chunks', 'read_text_chunks',
+           'extract_html', 'html_to_text', 'clean_pdf_pages', 'extract_pdf', 'extract_json', 'extract_jsonl',
+           'extract_ipynb', 'check_file', 'head_kind', 'sniff_text', 'declared_encoding', 'extract_text',
+           'extractor_for', 'extract', 'Paragraphs', 'Prepared', 'prepare', 'why_refused', 'read_ahead', 'reader_main',
+           'corpus_texts', 'demo_corpus']
 
 # %% ../nbs/06_ingest.ipynb #0fc7cfb2
 class Rejected(ValueError):
@@ -90,18 +90,40 @@ def _strip_line_ends(b: bytes) -> bytes:
     return b"".join(out) + b[pos:] if out else b
 
 
+_C1_TAILS = tuple(bytes([c]) for c in range(0x80, 0xA0))  # second bytes of the C1 controls, after \xc2
+SCAN_MAX = 256  # places of a lead byte checked one at a time; past them, one search of the whole chunk
+
+
+def _followed(b: bytes, lead: bytes, tails: tuple, whole: Callable) -> bool:
+    """Whether `lead` followed by one of `tails` is in `b`, checked at each place of `lead` (found at memchr speed:
+    such lead bytes are rare in most text), or by `whole(b)` once `SCAN_MAX` places were not it."""
+    i = b.find(lead)
+    for _ in range(SCAN_MAX):
+        if i < 0:
+            return False
+        if b.startswith(tails, i + 1):
+            return True
+        i = b.find(lead, i + 1)
+    return i >= 0 and bool(whole(b))
+
+
+def _has_separator(b: bytes) -> bool:
+    return b"\xe2\x80\xa8" in b or b"\xe2\x80\xa9" in b
+
+
 def _clean_verbatim(b: bytes) -> bytes:
     "Valid UTF-8 lines (ending in a newline) without control characters or trailing whitespace, on the bytes."
     b = b.translate(None, _C0)  # a control character other than \t \n \f is one byte in UTF-8: C speed
     if b.isascii():
         return _strip_line_ends(b)
-    # each multi-byte search runs only if its first byte is there at all (one fast scan for a byte)
-    if ((b"\xe2" in b and (b"\xe2\x80\xa8" in b or b"\xe2\x80\xa9" in b)) or (b"\xef" in b and b"\xef\xbb\xbf" in b)
-            or (b"\xc2" in b and _C1.search(b))):
+    if (_followed(b, b"\xe2", (b"\x80\xa8", b"\x80\xa9"), _has_separator)
+            or _followed(b, b"\xef", (b"\xbb\xbf",), lambda b: b"\xef\xbb\xbf" in b)
+            or _followed(b, b"\xc2", _C1_TAILS, _C1.search)):
         b = _MB_CTRL.sub(b"", b)
-    if b"\xc2\xa0\n" in b:
+    b = _strip_line_ends(b)
+    if _followed(b, b"\xc2", (b"\xa0\n",), lambda b: b"\xc2\xa0\n" in b):  # a no-break space ends a line
         return b"\n".join([_rstrip_nbsp(ln) for ln in b.split(b"\n")])
-    return _strip_line_ends(b)
+    return b
 
 
 
