@@ -91,7 +91,7 @@ def _strip_line_ends(b: bytes) -> bytes:
 
 
 _C1_TAILS = tuple(bytes([c]) for c in range(0x80, 0xA0))  # second bytes of the C1 controls, after \xc2
-SCAN_MAX = 256  # places of a lead byte checked one at a time; past them, one search of the whole chunk
+SCAN_MAX = 256  # places of a lead byte checked one at a time (past them, one search of the whole chunk)
 
 
 def _followed(b: bytes, lead: bytes, tails: tuple, whole: Callable) -> bool:
