@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_queue.ipynb #dd3bbd5e
 from __future__ import annotations
-import collections, fnmatch, hashlib, json, math, os, queue, shutil, subprocess, sys, threading, time, uuid
+import collections, fnmatch, gc, hashlib, json, math, os, queue, shutil, subprocess, sys, threading, time, uuid
 from multiprocessing.connection import Connection
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,14 +15,14 @@ from fastcore.basics import patch
 from .core import fsync_dir, file_lock, busy_lock, read_jsonl, parse_jsonl, append_jsonl, now, one_line
 from .ingest import BINARY_SUFFIXES, CHUNK, DOC_BREAK, HTML_SUFFIXES, Rejected, clean_pieces, extract
 from .ingest import Paragraphs, Prepared, prepare, why_refused
-from .tokenizer import PARALLEL_MIN
+from .tokenizer import PARALLEL_MIN, ByteTokenizer
 
 # %% auto #0
-__all__ = ['ENCODE_BATCH', 'BATCH_CHARS', 'SHARD_MAX', 'NEAR_SHARE', 'NEAR_MIN_PARAS', 'PREFETCH_MIN', 'AHEAD_FILE_MIN',
+__all__ = ['ENCODE_BATCH', 'BATCH_CHARS', 'SHARD_MAX', 'UTF8', 'NEAR_SHARE', 'NEAR_MIN_PARAS', 'PREFETCH_MIN', 'AHEAD_FILE_MIN',
            'READERS_MAX', 'READ_AHEAD', 'WRITERS', 'PARAGRAPHS', 'WEB_ASSETS', 'SETTLE', 'HOLDOUT_SPAN',
-           'HOLDOUT_EVERY', 'VAL_EVERY', 'VAL_MIN_BLOCKS', 'AddReport', 'Queue', 'clean_source', 'bytes_per_token',
-           'writers_busy_message', 'Ingestion', 'iter_files', 'select_files', 'Corpus', 'EpochPlan', 'missing_tokens',
-           'gather', 'ledger', 'queue_summary', 'epoch_record']
+           'HOLDOUT_EVERY', 'VAL_EVERY', 'VAL_MIN_BLOCKS', 'AddReport', 'Queue', 'utf8_ids', 'clean_source',
+           'bytes_per_token', 'writers_busy_message', 'Ingestion', 'iter_files', 'select_files', 'Corpus', 'EpochPlan',
+           'missing_tokens', 'gather', 'ledger', 'queue_summary', 'epoch_record']
 
 # %% ../nbs/07_queue.ipynb #478e89f5
 @dataclass
@@ -127,12 +127,26 @@ SHARD_MAX = 1 << 26  # start a new shard after this many tokens
 _SYNC_EVERY = 64 << 20  # bytes of a shard written between two flushes to disk in the background
 
 
+UTF8 = "utf8"  # the `dtype` of a byte model's rows: the cleaned UTF-8 itself, a 0 byte for the end of a document
+
+
+def utf8_ids(data: np.ndarray) -> np.ndarray:
+    "The byte tokenizer's ids (int64) of bytes read from a `UTF8` shard."
+    ids = data.astype(np.int64)
+    ids += ByteTokenizer.offset
+    ids[data == 0] = ByteTokenizer.eos_id  # cleaning drops control characters: no text has a 0 byte
+    return ids
+
+
 class _ShardWriter:
-    "Token ids streamed into a temporary shard file, renamed into place on `commit`."
+    """Tokens streamed into a temporary shard file, renamed into place on `commit`: token ids, or for a byte model the
+    cleaned UTF-8 as it is (`UTF8`: one byte a token instead of two, and nothing to convert)."""
 
     def __init__(self, q: Queue):
-        self.q = q
-        self.dtype = np.uint16 if q.tokenizer.vocab_size <= 65535 else np.uint32
+        self.q, self.tok, self.utf8 = q, q.tokenizer, q.tokenizer.kind == "byte"
+        self.dtype = np.uint8 if self.utf8 else np.uint16 if q.tokenizer.vocab_size <= 65535 else np.uint32
+        self.kind = UTF8 if self.utf8 else np.dtype(self.dtype).name  # what the rows say of their tokens
+        self.eos = b"\x00" if self.utf8 else np.array([self.tok.eos_id], self.dtype).tobytes()
         q.shards.mkdir(parents=True, exist_ok=True)
         self.name = f"{uuid.uuid4().hex}.bin"
         self.tmp = q.shards / f".tmp-{self.name}"
@@ -140,10 +154,30 @@ class _ShardWriter:
         self.n, self._unsynced, self._sync = 0, 0, None
 
     def write(self, ids: np.ndarray):
+        "Token ids."
+        if self.utf8:
+            ids = np.asarray(ids)
+            data = (ids - ByteTokenizer.offset).astype(np.uint8)
+            data[ids == ByteTokenizer.eos_id] = 0
+            return self._put(data.data, len(data))
         ids = np.ascontiguousarray(ids, dtype=self.dtype)  # no copy when the ids have the shard's type
-        self.f.write(ids.data)
-        self.n += len(ids)
-        self._unsynced += ids.nbytes
+        self._put(ids.data, len(ids))
+
+    def write_text(self, data: bytes):
+        "Cleaned UTF-8: stored as it is in a `UTF8` shard, else tokenized."
+        if not self.utf8:
+            return self.write(self.tok.encode_utf8(data))
+        if b"\x00" in data:  # a memchr: it would read back as the end of a document
+            raise ValueError("a NUL byte in cleaned text")
+        self._put(data, len(data))
+
+    def write_eos(self):
+        self._put(self.eos, 1)
+
+    def _put(self, data, n: int):
+        self.f.write(data)
+        self.n += n
+        self._unsynced += len(data) if isinstance(data, bytes) else data.nbytes
         if self._unsynced >= _SYNC_EVERY and (self._sync is None or not self._sync.is_alive()):
             self._unsynced = 0  # to disk while the next tokens are made: `commit` has less left to wait for
             self._sync = threading.Thread(target=os.fdatasync, args=(self.f.fileno(),), daemon=True)
@@ -199,11 +233,12 @@ def _para_arrays(paras: Paragraphs) -> tuple[np.ndarray, np.ndarray]:
 def _tokenize_source(tok, w: _ShardWriter, stream: Iterator) -> Prepared:
     "Tokenize a prepared source (`prepare`, here or in the reading process) into `w`, returning its `Prepared`."
     buf, size = [], 0
+    batch = 1 if w.utf8 else ENCODE_BATCH  # a byte model's text goes in as it comes
 
     def flush():
         nonlocal size
         if buf:
-            w.write(tok.encode_utf8(b"".join(buf) if len(buf) > 1 else buf[0]))
+            w.write_text(b"".join(buf) if len(buf) > 1 else buf[0])
             buf.clear()
             size = 0
 
@@ -215,11 +250,11 @@ def _tokenize_source(tok, w: _ShardWriter, stream: Iterator) -> Prepared:
             return end.value
         if b is DOC_BREAK:
             flush()
-            w.write(np.array([tok.eos_id]))
+            w.write_eos()
             continue
         buf.append(b)
         size += len(b)
-        if size >= ENCODE_BATCH:
+        if size >= batch:
             flush()
 
 
@@ -254,7 +289,10 @@ class _Reader:
         pkg = str(Path(__file__).resolve().parent.parent)
         code = "\n".join(["import sys", "sys.path[:] = [sys.argv[2]] + [p for p in sys.path if p not in ('', '.')]",
                           "from crystalline_nb.ingest import reader_main", "reader_main()"])
-        self.proc = subprocess.Popen([sys.executable, "-c", code, str(w), pkg], stdin=subprocess.PIPE, pass_fds=(w,))
+        # its pieces of a MiB reuse the memory freed by the ones before instead of new pages from the kernel each time
+        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(32 << 20), MALLOC_TRIM_THRESHOLD_=str(64 << 20))
+        self.proc = subprocess.Popen([sys.executable, "-c", code, str(w), pkg], stdin=subprocess.PIPE, pass_fds=(w,),
+                                     env=env)
         os.close(w)
         self.conn = Connection(r, writable=False)
         self.next, self.lost, self.closed = 0, False, False  # the source whose messages come next, and its state
@@ -644,7 +682,7 @@ class Ingestion:
             if chars < self.min_chars:
                 raise Rejected(f"too short ({chars} characters; the minimum is {self.min_chars})")
             if docs is None:
-                w.write(np.array([self.tok.eos_id]))
+                w.write_eos()
         except Exception as e:  # one bad source never takes the others down
             w.rewind(start)
             reason = why_refused(e)
@@ -681,7 +719,7 @@ class Ingestion:
         "The source `row` now in the shard from token `start` to its end: a pending row."
         w = self.w
         self.tokens += w.n - start
-        self.pending.append(dict(row, tokens=w.n - start, offset=start, dtype=np.dtype(w.dtype).name))
+        self.pending.append(dict(row, tokens=w.n - start, offset=start, dtype=w.kind))
 
     def _encode_batch(self):
         "Encode the short sources waiting, in one call, and write them in the order they came."
@@ -802,13 +840,28 @@ def _reading_ahead(ing: Ingestion, sources: Iterable):
             r.close()
 
 
+@contextmanager
+def _old_objects_frozen():
+    """The objects that exist now are left out of garbage collections until the end: a full collection walks all of
+    them (~170k with torch loaded, ~0.1 s), and adding many files allocates enough to start several."""
+    mine = gc.get_freeze_count() == 0
+    if mine:
+        gc.freeze()
+    try:
+        yield
+    finally:
+        if mine:
+            gc.unfreeze()  # collected as before from here on
+
+
 @patch
 def add(self: Queue, sources: Iterable, progress: Callable | None = None, min_chars: int = 1,
         near_duplicates: bool = True) -> AddReport:
     "Clean, tokenize and append `sources`, tuples (name, kind, pieces_fn[, meta]); returns an `AddReport`."
     if self.tokenizer is None:
         raise ValueError("this Queue was opened without a tokenizer; it cannot add data")
-    with self._writing(), self.ingestion(min_chars, near_duplicates) as ing, _reading_ahead(ing, sources) as sources:
+    with _old_objects_frozen(), self._writing(), self.ingestion(min_chars, near_duplicates) as ing, \
+            _reading_ahead(ing, sources) as sources:
         done = 0
         try:
             for src in sources:
@@ -921,6 +974,11 @@ def select_files(files: list[tuple[Path, Path]], include=(), exclude=()) -> tupl
 @patch
 def add_paths(self: Queue, paths, progress: Callable | None = None, include=(), exclude=(), **kw) -> AddReport:
     "Add files and folders (recursively); each file is one source named by its absolute path."
+    with _old_objects_frozen():
+        return _add_paths(self, paths, progress, include, exclude, **kw)
+
+
+def _add_paths(self: Queue, paths, progress, include, exclude, **kw) -> AddReport:
     pre = AddReport()
     listed = [(f, top) for top in map(Path, paths) for f in iter_files([top], pre)]
     files, left_out = select_files(listed, include, exclude)
@@ -1015,13 +1073,14 @@ class Corpus:
 
     def _tokens(self, row: dict, off: int, n: int) -> np.ndarray:
         "Tokens [off, off + n) of `row`'s shard, read with one `pread`."
-        key, dt = row["shard"], np.dtype(row["dtype"])
+        key, kind = row["shard"], row["dtype"]
+        dt = np.dtype(np.uint8 if kind == UTF8 else kind)
         if key not in self._fds:
             self._fds[key] = os.open(self._shards / key, os.O_RDONLY)
         data = os.pread(self._fds[key], n * dt.itemsize, off * dt.itemsize)
         if len(data) != n * dt.itemsize:
             raise ValueError(f"shard {key} is shorter than its manifest rows say")
-        return np.frombuffer(data, dtype=dt)
+        return utf8_ids(np.frombuffer(data, np.uint8)) if kind == UTF8 else np.frombuffer(data, dtype=dt)
 
     def close(self, _close=os.close):  # bound now: __del__ may run while the interpreter shuts down
         "Close the shard files (also done when the corpus is collected)."
@@ -1041,7 +1100,7 @@ class Corpus:
             row, base = self.rows[i], int(self.starts[i])
             n = min(stop, int(self.starts[i + 1])) - start
             off = row["offset"] + start - base
-            out.append(self._tokens(row, off, n).astype(np.int64))
+            out.append(self._tokens(row, off, n).astype(np.int64, copy=False))
             start += n
             i += 1
         return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)

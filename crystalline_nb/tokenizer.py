@@ -30,7 +30,7 @@ class ByteTokenizer:
         return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int32) + self.offset
 
     def encode_utf8(self, data: bytes) -> np.ndarray:
-        "Token ids of UTF-8 `data` (uint16: what the queue stores, with no text decoded on the way)."
+        "Token ids of UTF-8 `data` as uint16, with no text decoded on the way."
         ids = np.frombuffer(data, dtype=np.uint8).astype(np.uint16)
         ids += self.offset
         return ids
