@@ -14,12 +14,12 @@ from .core import one_line
 
 # %% auto #0
 __all__ = ['DOC_BREAK', 'VERBATIM', 'CHUNK', 'SCAN_MAX', 'TEXT_SUFFIXES', 'HTML_SUFFIXES', 'MAX_WHOLE_FILE', 'MAX_LINE',
-           'MIN_HTML_CHARS', 'BINARY_SUFFIXES', 'CODE_SUFFIXES', 'PARA_MIN', 'Rejected', 'n_chars', 'ByteCleaner',
-           'Cleaner', 'clean_text', 'clean_pieces', 'clean_documents', 'read_utf8_chunks', 'read_text_chunks',
-           'extract_html', 'html_to_text', 'clean_pdf_pages', 'extract_pdf', 'extract_json', 'extract_jsonl',
-           'extract_ipynb', 'check_file', 'head_kind', 'sniff_text', 'declared_encoding', 'extract_text',
-           'extractor_for', 'extract', 'Paragraphs', 'Prepared', 'prepare', 'why_refused', 'read_ahead', 'reader_main',
-           'corpus_texts', 'demo_corpus']
+           'MIN_HTML_CHARS', 'BINARY_SUFFIXES', 'CODE_SUFFIXES', 'PARA_MIN', 'PARA_PIECE', 'SPLIT_AT', 'JOIN',
+           'Rejected', 'n_chars', 'ByteCleaner', 'Cleaner', 'clean_text', 'clean_pieces', 'clean_documents',
+           'read_utf8_chunks', 'read_text_chunks', 'extract_html', 'html_to_text', 'clean_pdf_pages', 'extract_pdf',
+           'extract_json', 'extract_jsonl', 'extract_ipynb', 'check_file', 'head_kind', 'sniff_text',
+           'declared_encoding', 'extract_text', 'extractor_for', 'extract', 'Paragraphs', 'Prepared', 'prepare',
+           'why_refused', 'read_ahead', 'reader_main', 'split_points', 'corpus_texts', 'demo_corpus']
 
 # %% ../nbs/06_ingest.ipynb #0fc7cfb2
 class Rejected(ValueError):
@@ -130,7 +130,7 @@ def _clean_verbatim(b: bytes) -> bytes:
 
 def n_chars(b: bytes) -> int:
     "Characters in the valid UTF-8 `b` (its bytes less the continuation bytes)."
-    return len(b) if b.isascii() else len(b) - len(b.translate(None, _CONT))
+    return len(b) if b.isascii() else len(b.translate(None, _CONT))
 
 # %% ../nbs/06_ingest.ipynb #8286b3fc
 class _Lines:
@@ -264,14 +264,17 @@ MAX_WHOLE_FILE = 64 << 20  # HTML, PDF, JSON and notebooks are parsed whole; lar
 MAX_LINE = 64 << 20  # the longest JSONL line read
 
 
-def read_utf8_chunks(path, chunk: int = CHUNK, encoding: str = "utf-8") -> Iterator[bytes]:
-    "UTF-8 of `path` in chunks of whole characters, `Rejected` on a NUL byte or invalid UTF-8 (or `encoding`)."
+def read_utf8_chunks(path, chunk: int = CHUNK, encoding: str = "utf-8", start: int = 0,
+                     stop: int | None = None) -> Iterator[bytes]:
+    """UTF-8 of `path` (its bytes from `start` to `stop`) in chunks of whole characters, `Rejected` on a NUL byte or
+    invalid UTF-8 (or `encoding`), at its offset in the file."""
     dec = codecs.getincrementaldecoder(encoding)("strict")
     utf8 = codecs.lookup(encoding).name == "utf-8"
-    offset, first = 0, True
+    offset, first = start, start == 0
     with open(path, "rb") as f:
+        f.seek(start)
         while True:
-            raw = f.read(chunk)
+            raw = f.read(chunk if stop is None else max(0, min(chunk, stop - offset)))
             if first and raw.startswith(codecs.BOM_UTF8):
                 raw, offset = raw[3:], 3
             if first and raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
@@ -635,13 +638,14 @@ def declared_encoding(path) -> str:
     return "utf-8"
 
 
-def extract_text(path) -> Iterator:
-    "A text file as written (`VERBATIM`), in chunks; a minified or generated code file is refused."
+def extract_text(path, start: int = 0, stop: int | None = None) -> Iterator:
+    """A text file as written (`VERBATIM`), in chunks of its bytes from `start` to `stop` (see `split_points`). A
+    minified or generated code file is refused."""
     suf = _path(path).suffix.lower()
     enc = declared_encoding(path) if suf in (".py", ".pyi") else "utf-8"
     yield VERBATIM
-    for i, chunk in enumerate(read_utf8_chunks(path, encoding=enc)):  # UTF-8 bytes: cleaned as bytes (`ByteCleaner`)
-        if i == 0 and suf in CODE_SUFFIXES and len(chunk) > 4000:
+    for i, chunk in enumerate(read_utf8_chunks(path, encoding=enc, start=start, stop=stop)):  # cleaned as bytes
+        if i == 0 and start == 0 and suf in CODE_SUFFIXES and len(chunk) > 4000:
             chars, lines = n_chars(chunk), chunk.count(b"\n") + 1
             if chars > 4000 and chars / lines > 400:
                 raise Rejected(f"looks minified or generated (lines of {chars // lines:,} characters on average)")
@@ -683,6 +687,7 @@ def extract(path) -> Iterator:
 
 # %% ../nbs/06_ingest.ipynb #31643331
 PARA_MIN = 40  # bytes: shorter paragraphs (headings, lone braces) say nothing about duplication
+PARA_PIECE = 4 << 20  # bytes: a longer paragraph is hashed in pieces of this size from its start
 _U32 = "I" if array("I").itemsize == 4 else "L"  # a 4-byte unsigned type: CRC-32 and Adler-32 values
 
 
@@ -699,10 +704,19 @@ class Paragraphs:
     def feed(self, data: bytes):
         parts = (self.buf + data).split(b"\n\n") if self.buf else data.split(b"\n\n")
         self.buf = parts.pop()
-        if len(self.buf) > CHUNK:  # no blank line for a long while: cut anyway, memory stays bounded
-            parts.append(self.buf)
-            self.buf = b""
+        while len(self.buf) > PARA_PIECE:  # no blank line for a long while: memory stays bounded
+            parts.append(self.buf[:PARA_PIECE])
+            self.buf = self.buf[PARA_PIECE:]
+        # only the first part can be that long, unless `data` is: then each is looked at
+        if parts and (len(parts[0]) > PARA_PIECE or len(data) > PARA_PIECE and max(map(len, parts)) > PARA_PIECE):
+            parts = [p[i : i + PARA_PIECE] for p in parts for i in range(0, max(len(p), 1), PARA_PIECE)]
         self._add(parts)
+
+    def extend(self, other: Paragraphs):
+        "The paragraphs of `other` after these."
+        self.crc.extend(other.crc)
+        self.adler.extend(other.adler)
+        self.size.extend(other.size)
 
     def finish(self):
         self._add([self.buf])
@@ -741,20 +755,23 @@ class Prepared:
         return cls(data[:64].decode(), p, chars, nbytes)
 
 
-def prepare(cleaned: Iterator) -> Iterator:
-    "A source's cleaned UTF-8 and `DOC_BREAK`s passed on, hashed and counted as they go, returning a `Prepared`."
-    h, paras, chars, nbytes = hashlib.sha256(), Paragraphs(), 0, 0
+def prepare(cleaned: Iterator, hashed: bool = True) -> Iterator:
+    """A source's cleaned UTF-8 and `DOC_BREAK`s passed on, hashed and counted as they go, returning a `Prepared` (with
+    `hashed` false, its digest is 64 dashes: the part of a file, hashed whole by the writing process)."""
+    h, paras, chars, nbytes = hashlib.sha256() if hashed else None, Paragraphs(), 0, 0
     for b in cleaned:
         if b is DOC_BREAK:
-            h.update(b"\x1e")  # one source, several documents: an end-of-sequence token between
+            if h:
+                h.update(b"\x1e")  # one source, several documents: an end-of-sequence token between
             paras.finish()
         else:
-            h.update(b)
+            if h:
+                h.update(b)
             paras.feed(b)
             chars, nbytes = chars + n_chars(b), nbytes + len(b)
         yield b
     paras.finish()
-    return Prepared(h.hexdigest(), paras, chars, nbytes)
+    return Prepared(h.hexdigest() if h else "-" * 64, paras, chars, nbytes)
 
 # %% ../nbs/06_ingest.ipynb #3ab67bdc
 def why_refused(e: Exception) -> str:
@@ -762,21 +779,37 @@ def why_refused(e: Exception) -> str:
     return str(e) if isinstance(e, Rejected) else f"cannot read it ({type(e).__name__}: {one_line(e)})"
 
 
-def read_ahead(conn: Connection, paths: list[str], prep: bool = True):
-    """Extract and clean `paths` in order, sending each source's cleaned UTF-8 on `conn` as it goes. With `prep`,
-    then what `prepare` found (content hash, paragraphs, counts), so that the writing process only tokenizes."""
+def _read_one(conn: Connection, path: str, start: int, stop: int | None, spill: str | None, prep: bool):
+    whole = start == 0 and stop is None
+    pieces = clean_pieces(extract(Path(path)) if whole else extract_text(Path(path), start, stop))
+    stream = prepare(pieces, hashed=whole) if prep or spill else pieces
+    out = open(spill, "wb") if spill else None
     try:
-        for path in paths:
+        while True:
             try:
-                pieces = clean_pieces(extract(Path(path)))
-                stream = prepare(pieces) if prep else pieces
-                while True:
-                    try:
-                        b = next(stream)
-                    except StopIteration as end:
-                        conn.send_bytes(b"E" + end.value.pack() if prep else b"E")
-                        break
-                    conn.send_bytes(b"B" if b is DOC_BREAK else b"D" + b)
+                b = next(stream)
+            except StopIteration as end:
+                conn.send_bytes(b"E" + end.value.pack() if prep or spill else b"E")
+                return
+            if out:
+                out.write(b)  # a part of a text file: no document breaks
+            else:
+                conn.send_bytes(b"B" if b is DOC_BREAK else b"D" + b)
+    finally:
+        if out:
+            out.close()
+
+
+def read_ahead(conn: Connection, items: list, prep: bool = True):
+    """Extract and clean the files of `items` in order, sending each source's cleaned UTF-8 on `conn` as it goes. With
+    `prep`, then what `prepare` found (content hash, paragraphs, counts), so that the writing process only tokenizes.
+    An item is a path, or [path, start, stop, spill]: the part of a text file cut by `split_points`, sent as above,
+    or with a `spill` path written there, and only what `prepare` found sent (the writing process reads it later)."""
+    try:
+        for item in items:
+            path, start, stop, spill = (item, 0, None, None) if isinstance(item, (str, Path)) else item
+            try:
+                _read_one(conn, path, start, stop, spill, prep)
             except Exception as e:
                 conn.send_bytes(b"X" + why_refused(e).encode())
     except OSError:  # the writing process is gone
@@ -787,7 +820,33 @@ def reader_main():
     "A reading process (`python -c`): its job as JSON on its standard input, messages on the pipe named by argv."
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the writing process, which stops this one
     job = json.loads(sys.stdin.buffer.read())
-    read_ahead(Connection(int(sys.argv[1]), readable=False), job["paths"], job["prepare"])
+    read_ahead(Connection(int(sys.argv[1]), readable=False), job["items"], job["prepare"])
+
+# %% ../nbs/06_ingest.ipynb #9a34ebf7
+SPLIT_AT = re.compile(rb"[\x21-\x7e]\n\n(?=[\x21-\x7e])")  # a blank line between two visible ASCII characters
+JOIN = b"\n\n"  # what joins the cleaned parts
+
+
+def split_points(path, parts: int, window: int = CHUNK) -> list[int]:
+    """Offsets that cut the text file at `path` into about `parts` equal parts, each one where `SPLIT_AT` ends within
+    `window` bytes after an equal share, so that the cleaned parts joined by `JOIN` are the cleaned file. Fewer where
+    no such place is near, and none for a file not read as UTF-8 text by `extract_text`."""
+    try:
+        p = _path(path)
+        if extractor_for(p) is not extract_text or (p.suffix.lower() in (".py", ".pyi")
+                                                     and declared_encoding(p) != "utf-8"):
+            return []
+        size, cuts = p.stat().st_size, []
+        with open(p, "rb") as f:
+            for k in range(1, parts):
+                at = max(size * k // parts, cuts[-1] if cuts else 0)
+                f.seek(at)
+                m = SPLIT_AT.search(f.read(window))
+                if m and at + m.end() < size:
+                    cuts.append(at + m.end())
+        return cuts
+    except (OSError, Rejected):
+        return []
 
 # %% ../nbs/06_ingest.ipynb #c5d70dfa
 def corpus_texts(paths) -> list[str]:

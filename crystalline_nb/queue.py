@@ -14,12 +14,12 @@ import numpy as np
 from fastcore.basics import patch
 from .core import fsync_dir, file_lock, busy_lock, read_jsonl, parse_jsonl, append_jsonl, now, one_line
 from .ingest import BINARY_SUFFIXES, CHUNK, DOC_BREAK, HTML_SUFFIXES, Rejected, clean_pieces, extract
-from .ingest import Paragraphs, Prepared, prepare, why_refused
+from .ingest import JOIN, Paragraphs, Prepared, prepare, split_points, why_refused
 from .tokenizer import PARALLEL_MIN, ByteTokenizer
 
 # %% auto #0
 __all__ = ['ENCODE_BATCH', 'BATCH_CHARS', 'SHARD_MAX', 'UTF8', 'NEAR_SHARE', 'NEAR_MIN_PARAS', 'PREFETCH_MIN', 'AHEAD_FILE_MIN',
-           'READERS_MAX', 'READ_AHEAD', 'WRITERS', 'PARAGRAPHS', 'WEB_ASSETS', 'SETTLE', 'HOLDOUT_SPAN',
+           'READERS_MAX', 'SPLIT_MIN', 'READ_AHEAD', 'WRITERS', 'PARAGRAPHS', 'WEB_ASSETS', 'SETTLE', 'HOLDOUT_SPAN',
            'HOLDOUT_EVERY', 'VAL_EVERY', 'VAL_MIN_BLOCKS', 'AddReport', 'Queue', 'utf8_ids', 'clean_source',
            'bytes_per_token', 'writers_busy_message', 'Ingestion', 'iter_files', 'select_files', 'Corpus', 'EpochPlan',
            'missing_tokens', 'gather', 'ledger', 'queue_summary', 'epoch_record']
@@ -261,6 +261,7 @@ def _tokenize_source(tok, w: _ShardWriter, stream: Iterator) -> Prepared:
 PREFETCH_MIN = 32 << 20  # bytes of files to read: above this, reading processes extract and clean them ahead
 AHEAD_FILE_MIN = 1 << 20  # bytes: smaller files are read by the writing process itself
 READERS_MAX = 8
+SPLIT_MIN = 32 << 20  # bytes: a text file this large is cut into parts read by several processes at once
 READ_AHEAD = 16  # messages (pieces of at most 1 MiB) a reading process may be ahead of the writing one
 
 
@@ -279,9 +280,10 @@ class _ReaderLost(Exception):
 
 
 class _Reader:
-    "A process that extracts and cleans files ahead of the writing one, in the files' order."
+    """A process that extracts and cleans files ahead of the writing one, in the files' order: `paths` are paths, or
+    (path, start, stop, spill) for parts of a file (see `read_ahead`)."""
 
-    def __init__(self, paths: list[Path], prepare: bool = True):
+    def __init__(self, paths: list, prepare: bool = True):
         # a fresh interpreter: no fork of a process holding threads and locks, no re-run of the caller's script
         r, w = os.pipe()
         # this very package first on its path, and not the current folder, which `-c` would put first: no other copy
@@ -299,7 +301,9 @@ class _Reader:
         self.prepare = prepare  # it hashes and finds paragraphs too (see `read_ahead`)
         self.inbox = queue.Queue(READ_AHEAD)  # a thread takes the messages off the pipe: the process keeps going
         try:
-            self.proc.stdin.write(json.dumps(dict(paths=[str(p) for p in paths], prepare=prepare)).encode())
+            items = [str(p) if isinstance(p, (str, Path)) else [str(p[0]), p[1], p[2], p[3] and str(p[3])]
+                     for p in paths]
+            self.proc.stdin.write(json.dumps(dict(items=items, prepare=prepare)).encode())
             self.proc.stdin.close()
         except OSError:  # it could not start: the files are read here
             self.lost = True
@@ -342,18 +346,68 @@ class _Reader:
 
 
 class _Ahead:
-    "Source `i` of a `_Reader`, standing in for its `_FilePieces` (`local`), which read it here if the reader stops."
+    """A source read by reading processes, standing in for its `_FilePieces` (`local`), which read it here if one
+    stops: `parts`, (reader, its source number, spill file) for each part, a single one unless the file was cut."""
 
-    def __init__(self, reader: _Reader, i: int, local: _FilePieces):
-        self.reader, self.i, self.local = reader, i, local
+    def __init__(self, parts: list[tuple[_Reader, int, Path | None]], local: _FilePieces):
+        self.parts, self.local = parts, local
 
     def __call__(self) -> Iterator:
         return self.local()
 
+    @property
+    def lost(self) -> bool:
+        return any(r.lost for r, _, _ in self.parts)
+
+    @property
+    def prepared(self) -> bool:
+        "Whether `stream` returns a `Prepared`."
+        return len(self.parts) > 1 or self.parts[0][0].prepare
+
     def stream(self) -> Iterator:
-        "The cleaned source from the reading process (see `clean_pieces`), returning its `Prepared` if it made one."
-        r = self.reader
-        r.skip_to(self.i)
+        "The cleaned source (see `clean_pieces`), returning its `Prepared` if the reading processes made one."
+        if len(self.parts) == 1:
+            return (yield from self._part(*self.parts[0][:2]))
+        h, paras, chars, nbytes = hashlib.sha256(), Paragraphs(), 0, 0
+        try:
+            for j, (r, i, spill) in enumerate(self.parts):
+                if j:
+                    h.update(JOIN)
+                    yield JOIN
+                    chars, nbytes = chars + len(JOIN), nbytes + len(JOIN)
+                if spill is None:
+                    part = self._part(r, i)
+                    while True:
+                        try:
+                            b = next(part)
+                        except StopIteration as end:
+                            prep = end.value
+                            break
+                        h.update(b)
+                        yield b
+                else:
+                    prep = self._spilled(r, i)
+                    with open(spill, "rb") as f:
+                        while b := f.read(CHUNK):
+                            h.update(b)
+                            yield b
+                paras.extend(prep.paras)
+                chars, nbytes = chars + prep.chars, nbytes + prep.nbytes
+        finally:
+            self._unlink()
+        return Prepared(h.hexdigest(), paras, chars, nbytes)
+
+    def _spilled(self, r: _Reader, i: int) -> Prepared:
+        "What the reading process found in part `i`, once it has written it to its spill file."
+        r.skip_to(i)
+        m = r.recv()
+        r.next += 1
+        if m[:1] == b"X":
+            raise Rejected(m[1:].decode())
+        return Prepared.unpack(m[1:])
+
+    def _part(self, r: _Reader, i: int) -> Iterator:
+        r.skip_to(i)
         while True:
             m = r.recv()
             tag = m[:1]
@@ -367,18 +421,26 @@ class _Ahead:
                     raise Rejected(m[1:].decode())
                 return Prepared.unpack(m[1:]) if len(m) > 1 else None
 
+    def _unlink(self):
+        for _, _, spill in self.parts:
+            if spill is not None:
+                spill.unlink(missing_ok=True)
+
     def drop(self):
-        "The source is not read after all: its messages are dropped."
-        self.reader.skip_to(self.i + 1)
+        "The source is not read after all: its messages are dropped (a spilled part's when the next source comes)."
+        self._unlink()
+        for r, i, spill in self.parts:
+            if spill is None:
+                r.skip_to(i + 1)
 
 
 def _tokenize_ahead(tok, w: _ShardWriter, ahead: _Ahead) -> Prepared:
-    "`_tokenize_source` of a source read ahead, or read here if the reading process is lost."
+    "`_tokenize_source` of a source read ahead, or read here if a reading process is lost."
     start = w.n
-    if not ahead.reader.lost:
+    if not ahead.lost:
         try:
             stream = ahead.stream()
-            return _tokenize_source(tok, w, stream if ahead.reader.prepare else prepare(stream))
+            return _tokenize_source(tok, w, stream if ahead.prepared else prepare(stream))
         except _ReaderLost:
             w.rewind(start)
     return _tokenize_source(tok, w, prepare(clean_pieces(ahead.local())))
@@ -818,26 +880,41 @@ def _reading_ahead(ing: Ingestion, sources: Iterable):
     if sum((sources[k][3] or {}).get("size", 0) for k in todo) < PREFETCH_MIN:
         yield sources
         return
-    n = min(os.cpu_count() or 1, READERS_MAX, len(todo))  # files dealt out in turn: the writer takes them in order
+    most = min(os.cpu_count() or 1, READERS_MAX)
+    items = []  # (source, path, start, stop, spill): a file, or the parts of a large text file
+    for k in todo:
+        path, size = sources[k][2].path, (sources[k][3] or {}).get("size", 0)
+        cuts = split_points(path, most) if size >= SPLIT_MIN and most > 1 else []
+        for j, (a, b) in enumerate(zip([0, *cuts], [*cuts, None])):
+            spill = ing.q.shards / f".tmp-part-{uuid.uuid4().hex}" if j else None  # removed with the leftovers
+            items.append((k, path, a, b, spill))
+    n = min(most, len(items))  # items dealt out in turn: the writer takes them in order
     readers, out = [], list(sources)
     try:
         for r in range(n):
             # one reading process: the writing one hashes and finds paragraphs, so that the work is shared. With more,
             # they do it (bench/README.md: 100 files, 39-41 against 29 MB/s. One file: 46-51 against 59-68)
-            readers.append(_Reader([sources[k][2].path for k in todo[r::n]], prepare=n > 1))
+            mine = items[r::n]
+            readers.append(_Reader([it[1] if it[3] is None and not it[2] else it[1:] for it in mine], prepare=n > 1))
     except OSError:  # no process could be started (a limit, no interpreter to run): everything is read here
         for r in readers:
             r.close()
         yield sources
         return
-    for j, k in enumerate(todo):
+    parts = {}
+    for j, (k, *_, spill) in enumerate(items):
+        parts.setdefault(k, []).append((readers[j % n], j // n, spill))
+    for k, ps in parts.items():
         name, kind, pieces, *rest = sources[k]
-        out[k] = (name, kind, _Ahead(readers[j % n], j // n, pieces), *rest)
+        out[k] = (name, kind, _Ahead(ps, pieces), *rest)
     try:
         yield out
     finally:
         for r in readers:
             r.close()
+        for it in items:
+            if it[4] is not None:
+                it[4].unlink(missing_ok=True)
 
 
 @contextmanager

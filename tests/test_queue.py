@@ -542,3 +542,65 @@ def test_reading_processes_run_this_package_not_files_in_the_current_folder(home
     rep = w.queue("m").add_paths([d])
     assert readers and not marker.exists() and not any(r.lost for r in readers)
     assert len(rep.added) == 5
+
+
+def _large_text_folder(d: Path) -> Path:
+    "A text file cut in three (in ordinary text, around a paragraph of 4.5 MB), its copy, one bad at the end."
+    d.mkdir()
+    para = "The crystal clock keeps time by the turning of its lattice, ring by ring. "
+    lines = [f"{para}Part {i}, ünïcode.\n\n" if i % 7 else f"Line {i} ends in a tab\t\r\n  indented\xa0\n\n\n"
+             for i in range(60_000)]
+    a, b = "".join(lines), "".join(lines[::-1])
+    (d / "big.md").write_text(a + "word " * 900_000 + "\n\n" + b, newline="")                 # 5.1 + 4.5 + 5.1 MB
+    (d / "copy.txt").write_bytes((d / "big.md").read_bytes())
+    (d / "late.txt").write_bytes(b.encode() + b"bad \xff byte\n")
+    (d / "small.txt").write_text("A small file, read by the writing process itself.\n")
+    return d
+
+
+def test_a_large_file_cut_between_reading_processes_stores_the_same(home, tmp_path, monkeypatch):
+    import crystalline_nb.queue as Q
+    d = _large_text_folder(tmp_path / "in")
+    w = Workspace(home)
+    results, items, held, calls, killed = {}, [], {}, [], []
+    real_init, real_recv = Q._Reader.__init__, Q._Reader.recv
+
+    def init(self, paths, prepare=True):
+        items.extend(paths)
+        held[id(self)] = [p for p in paths if isinstance(p, tuple) and p[3]]  # its spilled parts
+        real_init(self, paths, prepare)
+
+    def recv(self):  # in "lost", a reading process that spills a part is killed once a few messages came
+        calls.append(1)
+        if lose and held[id(self)] and len(calls) > 3 and self.proc.poll() is None:
+            killed.append(self)
+            self.proc.kill()
+            self.proc.wait()
+            while not self.inbox.empty():
+                self.inbox.get()
+            self.inbox.put(None)
+        return real_recv(self)
+    monkeypatch.setattr(Q._Reader, "__init__", init)
+    monkeypatch.setattr(Q._Reader, "recv", recv)
+    monkeypatch.setattr(Q.os, "cpu_count", lambda: 3)
+    monkeypatch.setattr(Q, "PREFETCH_MIN", 0)
+    for name, split_min, lose in (("here", 1 << 60, False), ("cut", 0, False), ("lost", 0, True)):
+        monkeypatch.setattr(Q, "SPLIT_MIN", split_min)
+        monkeypatch.setattr(Q, "AHEAD_FILE_MIN", 1 << 60 if name == "here" else 1 << 20)
+        items.clear()
+        calls.clear()
+        w.create(name, preset_name="nano")
+        rep = w.queue(name).add_paths([d])
+        q = w.queue(name)
+        rows = [{k: r[k] for k in ("source", "hash", "chars", "bytes", "tokens")} for r in q.rows()]
+        c = q.corpus()
+        results[name] = (rows, c.read(0, len(c)).tolist(), sorted(rep.rejected), sorted(rep.duplicates),
+                         (q.dir / "paragraphs.bin").read_bytes())
+        parts = [p for p in items if isinstance(p, tuple)]
+        assert (name, len(parts)) in (("here", 0), ("cut", 9), ("lost", 9)), name     # big.md, copy.txt, late.txt
+        assert not list(q.shards.glob(".tmp-*"))                                             # no spilled part left
+    assert results["here"] == results["cut"] == results["lost"] and killed
+    rows, _, rejected, dups, _ = results["cut"]
+    assert [Path(r["source"]).name for r in rows] == ["big.md", "small.txt"]
+    assert [(Path(s).name, r.split(" (")[0]) for s, r in rejected] == [("late.txt", "not valid UTF-8")]
+    assert [(Path(s).name, Path(o).name) for s, o in dups] == [("copy.txt", "big.md")]
