@@ -10,6 +10,8 @@ Usage: python bench/ingest_speed.py [--quick] [--big-mb N] [--paths P ...]
    the Python standard library's source files copied into a folder (12 MB with --quick, all of it, about 30 MB,
    otherwise), and one large file of that source repeated (--big-mb, 200 by default, 40 with --quick).
 --paths: only this: the files and folders given, added into a fresh byte model (near-duplicates checked), in MB/s.
+--make-real DIR: write a folder of real text to time with --paths: 100 files of about 2 MB, each the distinct UTF-8
+   source and text files of this machine's Python installation, site-packages and /usr/share/doc joined in name order.
 The target of the byte path is 100 MB/s through the whole path on a 2-core machine.
 """
 import shutil, sysconfig, tempfile, time
@@ -102,6 +104,30 @@ def real(a, ws: Workspace):
         print(f"  {rep.summary()}")
 
 
+def make_real(dest: Path, files: int = 100, size: int = 2_000_000):
+    "Write `files` files of about `size` bytes of distinct real text under `dest` (see the usage)."
+    roots = [sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"], "/usr/share/doc",
+             "/usr/share/common-licenses"]
+    suffixes = {".py", ".pyi", ".txt", ".md", ".rst", ".c", ".h"}
+    dest.mkdir(parents=True)
+    seen, buf, n = set(), [], 0
+    for root in roots:
+        for p in sorted(Path(root).rglob("*")):
+            if not p.is_file() or p.is_symlink() or not (p.suffix in suffixes or "licenses" in root):
+                continue
+            b = p.read_bytes()
+            if len(b) < 200 or b"\x00" in b or not utf8(b) or hash(b) in seen:
+                continue
+            seen.add(hash(b))
+            buf.append(b)
+            if sum(map(len, buf)) >= size:
+                (dest / f"part{n:03d}.txt").write_bytes(b"\n\n".join(buf))
+                buf, n = [], n + 1
+                if n == files:
+                    return print(f"{files} files of real text in {dest}")
+    raise SystemExit(f"only {n} files of {size:,} bytes of text found on this machine")
+
+
 def given(paths: list[str], ws: Workspace):
     "MB/s of adding `paths` (files and folders) into a fresh byte model."
     size = sum(f.stat().st_size for p in map(Path, paths) for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
@@ -114,7 +140,10 @@ def main():
     ap = parser(__doc__)
     ap.add_argument("--big-mb", type=int, default=0, help="size of the one large file (MB)")
     ap.add_argument("--paths", nargs="+", default=None, help="files and folders to time alone")
+    ap.add_argument("--make-real", type=Path, default=None, help="write 100 files of real text there, then stop")
     a = ap.parse_args()
+    if a.make_real:
+        return make_real(a.make_real)
     home = tempfile.mkdtemp()
     ws = Workspace(home)
     if a.paths:

@@ -792,7 +792,9 @@ def _read_one(conn: Connection, path: str, start: int, stop: int | None, spill: 
                 conn.send_bytes(b"E" + end.value.pack() if prep or spill else b"E")
                 return
             if out:
-                out.write(b)  # a part of a text file: no document breaks
+                if b is DOC_BREAK:  # only text files are written to a file
+                    raise ValueError("a document break in a text file")
+                out.write(b)
             else:
                 conn.send_bytes(b"B" if b is DOC_BREAK else b"D" + b)
     finally:

@@ -14,15 +14,16 @@ import numpy as np
 from fastcore.basics import patch
 from .core import fsync_dir, file_lock, busy_lock, read_jsonl, parse_jsonl, append_jsonl, now, one_line
 from .ingest import BINARY_SUFFIXES, CHUNK, DOC_BREAK, HTML_SUFFIXES, Rejected, clean_pieces, extract
-from .ingest import JOIN, Paragraphs, Prepared, prepare, split_points, why_refused
+from .ingest import JOIN, Paragraphs, Prepared, extract_text, extractor_for, prepare, split_points
+from .ingest import why_refused
 from .tokenizer import PARALLEL_MIN, ByteTokenizer
 
 # %% auto #0
 __all__ = ['ENCODE_BATCH', 'BATCH_CHARS', 'SHARD_MAX', 'UTF8', 'NEAR_SHARE', 'NEAR_MIN_PARAS', 'PREFETCH_MIN', 'AHEAD_FILE_MIN',
-           'READERS_MAX', 'SPLIT_MIN', 'READ_AHEAD', 'WRITERS', 'PARAGRAPHS', 'WEB_ASSETS', 'SETTLE', 'HOLDOUT_SPAN',
-           'HOLDOUT_EVERY', 'VAL_EVERY', 'VAL_MIN_BLOCKS', 'AddReport', 'Queue', 'utf8_ids', 'clean_source',
-           'bytes_per_token', 'writers_busy_message', 'Ingestion', 'iter_files', 'select_files', 'Corpus', 'EpochPlan',
-           'missing_tokens', 'gather', 'ledger', 'queue_summary', 'epoch_record']
+           'READERS_MAX', 'SPLIT_MIN', 'SPILL_MAX', 'READ_AHEAD', 'WRITERS', 'PARAGRAPHS', 'WEB_ASSETS', 'SETTLE',
+           'HOLDOUT_SPAN', 'HOLDOUT_EVERY', 'VAL_EVERY', 'VAL_MIN_BLOCKS', 'AddReport', 'Queue', 'utf8_ids',
+           'clean_source', 'bytes_per_token', 'writers_busy_message', 'Ingestion', 'iter_files', 'select_files',
+           'Corpus', 'EpochPlan', 'missing_tokens', 'gather', 'ledger', 'queue_summary', 'epoch_record']
 
 # %% ../nbs/07_queue.ipynb #478e89f5
 @dataclass
@@ -174,10 +175,36 @@ class _ShardWriter:
     def write_eos(self):
         self._put(self.eos, 1)
 
+    def append_file(self, path: Path, n: int):
+        "The `n` bytes of the file at `path`, cleaned UTF-8 for a `UTF8` shard (see `read_ahead`), copied by the kernel."
+        self.f.flush()
+        left = n
+        with open(path, "rb", buffering=0) as src:
+            try:
+                while left > 0:
+                    got = os.copy_file_range(src.fileno(), self.f.fileno(), left)
+                    if got <= 0:
+                        break
+                    left -= got
+            except OSError:  # not for these files (another file system, an old kernel): copied here
+                pass
+            self.f.seek(0, os.SEEK_END)  # the buffered file learns where the kernel left the shard
+            while left > 0:
+                b = src.read(min(left, 1 << 20))
+                if not b:
+                    raise OSError(f"{path.name} is shorter than its reading process said")
+                self.f.write(b)
+                left -= len(b)
+        self.n += n
+        self._wrote(n)
+
     def _put(self, data, n: int):
         self.f.write(data)
         self.n += n
-        self._unsynced += len(data) if isinstance(data, bytes) else data.nbytes
+        self._wrote(len(data) if isinstance(data, bytes) else data.nbytes)
+
+    def _wrote(self, nbytes: int):
+        self._unsynced += nbytes
         if self._unsynced >= _SYNC_EVERY and (self._sync is None or not self._sync.is_alive()):
             self._unsynced = 0  # to disk while the next tokens are made: `commit` has less left to wait for
             self._sync = threading.Thread(target=os.fdatasync, args=(self.f.fileno(),), daemon=True)
@@ -262,6 +289,7 @@ PREFETCH_MIN = 32 << 20  # bytes of files to read: above this, reading processes
 AHEAD_FILE_MIN = 1 << 20  # bytes: smaller files are read by the writing process itself
 READERS_MAX = 8
 SPLIT_MIN = 32 << 20  # bytes: a text file this large is cut into parts read by several processes at once
+SPILL_MAX = 8 << 20  # bytes: a text file up to this size is cleaned into a temporary file, then copied into the shard
 READ_AHEAD = 16  # messages (pieces of at most 1 MiB) a reading process may be ahead of the writing one
 
 
@@ -362,7 +390,22 @@ class _Ahead:
     @property
     def prepared(self) -> bool:
         "Whether `stream` returns a `Prepared`."
-        return len(self.parts) > 1 or self.parts[0][0].prepare
+        return len(self.parts) > 1 or self.parts[0][2] is not None or self.parts[0][0].prepare
+
+    @property
+    def spilled(self) -> bool:
+        "Whether the source is one part that its reading process writes to a file of its own (see `copy_into`)."
+        return len(self.parts) == 1 and self.parts[0][2] is not None
+
+    def copy_into(self, w: _ShardWriter) -> Prepared:
+        "Wait for the reading process to write the whole source to its file, and have the kernel copy that into `w`."
+        r, i, spill = self.parts[0]
+        try:
+            prep = self._spilled(r, i)
+            w.append_file(spill, prep.nbytes)
+            return prep
+        finally:
+            self._unlink()
 
     def stream(self) -> Iterator:
         "The cleaned source (see `clean_pieces`), returning its `Prepared` if the reading processes made one."
@@ -439,6 +482,8 @@ def _tokenize_ahead(tok, w: _ShardWriter, ahead: _Ahead) -> Prepared:
     start = w.n
     if not ahead.lost:
         try:
+            if ahead.spilled:
+                return ahead.copy_into(w)
             stream = ahead.stream()
             return _tokenize_source(tok, w, stream if ahead.prepared else prepare(stream))
         except _ReaderLost:
@@ -868,6 +913,14 @@ def ingestion(self: Queue, min_chars: int = 1, near_duplicates: bool = True) -> 
     return Ingestion(self, min_chars, near_duplicates=near_duplicates)
 
 
+def _text_file(path: Path) -> bool:
+    "Whether the file at `path` is read as text (`extract_text`: no document breaks)."
+    try:
+        return extractor_for(path) is extract_text
+    except Exception:
+        return False
+
+
 @contextmanager
 def _reading_ahead(ing: Ingestion, sources: Iterable):
     "`sources`, with the files to read handed to reading processes (one a core) when they hold many MB."
@@ -885,8 +938,9 @@ def _reading_ahead(ing: Ingestion, sources: Iterable):
     for k in todo:
         path, size = sources[k][2].path, (sources[k][3] or {}).get("size", 0)
         cuts = split_points(path, most) if size >= SPLIT_MIN and most > 1 else []
+        whole = not cuts and size <= SPILL_MAX and _text_file(path)  # no bytes through the pipe: the kernel copies it
         for j, (a, b) in enumerate(zip([0, *cuts], [*cuts, None])):
-            spill = ing.q.shards / f".tmp-part-{uuid.uuid4().hex}" if j else None  # removed with the leftovers
+            spill = ing.q.shards / f".tmp-part-{uuid.uuid4().hex}" if j or whole else None  # leftovers go too
             items.append((k, path, a, b, spill))
     n = min(most, len(items))  # items dealt out in turn: the writer takes them in order
     readers, out = [], list(sources)
@@ -895,7 +949,7 @@ def _reading_ahead(ing: Ingestion, sources: Iterable):
             # one reading process: the writing one hashes and finds paragraphs, so that the work is shared. With more,
             # they do it (bench/README.md: 100 files, 39-41 against 29 MB/s. One file: 46-51 against 59-68)
             mine = items[r::n]
-            readers.append(_Reader([it[1] if it[3] is None and not it[2] else it[1:] for it in mine], prepare=n > 1))
+            readers.append(_Reader([it[1] if it[2:] == (0, None, None) else it[1:] for it in mine], prepare=n > 1))
     except OSError:  # no process could be started (a limit, no interpreter to run): everything is read here
         for r in readers:
             r.close()
@@ -917,18 +971,24 @@ def _reading_ahead(ing: Ingestion, sources: Iterable):
                 it[4].unlink(missing_ok=True)
 
 
+_freezes, _freezes_lock = [0], threading.Lock()  # ingestions under way in this process that froze the objects
+
+
 @contextmanager
 def _old_objects_frozen():
     """The objects that exist now are left out of garbage collections until the end: a full collection walks all of
     them (~170k with torch loaded, ~0.1 s), and adding many files allocates enough to start several."""
-    mine = gc.get_freeze_count() == 0
-    if mine:
-        gc.freeze()
+    with _freezes_lock:
+        _freezes[0] += 1
+        if _freezes[0] == 1:
+            gc.freeze()
     try:
         yield
     finally:
-        if mine:
-            gc.unfreeze()  # collected as before from here on
+        with _freezes_lock:
+            _freezes[0] -= 1
+            if _freezes[0] == 0:
+                gc.unfreeze()  # collected as before from here on
 
 
 @patch

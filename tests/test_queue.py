@@ -460,6 +460,7 @@ def test_reading_processes_store_the_same_as_reading_here(home, tmp_path, monkey
         results[name] = (rows, texts_of(q), sorted(rep.rejected), sorted(rep.duplicates))
         para = (q.dir / "paragraphs.bin").read_bytes()
         results[name] += (para,)
+        assert not list(q.shards.glob(".tmp-*"))                     # the files cleaned ahead were copied, then removed
     assert results["here"] == results["ahead"] == results["big_ones"]
     rows, texts, rejected, dups, _ = results["ahead"]
     assert [Path(r["source"]).name for r in rows] == ["a.txt", "b.py", "c.html", "d.jsonl", "z.txt"]
@@ -604,3 +605,26 @@ def test_a_large_file_cut_between_reading_processes_stores_the_same(home, tmp_pa
     assert [Path(r["source"]).name for r in rows] == ["big.md", "small.txt"]
     assert [(Path(s).name, r.split(" (")[0]) for s, r in rejected] == [("late.txt", "not valid UTF-8")]
     assert [(Path(s).name, Path(o).name) for s, o in dups] == [("copy.txt", "big.md")]
+
+
+def test_files_cleaned_ahead_are_copied_without_copy_file_range(home, tmp_path, monkeypatch):
+    "Where the kernel cannot copy between the two files (another file system), or stops part way, they are copied here."
+    import crystalline_nb.queue as Q
+    d = _mixed_folder(tmp_path / "in")
+    w = Workspace(home)
+    w.create("here", preset_name="nano")
+    w.queue("here").add_paths([d])
+    monkeypatch.setattr(Q, "PREFETCH_MIN", 0)
+    monkeypatch.setattr(Q, "AHEAD_FILE_MIN", 0)
+    real, calls = os.copy_file_range, []
+
+    def part_way(src, dst, count, *a):  # 1000 bytes of the first file, then the call is refused
+        calls.append(count)
+        if len(calls) == 1:
+            return real(src, dst, min(count, 1000), *a)
+        raise OSError(18, "Invalid cross-device link")
+    monkeypatch.setattr(Q.os, "copy_file_range", part_way)
+    w.create("copied", preset_name="nano")
+    rep = w.queue("copied").add_paths([d])
+    assert len(calls) >= 3 and len(rep.added) == 5
+    assert texts_of(w.queue("copied")) == texts_of(w.queue("here"))
