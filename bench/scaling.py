@@ -10,6 +10,11 @@ ingests it and trains --steps steps (an epoch of 58M tokens takes hours on a CPU
 hundred steps), and reports its memory; flat means 64x/1x within 1.10.
 --gb N: N GB of text written as 100 files, ingested by `Queue.add_paths` in a fresh process (seconds, MB/s, peak
 memory of the ingestion), then --steps steps trained on it (peak and anonymous memory).
+--epoch-data (with --gb): then, in another fresh process, the data side of one whole epoch: every training window of
+the epoch read in the trainer's order (its `EpochPlan` and `gather`, batches of 32 x 64) without the model, with
+the time, the memory at each tenth of the epoch, and a check that every training position was read exactly once (the
+sum of the tokens read against the corpus's sum less its held-out spans). Training one epoch of 1G tokens on this
+CPU takes hours (about 90k tokens/s for the smallest model); this measures what the corpus and the plan cost.
 """
 import json, os, subprocess, sys, tempfile, textwrap
 from pathlib import Path
@@ -52,6 +57,36 @@ CHILD = textwrap.dedent("""
 """)
 
 
+WALK = textwrap.dedent("""
+    import json, sys, time
+    import numpy as np
+    from crystalline_nb.workspace import Workspace
+    from crystalline_nb.queue import EpochPlan, gather
+    ws, B, T = Workspace(sys.argv[1]), 32, 64
+    st = lambda: dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines() if ":" in l)
+    kb = lambda s, k: int(s[k].split()[0]) / 1024
+    t0 = time.perf_counter()
+    corpus = ws.queue("m").corpus()
+    plan = EpochPlan(len(corpus), T, 0, 0, 0)
+    built, n, total, marks, got = time.perf_counter() - t0, plan.n_train, 0, [], 0
+    for off in range(0, n, B * T):
+        x, y = gather(corpus, plan.runs(off, min(B * T, n - off)))
+        total += int(x.sum(dtype=np.int64))
+        got += len(x)
+        if len(marks) < 10 and got >= n * (len(marks) + 1) / 10:
+            s = st()
+            marks.append((round(time.perf_counter() - t0, 1), round(kb(s, "VmRSS")), round(kb(s, "RssAnon"))))
+    walk, hwm = time.perf_counter() - t0, kb(st(), "VmHWM")  # before the check, which reads 16M tokens at a time
+    whole = 0
+    for i in range(0, len(corpus) - 1, 1 << 24):
+        whole += int(corpus.read(i, min(i + (1 << 24), len(corpus) - 1)).sum(dtype=np.int64))
+    held = sum(int(corpus.read(int(a), int(a) + int(k)).sum(dtype=np.int64))
+               for a, k in zip(plan.val_starts, plan.val_lens))
+    print(json.dumps(dict(tokens=got, n_train=n, seconds=walk, plan_s=built, marks=marks, hwm=hwm,
+                          exact=bool(got == n and total == whole - held))))
+""")
+
+
 def child(chars: int, steps: int = 0, folder: str = "-", home: str | None = None) -> dict:
     "Run CHILD in a fresh process (chars < 0: train only; steps < 0: ingest only); its figures."
     here = str(Path(__file__).resolve().parent)
@@ -82,6 +117,7 @@ def main():
     ap.add_argument("--rss", action="store_true", help="training memory at 1x and 64x of 905k tokens")
     ap.add_argument("--gb", type=float, default=0, help="ingest this many GB of text from files, then train")
     ap.add_argument("--steps", type=int, default=300, help="steps trained in --rss and --gb (default 300)")
+    ap.add_argument("--epoch-data", action="store_true", help="with --gb: read one whole epoch's windows")
     a = ap.parse_args()
     if a.rss:
         rows = []
@@ -108,6 +144,16 @@ def main():
               f" {d['queue']:,} tokens; peak RSS of the ingestion {d['ingest_hwm']:.0f} MiB")
         print(f"then {a.steps} steps trained on it in a fresh process: peak RSS {d['hwm']:.0f} MiB, anonymous "
               f"{d['anon']:.0f} MiB, file-backed {d['file']:.0f} MiB")
+        if a.epoch_data:
+            r = subprocess.run([sys.executable, "-c", WALK, home], capture_output=True, text=True, timeout=7200)
+            if r.returncode:
+                raise SystemExit(r.stderr[-2000:])
+            w = json.loads(r.stdout.strip().splitlines()[-1])
+            print(f"one epoch's data in a fresh process: {w['tokens']:,} training positions read in "
+                  f"{w['seconds']:.0f} s ({w['tokens'] / w['seconds']:,.0f} tokens/s, the plan built in "
+                  f"{w['plan_s']:.1f} s), every position once: {w['exact']}; peak RSS {w['hwm']:.0f} MiB")
+            print("at each tenth of the epoch (seconds, RSS MiB, anonymous MiB): "
+                  + ", ".join(f"{t} s {r} {an}" for t, r, an in w["marks"]))
         return
     base = 60_000 if a.quick else 250_000
     rows = [dict(child(base * f), factor=f) for f in (1, 4, 16)]
