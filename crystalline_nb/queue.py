@@ -176,7 +176,7 @@ class _ShardWriter:
         self._put(self.eos, 1)
 
     def append_file(self, path: Path, n: int):
-        "The `n` bytes of the file at `path`, cleaned UTF-8 for a `UTF8` shard (see `read_ahead`), copied by the kernel."
+        "The `n` bytes of the file at `path` (cleaned UTF-8, see `read_ahead`), copied by the kernel."
         self.f.flush()
         left = n
         with open(path, "rb", buffering=0) as src:
