@@ -473,6 +473,15 @@ def test_reading_processes_store_the_same_as_reading_here(home, tmp_path, monkey
     assert z.count("tab\n") == 79_999 and "\t" not in z                                  # trailing tabs gone
 
 
+def _kill_reader(r):
+    "Kill a reading process and drop what it sent but was not read yet, as if it had died there."
+    r.proc.kill()
+    r.proc.wait()
+    while not r.inbox.empty():
+        r.inbox.get()
+    r.inbox.put(None)
+
+
 def test_a_reading_process_lost_midway_leaves_the_rest_read_here(home, tmp_path, monkeypatch):
     import crystalline_nb.queue as Q
     d = _mixed_folder(tmp_path / "in")
@@ -489,11 +498,7 @@ def test_a_reading_process_lost_midway_leaves_the_rest_read_here(home, tmp_path,
     def recv(self):  # the reading process is killed after its fifth message
         calls.append(1)
         if len(calls) == 5:
-            self.proc.kill()
-            self.proc.wait()
-            while not self.inbox.empty():
-                self.inbox.get()
-            self.inbox.put(None)
+            _kill_reader(self)
         return real(self)
     monkeypatch.setattr(Q._Reader, "recv", recv)
     w.queue("lost").add_paths([d])
@@ -501,7 +506,8 @@ def test_a_reading_process_lost_midway_leaves_the_rest_read_here(home, tmp_path,
     assert list(texts_of(w.queue("lost")).values()) == list(texts_of(w.queue("here")).values())
 
 
-def test_no_reading_process_can_start_and_everything_is_read_here(home, tmp_path, monkeypatch):
+def _read_here_then_ahead(home, tmp_path, monkeypatch):
+    "The mixed folder read into model 'here' by this process; from then on every file goes to reading processes."
     import crystalline_nb.queue as Q
     d = _mixed_folder(tmp_path / "in")
     w = Workspace(home)
@@ -509,6 +515,11 @@ def test_no_reading_process_can_start_and_everything_is_read_here(home, tmp_path
     w.queue("here").add_paths([d])
     monkeypatch.setattr(Q, "PREFETCH_MIN", 0)
     monkeypatch.setattr(Q, "AHEAD_FILE_MIN", 0)
+    return Q, d, w
+
+
+def test_no_reading_process_can_start_and_everything_is_read_here(home, tmp_path, monkeypatch):
+    Q, d, w = _read_here_then_ahead(home, tmp_path, monkeypatch)
     real, started = Q.subprocess.Popen, []
 
     def popen(*a, **k):  # the first process starts, the second hits a limit
@@ -575,11 +586,7 @@ def test_a_large_file_cut_between_reading_processes_stores_the_same(home, tmp_pa
         calls.append(1)
         if lose and held[id(self)] and len(calls) > 3 and self.proc.poll() is None:
             killed.append(self)
-            self.proc.kill()
-            self.proc.wait()
-            while not self.inbox.empty():
-                self.inbox.get()
-            self.inbox.put(None)
+            _kill_reader(self)
         return real_recv(self)
     monkeypatch.setattr(Q._Reader, "__init__", init)
     monkeypatch.setattr(Q._Reader, "recv", recv)
@@ -609,13 +616,7 @@ def test_a_large_file_cut_between_reading_processes_stores_the_same(home, tmp_pa
 
 def test_files_cleaned_ahead_are_copied_without_copy_file_range(home, tmp_path, monkeypatch):
     "Where the kernel cannot copy between the two files (another file system), or stops part way, they are copied here."
-    import crystalline_nb.queue as Q
-    d = _mixed_folder(tmp_path / "in")
-    w = Workspace(home)
-    w.create("here", preset_name="nano")
-    w.queue("here").add_paths([d])
-    monkeypatch.setattr(Q, "PREFETCH_MIN", 0)
-    monkeypatch.setattr(Q, "AHEAD_FILE_MIN", 0)
+    Q, d, w = _read_here_then_ahead(home, tmp_path, monkeypatch)
     real, calls = os.copy_file_range, []
 
     def part_way(src, dst, count, *a):  # 1000 bytes of the first file, then the call is refused
