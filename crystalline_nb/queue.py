@@ -19,11 +19,11 @@ from .ingest import why_refused
 from .tokenizer import PARALLEL_MIN, ByteTokenizer
 
 # %% auto #0
-__all__ = ['ENCODE_BATCH', 'BATCH_CHARS', 'SHARD_MAX', 'UTF8', 'NEAR_SHARE', 'NEAR_MIN_PARAS', 'PREFETCH_MIN', 'AHEAD_FILE_MIN',
+__all__ = ['ENCODE_BATCH', 'BATCH_CHARS', 'SHARD_MAX', 'NEAR_SHARE', 'NEAR_MIN_PARAS', 'PREFETCH_MIN', 'AHEAD_FILE_MIN',
            'READERS_MAX', 'SPLIT_MIN', 'SPILL_MAX', 'READ_AHEAD', 'WRITERS', 'PARAGRAPHS', 'WEB_ASSETS', 'SETTLE',
-           'HOLDOUT_SPAN', 'HOLDOUT_EVERY', 'VAL_EVERY', 'VAL_MIN_BLOCKS', 'AddReport', 'Queue', 'utf8_ids',
-           'clean_source', 'bytes_per_token', 'writers_busy_message', 'Ingestion', 'iter_files', 'select_files',
-           'Corpus', 'EpochPlan', 'missing_tokens', 'gather', 'ledger', 'queue_summary', 'epoch_record']
+           'UTF8', 'HOLDOUT_SPAN', 'HOLDOUT_EVERY', 'VAL_EVERY', 'VAL_MIN_BLOCKS', 'AddReport', 'Queue', 'clean_source',
+           'bytes_per_token', 'writers_busy_message', 'Ingestion', 'iter_files', 'select_files', 'utf8_ids', 'Corpus',
+           'EpochPlan', 'missing_tokens', 'gather', 'ledger', 'queue_summary', 'epoch_record']
 
 # %% ../nbs/07_queue.ipynb #478e89f5
 @dataclass
@@ -126,17 +126,6 @@ ENCODE_BATCH = 1 << 18  # characters tokenized at a time
 BATCH_CHARS = 1 << 20  # short sources encoded together (BPE) once they hold this many characters
 SHARD_MAX = 1 << 26  # start a new shard after this many tokens
 _SYNC_EVERY = 64 << 20  # bytes of a shard written between two flushes to disk in the background
-
-
-UTF8 = "utf8"  # the `dtype` of a byte model's rows: the cleaned UTF-8 itself, a 0 byte for the end of a document
-
-
-def utf8_ids(data: np.ndarray) -> np.ndarray:
-    "The byte tokenizer's ids (int64) of bytes read from a `UTF8` shard."
-    ids = data.astype(np.int64)
-    ids += ByteTokenizer.offset
-    ids[data == 0] = ByteTokenizer.eos_id  # cleaning drops control characters: no text has a 0 byte
-    return ids
 
 
 class _ShardWriter:
@@ -1194,6 +1183,17 @@ def ingest_inbox(self: Queue, progress: Callable | None = None, **kw) -> AddRepo
     return rep
 
 # %% ../nbs/07_queue.ipynb #b8df19f5
+UTF8 = "utf8"  # the `dtype` of a byte model's rows: the cleaned UTF-8 itself, a 0 byte for the end of a document
+
+
+def utf8_ids(data: np.ndarray) -> np.ndarray:
+    "The byte tokenizer's ids (int64) of bytes read from a `UTF8` shard."
+    ids = data.astype(np.int64)
+    ids += ByteTokenizer.offset
+    ids[data == 0] = ByteTokenizer.eos_id  # cleaning drops control characters: no text has a 0 byte
+    return ids
+
+
 class Corpus:
     "Read-only view of the tokens of the first `n_rows` manifest rows, concatenated."
 
