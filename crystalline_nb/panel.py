@@ -1279,18 +1279,19 @@ def _train_thread(self: TrainTab, tr: Trainer):
             self._shell.set_parent(self._parent)
         except Exception:
             pass
+    end = None
     try:
-        self.app.say(describe_end(tr.run()))
+        end = (describe_end(tr.run()), False)
     except Exception as e:
-        self.app.say(one_line(e), error=True)
+        end = (one_line(e), True)
     finally:
-        self._finish()
+        self._finish(end)
 
 # %% ../nbs/16_panel.ipynb #225dd951
 @patch
 def _follow_processes(self: TrainTab, name: str, kw: dict, n: int):
     "Body of the thread of a run with `n` processes: start torchrun, follow the history, report the end."
-    follower = StepFollower(self.ws.path(name), after_step=self.ws.read_state(name)["steps"])
+    follower, end = StepFollower(self.ws.path(name), after_step=self.ws.read_state(name)["steps"]), None
     try:
         run_kw = {k: v for k, v in kw.items() if v is not None}
         self.proc = start_distributed(self.ws.home, name, n, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -1312,29 +1313,31 @@ def _follow_processes(self: TrainTab, name: str, kw: dict, n: int):
         err = self.proc.stderr.read() if self.proc.stderr else ""
         epochs = self.ws.read_state(name)["epochs_trained"]
         if self.proc.returncode == 0:
-            self.app.say(f"training with {n} processes finished: epochs {epochs:.3f}; checkpoint saved")
+            end = (f"training with {n} processes finished: epochs {epochs:.3f}; checkpoint saved", False)
         elif self._stopping:
-            self.app.say(f"stopped: epochs {epochs:.3f}; checkpoint saved")
+            end = (f"stopped: epochs {epochs:.3f}; checkpoint saved", False)
         else:
             last = [ln for ln in err.splitlines() if ln.startswith("error:")]
-            self.app.say(last[-1][7:] if last else f"a training process failed (torchrun exit status "
-                         f"{self.proc.returncode}); the last checkpoint is intact", error=True)
+            end = (last[-1][7:] if last else f"a training process failed (torchrun exit status "
+                   f"{self.proc.returncode}); the last checkpoint is intact", True)
     except Exception as e:
-        self.app.say(one_line(e), error=True)
+        end = (one_line(e), True)
     finally:
         self.proc = None
-        self._finish()
+        self._finish(end)
 
 # %% ../nbs/16_panel.ipynb #18982b21
 @patch
-def _finish(self: TrainTab):
-    "After a run: final plot, controls back, workspace re-read."
+def _finish(self: TrainTab, end: tuple | None = None):
+    "After a run: final plot, controls back, then how it ended (`end`: message, error), workspace re-read."
     self.training, self._stopping = False, False
     self.trainer = None  # its model may hold a GPU's memory
     if not self._steps:
         self.status.value = ""
     self.plot.render()
     self.app.lock(False)
+    if end is not None:  # said once the settings can be changed again: "stopped" means they can
+        self.app.say(end[0], error=end[1])
     try:
         self.app.refresh()
     except Exception as e:

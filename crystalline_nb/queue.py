@@ -20,10 +20,10 @@ from .tokenizer import PARALLEL_MIN, ByteTokenizer
 
 # %% auto #0
 __all__ = ['ENCODE_BATCH', 'BATCH_CHARS', 'SHARD_MAX', 'NEAR_SHARE', 'NEAR_MIN_PARAS', 'PREFETCH_MIN', 'AHEAD_FILE_MIN',
-           'READERS_MAX', 'SPLIT_MIN', 'SPILL_MAX', 'READ_AHEAD', 'WRITERS', 'PARAGRAPHS', 'WEB_ASSETS', 'SETTLE',
-           'UTF8', 'HOLDOUT_SPAN', 'HOLDOUT_EVERY', 'VAL_EVERY', 'VAL_MIN_BLOCKS', 'AddReport', 'Queue', 'clean_source',
-           'bytes_per_token', 'writers_busy_message', 'Ingestion', 'iter_files', 'select_files', 'utf8_ids', 'Corpus',
-           'EpochPlan', 'missing_tokens', 'gather', 'ledger', 'queue_summary', 'epoch_record']
+           'READERS_MAX', 'SPLIT_MIN', 'SPILL_MAX', 'READ_AHEAD', 'UTF8', 'WRITERS', 'PARAGRAPHS', 'WEB_ASSETS',
+           'SETTLE', 'HOLDOUT_SPAN', 'HOLDOUT_EVERY', 'VAL_EVERY', 'VAL_MIN_BLOCKS', 'AddReport', 'Queue', 'utf8_ids',
+           'clean_source', 'bytes_per_token', 'writers_busy_message', 'Ingestion', 'iter_files', 'select_files',
+           'Corpus', 'EpochPlan', 'missing_tokens', 'gather', 'ledger', 'queue_summary', 'epoch_record']
 
 # %% ../nbs/07_queue.ipynb #478e89f5
 @dataclass
@@ -280,6 +280,17 @@ READERS_MAX = 8
 SPLIT_MIN = 32 << 20  # bytes: a text file this large is cut into parts read by several processes at once
 SPILL_MAX = 8 << 20  # bytes: a text file up to this size is cleaned into a temporary file, then copied into the shard
 READ_AHEAD = 16  # messages (pieces of at most 1 MiB) a reading process may be ahead of the writing one
+
+
+UTF8 = "utf8"  # the `dtype` of a byte model's rows: the cleaned UTF-8 itself, a 0 byte for the end of a document
+
+
+def utf8_ids(data: np.ndarray) -> np.ndarray:
+    "The byte tokenizer's ids (int64) of bytes read from a `UTF8` shard."
+    ids = data.astype(np.int64)
+    ids += ByteTokenizer.offset
+    ids[data == 0] = ByteTokenizer.eos_id  # cleaning drops control characters: no text has a 0 byte
+    return ids
 
 
 class _FilePieces:
@@ -1183,17 +1194,6 @@ def ingest_inbox(self: Queue, progress: Callable | None = None, **kw) -> AddRepo
     return rep
 
 # %% ../nbs/07_queue.ipynb #b8df19f5
-UTF8 = "utf8"  # the `dtype` of a byte model's rows: the cleaned UTF-8 itself, a 0 byte for the end of a document
-
-
-def utf8_ids(data: np.ndarray) -> np.ndarray:
-    "The byte tokenizer's ids (int64) of bytes read from a `UTF8` shard."
-    ids = data.astype(np.int64)
-    ids += ByteTokenizer.offset
-    ids[data == 0] = ByteTokenizer.eos_id  # cleaning drops control characters: no text has a 0 byte
-    return ids
-
-
 class Corpus:
     "Read-only view of the tokens of the first `n_rows` manifest rows, concatenated."
 
