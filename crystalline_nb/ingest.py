@@ -19,7 +19,7 @@ __all__ = ['DOC_BREAK', 'VERBATIM', 'CHUNK', 'SCAN_MAX', 'TEXT_SUFFIXES', 'HTML_
            'read_utf8_chunks', 'read_text_chunks', 'extract_html', 'html_to_text', 'clean_pdf_pages', 'extract_pdf',
            'extract_json', 'extract_jsonl', 'extract_ipynb', 'check_file', 'head_kind', 'sniff_text',
            'declared_encoding', 'extract_text', 'extractor_for', 'extract', 'Paragraphs', 'Prepared', 'prepare',
-           'why_refused', 'read_ahead', 'reader_main', 'split_points', 'corpus_texts', 'demo_corpus']
+           'why_refused', 'unpack_group', 'read_ahead', 'reader_main', 'split_points', 'corpus_texts', 'demo_corpus']
 
 # %% ../nbs/06_ingest.ipynb #0fc7cfb2
 class Rejected(ValueError):
@@ -802,13 +802,58 @@ def _read_one(conn: Connection, path: str, start: int, stop: int | None, spill: 
             out.close()
 
 
+def _entry(kind: bytes, at: int, n: int, payload: bytes) -> bytes:
+    return kind + struct.pack("<qqq", at, n, len(payload)) + payload
+
+
+def _read_group(conn: Connection, paths: list[str], spill: str):
+    "Clean the small files at `paths` one after the other into the file `spill`, then send one `G` message of them all."
+    entries = []
+    with open(spill, "wb") as out:
+        for path in paths:
+            at = out.tell()
+            try:
+                stream = prepare(clean_pieces(extract(Path(path))))
+                while True:
+                    try:
+                        b = next(stream)
+                    except StopIteration as end:
+                        entries.append(_entry(b"E", at, out.tell() - at, end.value.pack()))
+                        break
+                    out.write(b"\x00" if b is DOC_BREAK else b)  # a byte model's end of a document
+            except Exception as e:
+                out.seek(at)
+                out.truncate()
+                entries.append(_entry(b"X", at, 0, why_refused(e).encode()))
+    conn.send_bytes(b"G" + b"".join(entries))
+
+
+def unpack_group(m: bytes) -> list[tuple[bytes, int, int, bytes]]:
+    """The files of a `G` message, in order: (b"E", offset, length, `Prepared.pack()`) for a file cleaned into the
+    group's file from `offset` on (`length` bytes, a 0 byte for each document break), (b"X", offset, 0, reason) for one
+    refused."""
+    out, at = [], 1
+    while at < len(m):
+        off, n, k = struct.unpack_from("<qqq", m, at + 1)
+        out.append((m[at : at + 1], off, n, m[at + 25 : at + 25 + k]))
+        at += 25 + k
+    return out
+
+
 def read_ahead(conn: Connection, items: list, prep: bool = True):
     """Extract and clean the files of `items` in order, sending each source's cleaned UTF-8 on `conn` as it goes. With
     `prep`, then what `prepare` found (content hash, paragraphs, counts), so that the writing process only tokenizes.
     An item is a path, or [path, start, stop, spill]: the part of a text file cut by `split_points`, sent as above,
-    or with a `spill` path written there, and only what `prepare` found sent (the writing process reads it later)."""
+    or with a `spill` path written there, and only what `prepare` found sent (the writing process reads it later); or
+    {"group": paths, "spill": path}: small files cleaned into one file, one message for them all (`unpack_group`)."""
     try:
         for item in items:
+            if isinstance(item, dict):
+                try:
+                    _read_group(conn, item["group"], item["spill"])
+                except Exception as e:  # the group's file could not be written: the writing process reads them
+                    conn.send_bytes(b"X" + why_refused(e).encode())
+                continue
             path, start, stop, spill = (item, 0, None, None) if isinstance(item, (str, Path)) else item
             try:
                 _read_one(conn, path, start, stop, spill, prep)

@@ -15,15 +15,16 @@ from fastcore.basics import patch
 from .core import fsync_dir, file_lock, busy_lock, read_jsonl, parse_jsonl, append_jsonl, now, one_line
 from .ingest import BINARY_SUFFIXES, CHUNK, DOC_BREAK, HTML_SUFFIXES, Rejected, clean_pieces, extract
 from .ingest import JOIN, Paragraphs, Prepared, extract_text, extractor_for, prepare, split_points
-from .ingest import why_refused
+from .ingest import unpack_group, why_refused
 from .tokenizer import PARALLEL_MIN, ByteTokenizer
 
 # %% auto #0
 __all__ = ['ENCODE_BATCH', 'BATCH_CHARS', 'SHARD_MAX', 'NEAR_SHARE', 'NEAR_MIN_PARAS', 'PREFETCH_MIN', 'AHEAD_FILE_MIN',
-           'READERS_MAX', 'SPLIT_MIN', 'SPILL_MAX', 'READ_AHEAD', 'UTF8', 'WRITERS', 'PARAGRAPHS', 'WEB_ASSETS',
-           'SETTLE', 'HOLDOUT_SPAN', 'HOLDOUT_EVERY', 'VAL_EVERY', 'VAL_MIN_BLOCKS', 'AddReport', 'Queue', 'utf8_ids',
-           'clean_source', 'bytes_per_token', 'writers_busy_message', 'Ingestion', 'iter_files', 'select_files',
-           'Corpus', 'EpochPlan', 'missing_tokens', 'gather', 'ledger', 'queue_summary', 'epoch_record']
+           'READERS_MAX', 'SPLIT_MIN', 'SPILL_MAX', 'READ_AHEAD', 'GROUP_FILES', 'GROUP_BYTES', 'GROUPS_MIN', 'UTF8',
+           'WRITERS', 'PARAGRAPHS', 'WEB_ASSETS', 'SETTLE', 'HOLDOUT_SPAN', 'HOLDOUT_EVERY', 'VAL_EVERY',
+           'VAL_MIN_BLOCKS', 'AddReport', 'Queue', 'utf8_ids', 'clean_source', 'bytes_per_token',
+           'writers_busy_message', 'Ingestion', 'iter_files', 'select_files', 'Corpus', 'EpochPlan', 'missing_tokens',
+           'gather', 'ledger', 'queue_summary', 'epoch_record']
 
 # %% ../nbs/07_queue.ipynb #478e89f5
 @dataclass
@@ -164,26 +165,31 @@ class _ShardWriter:
     def write_eos(self):
         self._put(self.eos, 1)
 
-    def append_file(self, path: Path, n: int):
-        "The `n` bytes of the file at `path` (cleaned UTF-8, see `read_ahead`), copied by the kernel."
+    def append_file(self, path: Path, n: int, offset: int = 0, fd: int | None = None):
+        """The `n` bytes from `offset` on of the file at `path` (cleaned UTF-8, see `read_ahead`; `fd`, that file open
+        for reading, if it is), copied by the kernel."""
         self.f.flush()
-        left = n
-        with open(path, "rb", buffering=0) as src:
+        left, at = n, offset
+        src = os.open(path, os.O_RDONLY) if fd is None else fd
+        try:
             try:
                 while left > 0:
-                    got = os.copy_file_range(src.fileno(), self.f.fileno(), left)
+                    got = os.copy_file_range(src, self.f.fileno(), left, offset_src=at)
                     if got <= 0:
                         break
-                    left -= got
+                    left, at = left - got, at + got
             except OSError:  # not for these files (another file system, an old kernel): copied here
                 pass
             self.f.seek(0, os.SEEK_END)  # the buffered file learns where the kernel left the shard
             while left > 0:
-                b = src.read(min(left, 1 << 20))
+                b = os.pread(src, min(left, 1 << 20), at)
                 if not b:
-                    raise OSError(f"{path.name} is shorter than its reading process said")
+                    raise OSError(f"{Path(path).name} is shorter than its reading process said")
                 self.f.write(b)
-                left -= len(b)
+                left, at = left - len(b), at + len(b)
+        finally:
+            if fd is None:
+                os.close(src)
         self.n += n
         self._wrote(n)
 
@@ -280,6 +286,8 @@ READERS_MAX = 8
 SPLIT_MIN = 32 << 20  # bytes: a text file this large is cut into parts read by several processes at once
 SPILL_MAX = 8 << 20  # bytes: a text file up to this size is cleaned into a temporary file, then copied into the shard
 READ_AHEAD = 16  # messages (pieces of at most 1 MiB) a reading process may be ahead of the writing one
+GROUP_FILES, GROUP_BYTES = 64, 4 << 20  # small files read ahead go in groups of at most this many files and bytes
+GROUPS_MIN = 256  # small files to read: from this many on, reading processes read them (in groups) ahead
 
 
 UTF8 = "utf8"  # the `dtype` of a byte model's rows: the cleaned UTF-8 itself, a 0 byte for the end of a document
@@ -309,7 +317,7 @@ class _ReaderLost(Exception):
 
 class _Reader:
     """A process that extracts and cleans files ahead of the writing one, in the files' order: `paths` are paths, or
-    (path, start, stop, spill) for parts of a file (see `read_ahead`)."""
+    (path, start, stop, spill) for parts of a file, or dicts for groups of small files (see `read_ahead`)."""
 
     def __init__(self, paths: list, prepare: bool = True):
         # a fresh interpreter: no fork of a process holding threads and locks, no re-run of the caller's script
@@ -329,8 +337,8 @@ class _Reader:
         self.prepare = prepare  # it hashes and finds paragraphs too (see `read_ahead`)
         self.inbox = queue.Queue(READ_AHEAD)  # a thread takes the messages off the pipe: the process keeps going
         try:
-            items = [str(p) if isinstance(p, (str, Path)) else [str(p[0]), p[1], p[2], p[3] and str(p[3])]
-                     for p in paths]
+            items = [p if isinstance(p, dict) else str(p) if isinstance(p, (str, Path))
+                     else [str(p[0]), p[1], p[2], p[3] and str(p[3])] for p in paths]
             self.proc.stdin.write(json.dumps(dict(items=items, prepare=prepare)).encode())
             self.proc.stdin.close()
         except OSError:  # it could not start: the files are read here
@@ -363,7 +371,7 @@ class _Reader:
     def skip_to(self, i: int):
         "Drop what is left of the sources before source `i` (skipped, or cut short by an error)."
         while self.next < i and not self.lost:
-            if self.recv()[:1] in (b"E", b"X"):
+            if self.recv()[:1] in (b"E", b"X", b"G"):
                 self.next += 1
 
     def close(self):
@@ -373,12 +381,48 @@ class _Reader:
         self.proc.wait()
 
 
+class _Group:
+    """Small files that reading process `r` cleans together into the file `spill` (its source number `i`, `n` files):
+    one message says where each one's text lies (`unpack_group`); the file goes once each member is taken or dropped."""
+
+    def __init__(self, r: _Reader, i: int, spill: Path, n: int):
+        self.r, self.i, self.spill, self.left = r, i, spill, n
+        self.entries, self.fd = None, None
+
+    def entry(self, j: int) -> tuple | None:
+        "What the reading process found of file `j` of the group, or None: read it here (`_ReaderLost` if it stopped)."
+        if self.entries is None:
+            self.r.skip_to(self.i)
+            m = self.r.recv()
+            self.r.next += 1
+            self.entries = unpack_group(m) if m[:1] == b"G" else []  # its file could not be written
+        return self.entries[j] if j < len(self.entries) else None
+
+    def copy_into(self, w: _ShardWriter, offset: int, n: int):
+        if self.fd is None:
+            self.fd = os.open(self.spill, os.O_RDONLY)
+        w.append_file(self.spill, n, offset, self.fd)
+
+    def done(self):
+        "One member taken or dropped."
+        self.left -= 1
+        if self.left <= 0:
+            self.close()
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        self.spill.unlink(missing_ok=True)
+
+
 class _Ahead:
     """A source read by reading processes, standing in for its `_FilePieces` (`local`), which read it here if one
-    stops: `parts`, (reader, its source number, spill file) for each part, a single one unless the file was cut."""
+    stops: `parts`, (reader, its source number, spill file) for each part, a single one unless the file was cut; or
+    member `j` of a `_Group`, `group=(group, j)`."""
 
-    def __init__(self, parts: list[tuple[_Reader, int, Path | None]], local: _FilePieces):
-        self.parts, self.local = parts, local
+    def __init__(self, parts: list[tuple[_Reader, int, Path | None]], local: _FilePieces, group=None):
+        self.parts, self.local, self.group = parts, local, group
 
     def __call__(self) -> Iterator:
         return self.local()
@@ -396,6 +440,27 @@ class _Ahead:
     def spilled(self) -> bool:
         "Whether the source is one part that its reading process writes to a file of its own (see `copy_into`)."
         return len(self.parts) == 1 and self.parts[0][2] is not None
+
+    def from_group(self, w: _ShardWriter) -> Prepared | None:
+        "The member of a group: its text copied from the group's file into `w`, or None if it is to be read here."
+        (g, j), start = self.group, w.n
+        try:
+            e = g.entry(j)
+            if e is None:
+                return None
+            kind, offset, n, payload = e
+            if kind == b"X":
+                raise Rejected(payload.decode())
+            prep = Prepared.unpack(payload)
+            g.copy_into(w, offset, n)
+            return prep
+        except _ReaderLost:
+            return None
+        except OSError:  # the group's file is not there as it should be: the file is read here
+            w.rewind(start)
+            return None
+        finally:
+            g.done()
 
     def copy_into(self, w: _ShardWriter) -> Prepared:
         "Wait for the reading process to write the whole source to its file, and have the kernel copy that into `w`."
@@ -471,6 +536,8 @@ class _Ahead:
 
     def drop(self):
         "The source is not read after all: its messages are dropped (a spilled part's when the next source comes)."
+        if self.group is not None:
+            return self.group[0].done()
         self._unlink()
         for r, i, spill in self.parts:
             if spill is None:
@@ -480,7 +547,11 @@ class _Ahead:
 def _tokenize_ahead(tok, w: _ShardWriter, ahead: _Ahead) -> Prepared:
     "`_tokenize_source` of a source read ahead, or read here if a reading process is lost."
     start = w.n
-    if not ahead.lost:
+    if ahead.group is not None:
+        prep = ahead.from_group(w)
+        if prep is not None:
+            return prep
+    elif not ahead.lost:
         try:
             if ahead.spilled:
                 return ahead.copy_into(w)
@@ -923,41 +994,62 @@ def _text_file(path: Path) -> bool:
 
 @contextmanager
 def _reading_ahead(ing: Ingestion, sources: Iterable):
-    "`sources`, with the files to read handed to reading processes (one a core) when they hold many MB."
+    """`sources`, with the files to read handed to reading processes (one a core) when they hold many MB or are many:
+    large ones one by one (a large text file cut in parts), small ones in groups (`_Group`)."""
     if not isinstance(sources, list) or ing.tok.kind != "byte" or (os.cpu_count() or 1) < 2:
         yield sources
         return
+    size = lambda k: (sources[k][3] or {}).get("size", 0)
     todo = [k for k, src in enumerate(sources) if len(src) > 3 and isinstance(src[2], _FilePieces)
-            and (src[3] or {}).get("size", 0) >= AHEAD_FILE_MIN and src[2].path.suffix.lower() not in BINARY_SUFFIXES
-            and ing.seen_file(src[0], src[3]) is None]  # small files cost more to hand over than to read here
-    if sum((sources[k][3] or {}).get("size", 0) for k in todo) < PREFETCH_MIN:
-        yield sources
-        return
+            and src[2].path.suffix.lower() not in BINARY_SUFFIXES and ing.seen_file(src[0], src[3]) is None]
+    if sum(size(k) < AHEAD_FILE_MIN for k in todo) < GROUPS_MIN:  # a few small files: read here, at less cost
+        todo = [k for k in todo if size(k) >= AHEAD_FILE_MIN]
+        if sum(map(size, todo)) < PREFETCH_MIN:
+            yield sources
+            return
     most = min(os.cpu_count() or 1, READERS_MAX)
-    items = []  # (source, path, start, stop, spill): a file, or the parts of a large text file
+    spill_file = lambda: ing.q.shards / f".tmp-part-{uuid.uuid4().hex}"  # leftovers of a crash go with the next
+    # (source, path, start, stop, spill): a file, or the parts of a large text file; or a group of small files:
+    # (their sources, their paths, None, None, spill)
+    items, group, held = [], None, 0
     for k in todo:
-        path, size = sources[k][2].path, (sources[k][3] or {}).get("size", 0)
-        cuts = split_points(path, most) if size >= SPLIT_MIN and most > 1 else []
-        whole = not cuts and size <= SPILL_MAX and _text_file(path)  # no bytes through the pipe: the kernel copies it
+        path = sources[k][2].path
+        if size(k) < AHEAD_FILE_MIN:
+            if group is None or len(group[0]) >= GROUP_FILES or held >= GROUP_BYTES:
+                group, held = ([], [], None, None, spill_file()), 0
+                items.append(group)
+            group[0].append(k)
+            group[1].append(path)
+            held += size(k)
+            continue
+        group = None
+        cuts = split_points(path, most) if size(k) >= SPLIT_MIN and most > 1 else []
+        whole = not cuts and size(k) <= SPILL_MAX and _text_file(path)  # no bytes through the pipe: the kernel copies
         for j, (a, b) in enumerate(zip([0, *cuts], [*cuts, None])):
-            spill = ing.q.shards / f".tmp-part-{uuid.uuid4().hex}" if j or whole else None  # leftovers go too
-            items.append((k, path, a, b, spill))
+            items.append((k, path, a, b, spill_file() if j or whole else None))
     n = min(most, len(items))  # items dealt out in turn: the writer takes them in order
     readers, out = [], list(sources)
     try:
         for r in range(n):
             # one reading process: the writing one hashes and finds paragraphs, so that the work is shared. With more,
             # they do it (bench/README.md: 100 files, 39-41 against 29 MB/s. One file: 46-51 against 59-68)
-            mine = items[r::n]
-            readers.append(_Reader([it[1] if it[2:] == (0, None, None) else it[1:] for it in mine], prepare=n > 1))
+            mine = [dict(group=[str(p) for p in it[1]], spill=str(it[4])) if isinstance(it[0], list)
+                    else it[1] if it[2:] == (0, None, None) else it[1:] for it in items[r::n]]
+            readers.append(_Reader(mine, prepare=n > 1))
     except OSError:  # no process could be started (a limit, no interpreter to run): everything is read here
         for r in readers:
             r.close()
         yield sources
         return
-    parts = {}
+    parts, groups = {}, []
     for j, (k, *_, spill) in enumerate(items):
-        parts.setdefault(k, []).append((readers[j % n], j // n, spill))
+        if isinstance(k, list):
+            groups.append(_Group(readers[j % n], j // n, spill, len(k)))
+            for m, kk in enumerate(k):
+                name, kind, pieces, *rest = sources[kk]
+                out[kk] = (name, kind, _Ahead([], pieces, group=(groups[-1], m)), *rest)
+        else:
+            parts.setdefault(k, []).append((readers[j % n], j // n, spill))
     for k, ps in parts.items():
         name, kind, pieces, *rest = sources[k]
         out[k] = (name, kind, _Ahead(ps, pieces), *rest)
@@ -966,6 +1058,8 @@ def _reading_ahead(ing: Ingestion, sources: Iterable):
     finally:
         for r in readers:
             r.close()
+        for g in groups:
+            g.close()
         for it in items:
             if it[4] is not None:
                 it[4].unlink(missing_ok=True)

@@ -619,13 +619,73 @@ def test_files_cleaned_ahead_are_copied_without_copy_file_range(home, tmp_path, 
     Q, d, w = _read_here_then_ahead(home, tmp_path, monkeypatch)
     real, calls = os.copy_file_range, []
 
-    def part_way(src, dst, count, *a):  # 1000 bytes of the first file, then the call is refused
+    def part_way(src, dst, count, *a, **k):  # 1000 bytes of the first file, then the call is refused
         calls.append(count)
         if len(calls) == 1:
-            return real(src, dst, min(count, 1000), *a)
+            return real(src, dst, min(count, 1000), *a, **k)
         raise OSError(18, "Invalid cross-device link")
     monkeypatch.setattr(Q.os, "copy_file_range", part_way)
     w.create("copied", preset_name="nano")
     rep = w.queue("copied").add_paths([d])
     assert len(calls) >= 3 and len(rep.added) == 5
     assert texts_of(w.queue("copied")) == texts_of(w.queue("here"))
+
+
+def _small_files_folder(d: Path) -> Path:
+    "Many small files of every kind (the mixed folder's, ten times over), with a few larger ones between them."
+    d.mkdir()
+    for i in range(10):
+        _mixed_folder(d / f"m{i}")
+        (d / f"m{i}" / "own.txt").write_text(f"A file of its own, number {i}.\n\nIts second paragraph, long enough.\n")
+        (d / f"m{i}" / "pic.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    return d
+
+
+def test_small_files_read_ahead_in_groups_store_the_same(home, tmp_path, monkeypatch):
+    import crystalline_nb.queue as Q
+    d = _small_files_folder(tmp_path / "in")
+    w = Workspace(home)
+    results, jobs, calls, done = {}, [], [], []
+    real_init, real_recv, real_entry = Q._Reader.__init__, Q._Reader.recv, Q._Group.entry
+
+    def init(self, paths, prepare=True):
+        jobs.append(paths)
+        real_init(self, paths, prepare)
+
+    def recv(self):  # in "lost", the first reading process is killed once it has sent two groups
+        calls.append(1)
+        if name == "lost" and len(calls) == 3 and self.proc.poll() is None:
+            done.append(name)
+            _kill_reader(self)
+        return real_recv(self)
+
+    def entry(self, j):  # in "gone", the second group's file is gone when its first file is copied
+        e = real_entry(self, j)
+        if name == "gone" and self.i == 1 and j == 0:
+            done.append(name)
+            self.spill.unlink()
+        return e
+    monkeypatch.setattr(Q._Reader, "__init__", init)
+    monkeypatch.setattr(Q._Reader, "recv", recv)
+    monkeypatch.setattr(Q._Group, "entry", entry)
+    monkeypatch.setattr(Q.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(Q, "AHEAD_FILE_MIN", 20_000)  # a.txt, b.py, g.txt, h.md, z.txt are read one by one
+    monkeypatch.setattr(Q, "GROUP_FILES", 3)
+    for name in ("here", "groups", "lost", "gone"):
+        monkeypatch.setattr(Q, "GROUPS_MIN", 1 << 60 if name == "here" else 8)
+        jobs.clear()
+        calls.clear()
+        w.create(name, preset_name="nano")
+        rep = w.queue(name).add_paths([d])
+        q = w.queue(name)
+        rows = [{k: r[k] for k in ("source", "hash", "chars", "bytes", "tokens")} for r in q.rows()]
+        c = q.corpus()
+        results[name] = (rows, c.read(0, len(c)).tolist(), sorted(rep.rejected), sorted(rep.duplicates),
+                         (q.dir / "paragraphs.bin").read_bytes())
+        groups = [it for job in jobs for it in job if isinstance(it, dict)]
+        assert max([len(g["group"]) for g in groups], default=0) == (0 if name == "here" else 3), name
+        assert not list(q.shards.glob(".tmp-*"))                                         # no group's file left
+    assert results["here"] == results["groups"] == results["lost"] == results["gone"] and done == ["lost", "gone"]
+    rows, _, rejected, dups, _ = results["groups"]
+    assert len(rows) == 5 + 10 and len(rows) + len(dups) + len(rejected) == 10 * 11     # m0's five, each own.txt
+    assert len(rejected) == 30 and {Path(f).name for f, _ in rejected} == {"e.txt", "f.txt", "pic.png"}
