@@ -344,28 +344,40 @@ _MAIN = ["//main", "//*[@role='main']", "//article", "//*[@id='main-content']", 
          "//div[contains(concat(' ', normalize-space(@class), ' '), ' body ')]", "//body"]
 
 
-def _is_chrome(el) -> bool:
-    "Page furniture rather than text: by tag, by class or id, hidden, a chrome link, or a block of mostly links."
+def _is_chrome(el, text: Callable, lens: dict) -> bool:
+    """Page furniture rather than text: by tag, by class or id, hidden, a chrome link, or a block of mostly links.
+    `text` gives an element's text (with all it holds); `lens` keeps the page's links' lengths of text, once each."""
     tag = el.tag if isinstance(el.tag, str) else ""
-    if tag in _DROP_TAGS or el.get("hidden") is not None or el.get("aria-hidden") == "true":
+    if tag in _DROP_TAGS:
         return True
-    names = set((el.get("class") or "").lower().split()) | {(el.get("id") or "").lower()}
-    if names & _CHROME or "display:none" in (el.get("style") or "").replace(" ", ""):
-        return True
-    if tag == "a" and " ".join(el.text_content().split()).lower() in _CHROME_LINKS:
-        return True
-    if tag in ("ul", "ol", "div", "section", "table", "dl") and tag != "pre":
-        links = el.findall(".//a")
+    if el.attrib:  # most elements have no attributes at all
+        if el.get("hidden") is not None or el.get("aria-hidden") == "true":
+            return True
+        if (el.get("id") or "").lower() in _CHROME or not _CHROME.isdisjoint((el.get("class") or "").lower().split()):
+            return True
+        if "display:none" in (el.get("style") or "").replace(" ", ""):
+            return True
+    if tag == "a":
+        words = " ".join(text(el).split())
+        lens[el] = len(words)
+        return words.lower() in _CHROME_LINKS
+    if tag in ("ul", "ol", "div", "section", "table", "dl"):
+        links = list(el.iter("a"))  # in C; `findall(".//a")` walks in Python
         if len(links) >= 3:
-            total = len(" ".join(el.text_content().split()))
-            linked = sum(len(" ".join(a.text_content().split())) for a in links)
+            total = len(" ".join(text(el).split()))
+            linked = 0
+            for a in links:  # nested blocks hold the same links: each one's text is measured once
+                n = lens.get(a)
+                if n is None:
+                    n = lens[a] = len(" ".join(text(a).split()))
+                linked += n
             return total > 0 and linked / total > 0.7
     return False
 
 
-def _layout(root) -> str:
-    "Paragraphs of `root` (see above)."
-    out, run = [], []  # finished pieces; inline text of the current paragraph
+def _layout(root, text: Callable) -> str:
+    "Paragraphs of `root` (see above); `text` gives an element's text, with all it holds."
+    out, run, lens = [], [], {}  # finished pieces; inline text of the current paragraph; lengths of links' text
 
     def brk(n):
         text = " ".join("".join(run).split())
@@ -379,12 +391,12 @@ def _layout(root) -> str:
 
     def walk(el):
         tag = el.tag.lower() if isinstance(el.tag, str) else None
-        if tag is None or _is_chrome(el):  # a comment, a processing instruction, or chrome: only its tail counts
+        if tag is None or _is_chrome(el, text, lens):  # a comment, a processing instruction, or chrome: its tail only
             run.append(el.tail or "")
             return
         if tag == "pre":
             brk(2)
-            out.append(("pre", el.text_content().strip("\n")))
+            out.append(("pre", text(el).strip("\n")))
             out.append(2)
         elif tag == "br":
             brk(1)
@@ -412,19 +424,21 @@ MIN_HTML_CHARS = 200  # less main text than this is a menu, an index of links or
 
 def html_to_text(html) -> str:
     "Main text of HTML (str or bytes), laid out in paragraphs (see above); `Rejected` if there is (almost) none."
-    import lxml.html
-    from lxml.etree import ParserError
+    from lxml import etree
 
     if isinstance(html, bytes) and b"\x00" in html[:4096]:
         raise Rejected("binary content, not HTML")
-    try:
-        doc = lxml.html.document_fromstring(html)
-    except (ParserError, ValueError) as e:
+    try:  # plain elements: lxml.html's own classes cost a call in Python each time an element is met
+        doc = etree.fromstring(html, etree.HTMLParser())
+        if doc is None:
+            raise etree.ParserError("Document is empty")
+    except (etree.ParserError, ValueError) as e:
         raise Rejected(f"cannot parse HTML: {one_line(e)}") from None
+    string = etree.XPath("string()", smart_strings=False)  # an element's text: what lxml.html's text_content gives
     for xp in _MAIN:
         found = doc.xpath(xp)
         if found:
-            text = _layout(found[0])
+            text = _layout(found[0], string)
             if len(text) >= MIN_HTML_CHARS:
                 return text
             if text.strip():
