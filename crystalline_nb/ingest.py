@@ -803,6 +803,8 @@ def _read_one(conn: Connection, path: str, start: int, stop: int | None, spill: 
             try:
                 b = next(stream)
             except StopIteration as end:
+                if out:
+                    out.close()  # every byte in the file before the writing process is told it may copy it
                 conn.send_bytes(b"E" + end.value.pack() if prep or spill else b"E")
                 return
             if out:
