@@ -13,10 +13,13 @@ memory of the ingestion), then --steps steps trained on it (peak and anonymous m
 --epoch-data (with --gb): then, in another fresh process, the data side of one whole epoch: every training window of
 the epoch read in the trainer's order (its `EpochPlan` and `gather`, batches of 32 x 64) without the model, with
 the time, the memory at each tenth of the epoch, and a check that every training position was read exactly once (the
-sum of the tokens read against the corpus's sum less its held-out spans). Training one epoch of 1G tokens on this
-CPU takes hours (about 90k tokens/s for the smallest model); this measures what the corpus and the plan cost.
+sum of the tokens read against the corpus's sum less its held-out spans): what the corpus and the plan cost.
+--epoch-train (with --gb): then one whole epoch trained with `cllm train` in a fresh process (a model of one layer of
+width 32, batch 32 x 64, lr 3e-3), its resident and anonymous memory sampled every 2 s from /proc: the time, tokens/s,
+memory at each tenth of the run, the loss at its start and end, held-out loss, and the epochs the model has trained.
+It takes about an hour for 1 GB on a 2-core CPU (300-400k tokens/s).
 """
-import json, os, subprocess, sys, tempfile, textwrap
+import json, os, re, subprocess, sys, tempfile, textwrap, time
 from pathlib import Path
 from common import parser
 
@@ -26,12 +29,12 @@ CHILD = textwrap.dedent("""
     from common import corpus_text
     from crystalline_nb.workspace import Workspace
     from crystalline_nb.trainer import Trainer
-    n, home, steps, folder = int(sys.argv[1]), sys.argv[2], int(sys.argv[4]), sys.argv[5]
+    n, home, steps, folder, layers = int(sys.argv[1]), sys.argv[2], int(sys.argv[4]), sys.argv[5], int(sys.argv[6])
     st = lambda: dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines() if ":" in l)
     kb = lambda s, k: int(s[k].split()[0]) / 1024
     ws = Workspace(home)
     if not ws.exists("m"):
-        ws.create("m", preset_name="nano", d_model=32, n_head=2, d_ff=64, max_seq_len=64)
+        ws.create("m", preset_name="nano", d_model=32, n_head=2, d_ff=64, max_seq_len=64, n_layer=layers)
     t0 = time.perf_counter()
     if n < 0:  # trained only: the queue was filled by another process
         pass
@@ -87,14 +90,52 @@ WALK = textwrap.dedent("""
 """)
 
 
-def child(chars: int, steps: int = 0, folder: str = "-", home: str | None = None) -> dict:
+def child(chars: int, steps: int = 0, folder: str = "-", home: str | None = None, layers: int = 2) -> dict:
     "Run CHILD in a fresh process (chars < 0: train only; steps < 0: ingest only); its figures."
     here = str(Path(__file__).resolve().parent)
-    r = subprocess.run([sys.executable, "-c", CHILD, str(chars), home or tempfile.mkdtemp(), here, str(steps), folder],
-                       capture_output=True, text=True, timeout=7200)
+    r = subprocess.run([sys.executable, "-c", CHILD, str(chars), home or tempfile.mkdtemp(), here, str(steps), folder,
+                        str(layers)], capture_output=True, text=True, timeout=7200)
     if r.returncode:
         raise SystemExit(r.stderr[-2000:])
     return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def memory(pid: int) -> tuple[float, float] | None:
+    "Resident and anonymous memory of a running process, MiB (None once it is gone)."
+    try:
+        s = dict(l.split(":", 1) for l in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in l)
+        return int(s["VmRSS"].split()[0]) / 1024, int(s["RssAnon"].split()[0]) / 1024
+    except (OSError, KeyError):
+        return None
+
+
+def train_epoch(home: str) -> dict:
+    "One whole epoch of model m with `cllm train` in a fresh process, its memory sampled every 2 s; its figures."
+    log = Path(home) / "epoch.log"
+    cmd = [sys.executable, "-c", "from crystalline_nb.cli import main\nmain()", "train", "m", "--home", home,
+           "--epochs", "1", "--batch-size", "32", "--seq-len", "64", "--lr", "3e-3", "--warmup", "200",
+           "--threads", "2"]
+    t0, samples = time.perf_counter(), []
+    with open(log, "w") as out:
+        p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        while p.poll() is None:
+            m = memory(p.pid)
+            if m and m[0] >= 1:  # not in the instant before the interpreter is loaded
+                samples.append((time.perf_counter() - t0, *m))
+            time.sleep(2)
+    text = log.read_text()
+    if p.returncode:
+        raise SystemExit(text[-2000:])
+    done = re.search(r"target reached: ([\d,]+) steps, ([\d,]+) tokens in .*?; loss ([\d.]+) -> ([\d.]+), "
+                     r"epochs ([\d.]+)/1", text)
+    val = re.search(r"epoch 1 done: train loss ([\d.]+), val loss ([\d.]+)", text)
+    state = json.loads((Path(home) / "models" / "m" / "state.json").read_text())
+    seconds = time.perf_counter() - t0
+    tenths = [min(samples, key=lambda s: abs(s[0] - seconds * k / 10)) for k in range(1, 11)]
+    return dict(seconds=seconds, steps=int(done[1].replace(",", "")), tokens=int(done[2].replace(",", "")),
+                first=float(done[3]), last=float(done[4]), train=float(val[1]), val=float(val[2]),
+                epochs_trained=state.get("epochs_trained"), tenths=tenths, peak=max(s[1] for s in samples),
+                peak_anon=max(s[2] for s in samples))
 
 
 def write_corpus(folder: Path, total: int, files: int = 100) -> int:
@@ -118,6 +159,7 @@ def main():
     ap.add_argument("--gb", type=float, default=0, help="ingest this many GB of text from files, then train")
     ap.add_argument("--steps", type=int, default=300, help="steps trained in --rss and --gb (default 300)")
     ap.add_argument("--epoch-data", action="store_true", help="with --gb: read one whole epoch's windows")
+    ap.add_argument("--epoch-train", action="store_true", help="with --gb: train one whole epoch (one layer)")
     a = ap.parse_args()
     if a.rss:
         rows = []
@@ -137,8 +179,10 @@ def main():
         folder = Path(tempfile.mkdtemp()) / "corpus"
         size = write_corpus(folder, int(a.gb * 1e9))
         home = tempfile.mkdtemp()
-        d = child(0, -1, str(folder), home=home)
-        d.update({k: v for k, v in child(-1, a.steps, home=home).items() if k in ("hwm", "anon", "file")})
+        layers = 1 if a.epoch_train else 2
+        d = child(0, -1, str(folder), home=home, layers=layers)
+        trained = child(-1, a.steps, home=home, layers=layers)
+        d.update({k: v for k, v in trained.items() if k in ("hwm", "anon", "file")})
         print(f"{size / 1e9:.2f} GB in 100 files: ingested in {d['ingest_s']:.0f} s "
               f"({size / 1e6 / d['ingest_s']:.1f} MB/s),"
               f" {d['queue']:,} tokens; peak RSS of the ingestion {d['ingest_hwm']:.0f} MiB")
@@ -154,6 +198,16 @@ def main():
                   f"{w['plan_s']:.1f} s), every position once: {w['exact']}; peak RSS {w['hwm']:.0f} MiB")
             print("at each tenth of the epoch (seconds, RSS MiB, anonymous MiB): "
                   + ", ".join(f"{t} s {r} {an}" for t, r, an in w["marks"]))
+        if a.epoch_train:
+            e = train_epoch(home)
+            print(f"one whole epoch trained by `cllm train` in a fresh process: {e['steps']:,} steps, {e['tokens']:,} "
+                  f"tokens in {e['seconds']:.0f} s ({e['tokens'] / e['seconds']:,.0f} tokens/s); loss {e['first']:.3f}"
+                  f" -> {e['last']:.3f}, held-out {e['val']:.3f}; epochs trained {e['epochs_trained']}")
+            print(f"memory through the epoch: peak RSS {e['peak']:.0f} MiB, anonymous {e['peak_anon']:.0f} MiB; "
+                  "at each tenth (seconds, RSS MiB, anonymous MiB): "
+                  + ", ".join(f"{t:.0f} s {r:.0f} {an:.0f}" for t, r, an in e["tenths"]))
+            flat = e["tenths"][-1][1] / e["tenths"][0][1]
+            print(f"RSS at the end / at the first tenth: {flat:.2f} (flat: at most 1.10)")
         return
     base = 60_000 if a.quick else 250_000
     rows = [dict(child(base * f), factor=f) for f in (1, 4, 16)]
