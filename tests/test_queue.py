@@ -556,6 +556,17 @@ def test_reading_processes_run_this_package_not_files_in_the_current_folder(home
     assert len(rep.added) == 5
 
 
+def _stored(w: Workspace, name: str, d: Path) -> tuple[tuple, Queue]:
+    "Folder `d` added to a new model `name`: its rows, tokens, refusals, duplicates and paragraph records; its queue."
+    w.create(name, preset_name="nano")
+    rep = w.queue(name).add_paths([d])
+    q = w.queue(name)
+    rows = [{k: r[k] for k in ("source", "hash", "chars", "bytes", "tokens")} for r in q.rows()]
+    c = q.corpus()
+    return (rows, c.read(0, len(c)).tolist(), sorted(rep.rejected), sorted(rep.duplicates),
+            (q.dir / "paragraphs.bin").read_bytes()), q
+
+
 def _large_text_folder(d: Path) -> Path:
     "A text file cut in three (in ordinary text, around a paragraph of 4.5 MB), its copy, one bad at the end."
     d.mkdir()
@@ -597,13 +608,7 @@ def test_a_large_file_cut_between_reading_processes_stores_the_same(home, tmp_pa
         monkeypatch.setattr(Q, "AHEAD_FILE_MIN", 1 << 60 if name == "here" else 1 << 20)
         items.clear()
         calls.clear()
-        w.create(name, preset_name="nano")
-        rep = w.queue(name).add_paths([d])
-        q = w.queue(name)
-        rows = [{k: r[k] for k in ("source", "hash", "chars", "bytes", "tokens")} for r in q.rows()]
-        c = q.corpus()
-        results[name] = (rows, c.read(0, len(c)).tolist(), sorted(rep.rejected), sorted(rep.duplicates),
-                         (q.dir / "paragraphs.bin").read_bytes())
+        results[name], q = _stored(w, name, d)
         parts = [p for p in items if isinstance(p, tuple)]
         assert (name, len(parts)) in (("here", 0), ("cut", 9), ("lost", 9)), name     # big.md, copy.txt, late.txt
         assert not list(q.shards.glob(".tmp-*"))                                             # no spilled part left
@@ -675,13 +680,7 @@ def test_small_files_read_ahead_in_groups_store_the_same(home, tmp_path, monkeyp
         monkeypatch.setattr(Q, "GROUPS_MIN", 1 << 60 if name == "here" else 8)
         jobs.clear()
         calls.clear()
-        w.create(name, preset_name="nano")
-        rep = w.queue(name).add_paths([d])
-        q = w.queue(name)
-        rows = [{k: r[k] for k in ("source", "hash", "chars", "bytes", "tokens")} for r in q.rows()]
-        c = q.corpus()
-        results[name] = (rows, c.read(0, len(c)).tolist(), sorted(rep.rejected), sorted(rep.duplicates),
-                         (q.dir / "paragraphs.bin").read_bytes())
+        results[name], q = _stored(w, name, d)
         groups = [it for job in jobs for it in job if isinstance(it, dict)]
         assert max([len(g["group"]) for g in groups], default=0) == (0 if name == "here" else 3), name
         assert not list(q.shards.glob(".tmp-*"))                                         # no group's file left
