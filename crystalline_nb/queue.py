@@ -281,7 +281,7 @@ def _tokenize_source(tok, w: _ShardWriter, stream: Iterator) -> Prepared:
 
 
 PREFETCH_MIN = 32 << 20  # bytes of files to read: above this, reading processes extract and clean them ahead
-AHEAD_FILE_MIN = 1 << 20  # bytes: smaller files are read by the writing process itself
+AHEAD_FILE_MIN = 1 << 20  # bytes: smaller files are read by the writing process itself, or in groups when many
 READERS_MAX = 8
 SPLIT_MIN = 32 << 20  # bytes: a text file this large is cut into parts read by several processes at once
 SPILL_MAX = 8 << 20  # bytes: a text file up to this size is cleaned into a temporary file, then copied into the shard
