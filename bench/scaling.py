@@ -161,6 +161,8 @@ def main():
     ap.add_argument("--epoch-data", action="store_true", help="with --gb: read one whole epoch's windows")
     ap.add_argument("--epoch-train", action="store_true", help="with --gb: train one whole epoch (one layer)")
     a = ap.parse_args()
+    if (a.epoch_data or a.epoch_train) and not a.gb:
+        ap.error("--epoch-data and --epoch-train go with --gb N")
     if a.rss:
         rows = []
         for f in (1, 64):  # ingested in one process, trained in another: the training's own memory
