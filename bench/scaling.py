@@ -110,7 +110,7 @@ def memory(pid: int) -> tuple[float, float] | None:
 
 
 def train_epoch(home: str) -> dict:
-    "One whole epoch of model m with `cllm train` in a fresh process, its memory sampled every 2 s; its figures."
+    "One whole epoch of model m with `cllm train` in a fresh process, its memory sampled every 2 s: its figures."
     log = Path(home) / "epoch.log"
     cmd = [sys.executable, "-c", "from crystalline_nb.cli import main\nmain()", "train", "m", "--home", home,
            "--epochs", "1", "--batch-size", "32", "--seq-len", "64", "--lr", "3e-3", "--warmup", "200",
@@ -126,7 +126,7 @@ def train_epoch(home: str) -> dict:
     text = log.read_text()
     if p.returncode:
         raise SystemExit(text[-2000:])
-    done = re.search(r"target reached: ([\d,]+) steps, ([\d,]+) tokens in .*?; loss ([\d.]+) -> ([\d.]+), "
+    done = re.search(r"target reached: ([\d,]+) steps, ([\d,]+) tokens in \S+ loss ([\d.]+) -> ([\d.]+), "
                      r"epochs ([\d.]+)/1", text)
     val = re.search(r"epoch 1 done: train loss ([\d.]+), val loss ([\d.]+)", text)
     state = json.loads((Path(home) / "models" / "m" / "state.json").read_text())
@@ -203,9 +203,9 @@ def main():
         if a.epoch_train:
             e = train_epoch(home)
             print(f"one whole epoch trained by `cllm train` in a fresh process: {e['steps']:,} steps, {e['tokens']:,} "
-                  f"tokens in {e['seconds']:.0f} s ({e['tokens'] / e['seconds']:,.0f} tokens/s); loss {e['first']:.3f}"
-                  f" -> {e['last']:.3f}, held-out {e['val']:.3f}; epochs trained {e['epochs_trained']}")
-            print(f"memory through the epoch: peak RSS {e['peak']:.0f} MiB, anonymous {e['peak_anon']:.0f} MiB; "
+                  f"tokens in {e['seconds']:.0f} s ({e['tokens'] / e['seconds']:,.0f} tokens/s), loss {e['first']:.3f}"
+                  f" -> {e['last']:.3f}, held-out {e['val']:.3f}, epochs trained {e['epochs_trained']}")
+            print(f"memory through the epoch: peak RSS {e['peak']:.0f} MiB, anonymous {e['peak_anon']:.0f} MiB, "
                   "at each tenth (seconds, RSS MiB, anonymous MiB): "
                   + ", ".join(f"{t:.0f} s {r:.0f} {an:.0f}" for t, r, an in e["tenths"]))
             flat = e["tenths"][-1][1] / e["tenths"][0][1]

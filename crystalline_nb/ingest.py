@@ -346,7 +346,7 @@ _MAIN = ["//main", "//*[@role='main']", "//article", "//*[@id='main-content']", 
 
 def _is_chrome(el, text: Callable, lens: dict) -> bool:
     """Page furniture rather than text: by tag, by class or id, hidden, a chrome link, or a block of mostly links.
-    `text` gives an element's text (with all it holds); `lens` keeps the page's links' lengths of text, once each."""
+    `text` gives an element's text (with all it holds), `lens` keeps the page's links' lengths of text, once each."""
     tag = el.tag if isinstance(el.tag, str) else ""
     if tag in _DROP_TAGS:
         return True
@@ -362,7 +362,7 @@ def _is_chrome(el, text: Callable, lens: dict) -> bool:
         lens[el] = len(words)
         return words.lower() in _CHROME_LINKS
     if tag in ("ul", "ol", "div", "section", "table", "dl"):
-        links = list(el.iter("a"))  # in C; `findall(".//a")` walks in Python
+        links = list(el.iter("a"))  # in C (`findall(".//a")` walks in Python)
         if len(links) >= 3:
             total = len(" ".join(text(el).split()))
             linked = 0
@@ -376,8 +376,8 @@ def _is_chrome(el, text: Callable, lens: dict) -> bool:
 
 
 def _layout(root, text: Callable) -> str:
-    "Paragraphs of `root` (see above); `text` gives an element's text, with all it holds."
-    out, run, lens = [], [], {}  # finished pieces; inline text of the current paragraph; lengths of links' text
+    "Paragraphs of `root` (see above): `text` gives an element's text, with all it holds."
+    out, run, lens = [], [], {}  # finished pieces, inline text of the current paragraph, lengths of links' text
 
     def brk(n):
         text = " ".join("".join(run).split())
@@ -860,7 +860,7 @@ def read_ahead(conn: Connection, items: list, prep: bool = True):
     """Extract and clean the files of `items` in order, sending each source's cleaned UTF-8 on `conn` as it goes. With
     `prep`, then what `prepare` found (content hash, paragraphs, counts), so that the writing process only tokenizes.
     An item is a path, or [path, start, stop, spill]: the part of a text file cut by `split_points`, sent as above,
-    or with a `spill` path written there, and only what `prepare` found sent (the writing process reads it later); or
+    or with a `spill` path written there, and only what `prepare` found sent (the writing process reads it later). Or
     {"group": paths, "spill": path}: small files cleaned into one file, one message for them all (`unpack_group`)."""
     try:
         for item in items:

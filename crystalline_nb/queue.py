@@ -166,8 +166,8 @@ class _ShardWriter:
         self._put(self.eos, 1)
 
     def append_file(self, path: Path, n: int, offset: int = 0, fd: int | None = None):
-        """The `n` bytes from `offset` on of the file at `path` (cleaned UTF-8, see `read_ahead`; `fd`, that file open
-        for reading, if it is), copied by the kernel."""
+        """The `n` bytes from `offset` on of the file at `path` (cleaned UTF-8, see `read_ahead`), copied by the kernel.
+        `fd`: that file, open for reading, if it is."""
         self.f.flush()
         left, at = n, offset
         src = os.open(path, os.O_RDONLY) if fd is None else fd
@@ -383,7 +383,7 @@ class _Reader:
 
 class _Group:
     """Small files that reading process `r` cleans together into the file `spill` (its source number `i`, `n` files):
-    one message says where each one's text lies (`unpack_group`); the file goes once each member is taken or dropped."""
+    one message says where each one's text lies (`unpack_group`). The file goes when each member is taken or dropped."""
 
     def __init__(self, r: _Reader, i: int, spill: Path, n: int):
         self.r, self.i, self.spill, self.left = r, i, spill, n
@@ -418,7 +418,7 @@ class _Group:
 
 class _Ahead:
     """A source read by reading processes, standing in for its `_FilePieces` (`local`), which read it here if one
-    stops: `parts`, (reader, its source number, spill file) for each part, a single one unless the file was cut; or
+    stops: `parts`, (reader, its source number, spill file) for each part, a single one unless the file was cut. Or
     member `j` of a `_Group`, `group=(group, j)`."""
 
     def __init__(self, parts: list[tuple[_Reader, int, Path | None]], local: _FilePieces, group=None):
@@ -1009,7 +1009,7 @@ def _reading_ahead(ing: Ingestion, sources: Iterable):
             return
     most = min(os.cpu_count() or 1, READERS_MAX)
     spill_file = lambda: ing.q.shards / f".tmp-part-{uuid.uuid4().hex}"  # leftovers of a crash go with the next
-    # (source, path, start, stop, spill): a file, or the parts of a large text file; or a group of small files:
+    # (source, path, start, stop, spill): a file, or the parts of a large text file. Or a group of small files:
     # (their sources, their paths, None, None, spill)
     items, group, held = [], None, 0
     for k in todo:

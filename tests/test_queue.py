@@ -557,7 +557,7 @@ def test_reading_processes_run_this_package_not_files_in_the_current_folder(home
 
 
 def _stored(w: Workspace, name: str, d: Path) -> tuple[tuple, Queue]:
-    "Folder `d` added to a new model `name`: its rows, tokens, refusals, duplicates and paragraph records; its queue."
+    "Folder `d` added to a new model `name`: its rows, tokens, refusals, duplicates and paragraph records, and its queue."
     w.create(name, preset_name="nano")
     rep = w.queue(name).add_paths([d])
     q = w.queue(name)
