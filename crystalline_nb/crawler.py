@@ -12,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit, parse_qsl, urlencode, urljoin
 from urllib.robotparser import RobotFileParser
 from fastcore.basics import patch
 from . import __version__
-from .ingest import head_kind, html_to_text, Rejected, VERBATIM
+from .ingest import head_kind, html_pieces, looks_like_html, text_pieces, Rejected
 from .workspace import Workspace
 
 # %% auto #0
@@ -310,8 +310,7 @@ def sniff_type(body: bytes) -> str:
     head = body[:4096]
     if head_kind(head) != "text":
         return "application/octet-stream"
-    start = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if start.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or b"<p>" in head.lower():
+    if looks_like_html(head):
         return "text/html"
     return "text/plain"
 
@@ -657,14 +656,11 @@ def _follow_redirects(self: Crawler, url: str):
 # %% ../nbs/13_crawler.ipynb #c4416e78
 @patch
 def _text_of(self: Crawler, r: Response):
-    "The pieces of a response's text for the queue (plain text as written, HTML's main text); `Rejected` if none."
+    """The pieces of a response's text for the queue, made by the functions that read files (one result by every door):
+    plain text as written, HTML's main text as laid out; `Rejected` if none."""
     if r.ctype == "text/plain":
-        try:
-            text = r.body.decode(r.charset or "utf-8", errors="replace")
-        except LookupError:  # an unknown charset name
-            text = r.body.decode("utf-8", errors="replace")
-        return [VERBATIM, text]
-    return [html_to_text(r.body)]
+        return text_pieces(r.body, r.charset)
+    return html_pieces(r.body)
 
 
 @patch

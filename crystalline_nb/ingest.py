@@ -4,8 +4,9 @@
 
 # %% ../nbs/06_ingest.ipynb #c5a80419
 from __future__ import annotations
-import codecs, hashlib, json, os, re, signal, stat, struct, sys, unicodedata, zlib
+import codecs, hashlib, io, json, os, re, signal, stat, struct, sys, unicodedata, zlib
 from array import array
+from contextlib import nullcontext
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -16,10 +17,11 @@ from .core import one_line
 __all__ = ['DOC_BREAK', 'VERBATIM', 'CHUNK', 'SCAN_MAX', 'TEXT_SUFFIXES', 'HTML_SUFFIXES', 'MAX_WHOLE_FILE', 'MAX_LINE',
            'MIN_HTML_CHARS', 'BINARY_SUFFIXES', 'CODE_SUFFIXES', 'PARA_MIN', 'PARA_PIECE', 'SPLIT_AT', 'JOIN',
            'Rejected', 'n_chars', 'ByteCleaner', 'Cleaner', 'clean_text', 'clean_pieces', 'clean_documents',
-           'read_utf8_chunks', 'read_text_chunks', 'extract_html', 'html_to_text', 'clean_pdf_pages', 'extract_pdf',
-           'extract_json', 'extract_jsonl', 'extract_ipynb', 'check_file', 'head_kind', 'sniff_text',
-           'declared_encoding', 'extract_text', 'extractor_for', 'extract', 'Paragraphs', 'Prepared', 'prepare',
-           'why_refused', 'unpack_group', 'read_ahead', 'reader_main', 'split_points', 'corpus_texts', 'demo_corpus']
+           'read_utf8_chunks', 'read_text_chunks', 'html_pieces', 'extract_html', 'html_to_text', 'clean_pdf_pages',
+           'extract_pdf', 'extract_json', 'extract_jsonl', 'extract_ipynb', 'check_file', 'head_kind',
+           'looks_like_html', 'sniff_text', 'declared_encoding', 'extract_text', 'text_pieces', 'extractor_for',
+           'extract', 'Paragraphs', 'Prepared', 'prepare', 'why_refused', 'unpack_group', 'read_ahead', 'reader_main',
+           'split_points', 'corpus_texts', 'demo_corpus']
 
 # %% ../nbs/06_ingest.ipynb #0fc7cfb2
 class Rejected(ValueError):
@@ -267,11 +269,11 @@ MAX_LINE = 64 << 20  # the longest JSONL line read
 def read_utf8_chunks(path, chunk: int = CHUNK, encoding: str = "utf-8", start: int = 0,
                      stop: int | None = None) -> Iterator[bytes]:
     """UTF-8 of `path` (its bytes from `start` to `stop`) in chunks of whole characters, `Rejected` on a NUL byte or
-    invalid UTF-8 (or `encoding`), at its offset in the file."""
+    invalid UTF-8 (or `encoding`), at its offset in the file. `path` may be a binary file object (a crawled page)."""
     dec = codecs.getincrementaldecoder(encoding)("strict")
     utf8 = codecs.lookup(encoding).name == "utf-8"
     offset, first = start, start == 0
-    with open(path, "rb") as f:
+    with nullcontext(path) if hasattr(path, "read") else open(path, "rb") as f:
         f.seek(start)
         while True:
             raw = f.read(chunk if stop is None else max(0, min(chunk, stop - offset)))
@@ -322,10 +324,16 @@ def _read_whole(path) -> bytes:
     return Path(path).read_bytes()
 
 # %% ../nbs/06_ingest.ipynb #fa832f5c
+def html_pieces(html) -> list:
+    """The pieces of an HTML page (str or bytes) for the queue, whatever its door (a file, an upload, a crawled page):
+    its main text as `html_to_text` lays it out, kept as written (a `<pre>` block keeps its spaces). `Rejected` if
+    there is none."""
+    return [VERBATIM, html_to_text(html)]
+
+
 def extract_html(path) -> Iterator:
-    "Main text of an HTML page (see `html_to_text`), kept as `html_to_text` laid it out."
-    yield VERBATIM
-    yield html_to_text(_read_whole(path))
+    "Main text of an HTML file (see `html_pieces`)."
+    yield from html_pieces(_read_whole(path))
 
 # %% ../nbs/06_ingest.ipynb #10871502
 _DROP_TAGS = {"script", "style", "noscript", "nav", "header", "footer", "aside", "form", "button", "svg", "template",
@@ -622,6 +630,12 @@ def head_kind(head: bytes) -> str:
     return "text"
 
 
+def looks_like_html(head: bytes) -> bool:
+    "Whether the first bytes of a file or a response are an HTML page (a file without a type, a page without a type)."
+    start = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    return start.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or start[:1] == b"<" and b"<p>" in start
+
+
 def sniff_text(path, what: str) -> None:
     "Raise `Rejected` unless the start of `path` (of unknown type `what`) reads as text a person wrote."
     with open(path, "rb") as f:
@@ -666,6 +680,16 @@ def extract_text(path, start: int = 0, stop: int | None = None) -> Iterator:
         yield chunk
 
 
+def text_pieces(body: bytes, encoding: str | None = None) -> list:
+    """The pieces of a text that came as bytes (a crawled text/plain page), read as `extract_text` reads a file: kept
+    as written, `Rejected` on a NUL byte or on bytes not valid in `encoding` (its declared charset, else UTF-8)."""
+    try:
+        enc = codecs.lookup(encoding or "utf-8").name
+    except LookupError:  # an unknown charset name
+        enc = "utf-8"
+    return [VERBATIM, *read_utf8_chunks(io.BytesIO(body), encoding=enc)]
+
+
 def extractor_for(path):
     "The extractor for `path`'s type, or `Rejected` naming the unsupported type."
     suf = _path(path).suffix.lower()
@@ -683,9 +707,11 @@ def extractor_for(path):
         return extract_text
     if suf in BINARY_SUFFIXES:
         raise Rejected(f"unsupported file type {suf!r} ({_SUPPORTED})")
-    # no suffix or an unknown one (README, Apache-2.0, notes.2024, RECORD): decided by the content
+    # no suffix or an unknown one (README, Apache-2.0, notes.2024, RECORD, a saved page): decided by the content,
+    # as the crawler decides a response without a type
     sniff_text(path, f"unsupported file type {suf!r}" if suf and not suf[1:].isdigit() else "a file without a type")
-    return extract_text
+    with open(path, "rb") as f:
+        return extract_html if looks_like_html(f.read(4096)) else extract_text
 
 # %% ../nbs/06_ingest.ipynb #1f9b0ad0
 def extract(path) -> Iterator:

@@ -15,7 +15,7 @@ from fastcore.basics import patch
 from .core import fsync_dir, file_lock, busy_lock, read_jsonl, parse_jsonl, append_jsonl, now, one_line
 from .ingest import BINARY_SUFFIXES, CHUNK, DOC_BREAK, HTML_SUFFIXES, Rejected, clean_pieces, extract
 from .ingest import JOIN, Paragraphs, Prepared, extract_text, extractor_for, prepare, split_points
-from .ingest import unpack_group, why_refused
+from .ingest import VERBATIM, unpack_group, why_refused
 from .tokenizer import PARALLEL_MIN, ByteTokenizer
 
 # %% auto #0
@@ -23,8 +23,8 @@ __all__ = ['ENCODE_BATCH', 'BATCH_CHARS', 'SHARD_MAX', 'NEAR_SHARE', 'NEAR_MIN_P
            'READERS_MAX', 'SPLIT_MIN', 'SPILL_MAX', 'READ_AHEAD', 'GROUP_FILES', 'GROUP_BYTES', 'GROUPS_MIN', 'UTF8',
            'WRITERS', 'PARAGRAPHS', 'WEB_ASSETS', 'SETTLE', 'HOLDOUT_SPAN', 'HOLDOUT_EVERY', 'VAL_EVERY',
            'VAL_MIN_BLOCKS', 'AddReport', 'Queue', 'utf8_ids', 'clean_source', 'bytes_per_token',
-           'writers_busy_message', 'Ingestion', 'iter_files', 'select_files', 'Corpus', 'EpochPlan', 'missing_tokens',
-           'gather', 'ledger', 'queue_summary', 'epoch_record']
+           'writers_busy_message', 'StoredSource', 'Ingestion', 'iter_files', 'select_files', 'Corpus', 'EpochPlan',
+           'missing_tokens', 'gather', 'ledger', 'queue_summary', 'epoch_record']
 
 # %% ../nbs/07_queue.ipynb #478e89f5
 @dataclass
@@ -746,6 +746,48 @@ class _ParaIndex:
             order = np.argsort(h, kind="stable")  # two sorted runs: linear work
             self.runs[-1] = (h[order], lab[order])
 
+# %% ../nbs/07_queue.ipynb #c1a457cc
+class StoredSource:
+    """Source `i` of another model's corpus, for an import. Called, it gives the source's stored text as it is
+    (`VERBATIM`: it was cleaned when it came in, and cleaning it again changes nothing), a document where each
+    end-of-sequence token was. With `copy` (the two models share a tokenizer), `copy_into` writes its token ids as they
+    are: the tokens the other model trained on, whatever the tokenizer would make of the text today."""
+
+    def __init__(self, corpus: Corpus, i: int, tok, copy: bool = False):
+        self.corpus, self.i, self.tok, self.copy = corpus, i, tok, copy
+
+    def _ids(self, chunk: int = CHUNK) -> Iterator[np.ndarray]:
+        "The source's token ids in chunks, less the end-of-sequence token that closes it (an ingestion writes that)."
+        a, b = int(self.corpus.starts[self.i]), int(self.corpus.starts[self.i + 1])
+        if b > a and int(self.corpus.read(b - 1, b)[0]) == self.tok.eos_id:
+            b -= 1
+        for s in range(a, b, chunk):
+            yield self.corpus.read(s, min(s + chunk, b))
+
+    def __call__(self) -> Iterator:
+        yield VERBATIM
+        for ids in self._ids():
+            at = 0
+            for e in np.flatnonzero(ids == self.tok.eos_id).tolist():
+                yield self.tok.decode_bytes(ids[at:e])
+                yield DOC_BREAK
+                at = e + 1
+            yield self.tok.decode_bytes(ids[at:])
+
+    def copy_into(self, w: _ShardWriter) -> Prepared:
+        "Write the token ids into `w`; the text is cleaned only to find its hash, paragraphs and counts."
+        stream = prepare(clean_pieces(self()))
+        while True:
+            try:
+                next(stream)
+            except StopIteration as end:
+                prep = end.value
+                break
+        for ids in self._ids():
+            w.write(ids)
+        return prep
+
+
 # %% ../nbs/07_queue.ipynb #7b9f223d
 class Ingestion:
     "An open ingestion into queue `q`: `add` sources one at a time, `flush` writes them; use it as a context manager."
@@ -844,13 +886,14 @@ class Ingestion:
         w = self.w = self.w or _ShardWriter(self.q)
         start, h, paras, docs = w.n, hashlib.sha256(), Paragraphs(), None
         try:
-            if self.tok.kind != "byte":  # a short source waits to be encoded with others (see above)
+            copied = isinstance(pieces, StoredSource) and pieces.copy
+            if self.tok.kind != "byte" and not copied:  # a short source waits to be encoded with others (see above)
                 docs = _small_source(pieces, h, paras, PARALLEL_MIN)
             if docs is None:
                 self._encode_batch()  # the sources waiting go first: the shard keeps the order they came in
                 start = w.n
-                prep = _tokenize_ahead(self.tok, w, pieces) if isinstance(pieces, _Ahead) else \
-                    _tokenize_source(self.tok, w, prepare(clean_pieces(pieces())))
+                prep = pieces.copy_into(w) if copied else _tokenize_ahead(self.tok, w, pieces) \
+                    if isinstance(pieces, _Ahead) else _tokenize_source(self.tok, w, prepare(clean_pieces(pieces())))
                 h, paras, chars, nbytes = prep.digest, prep.paras, prep.chars, prep.nbytes
             else:
                 chars, nbytes = sum(map(len, docs)), sum(len(d.encode("utf-8")) for d in docs)
@@ -1462,20 +1505,10 @@ def gather(corpus: Corpus, runs) -> tuple[np.ndarray, np.ndarray]:
 # %% ../nbs/07_queue.ipynb #82725bc3
 @patch
 def import_from(self: Queue, other: Queue, other_name: str = "other", progress: Callable | None = None) -> AddReport:
-    "Add every source of `other` (a Queue with its tokenizer) to this queue."
-    src_tok, eos = other.tokenizer, other.tokenizer.eos_id
-    corpus = other.corpus()
-
-    def pieces(i):
-        ids = corpus.read(int(corpus.starts[i]), int(corpus.starts[i + 1]))
-        docs = np.split(ids, np.flatnonzero(ids == eos) + 1)
-        docs = [d[d != eos] for d in docs if (d != eos).any()]
-        for j, d in enumerate(docs):
-            if j:
-                yield DOC_BREAK
-            yield src_tok.decode(d.tolist())
-
-    srcs = ((f"{other_name}:{r['source']}", r["kind"], (lambda i=i: pieces(i))) for i, r in enumerate(corpus.rows))
+    "Add every source of `other` (a Queue with its tokenizer) to this queue, its stored text as it is (`StoredSource`)."
+    corpus, copy = other.corpus(), other.tokenizer.to_dict() == self.tokenizer.to_dict()
+    srcs = ((f"{other_name}:{r['source']}", r["kind"], StoredSource(corpus, i, other.tokenizer, copy))
+            for i, r in enumerate(corpus.rows))
     return self.add(srcs, progress=progress)
 
 # %% ../nbs/07_queue.ipynb #77adc906

@@ -10,8 +10,8 @@ from typing import Iterable
 import numpy as np
 
 # %% auto #0
-__all__ = ['SPECIALS', 'PARALLEL_MIN', 'PIECE', 'ByteTokenizer', 'split_at_words', 'BPETokenizer', 'load_tokenizer',
-           'make_tokenizer']
+__all__ = ['SPECIALS', 'PARALLEL_MIN', 'PIECE', 'ByteTokenizer', 'split_at_words', 'byte_symbols', 'BPETokenizer',
+           'load_tokenizer', 'make_tokenizer']
 
 # %% ../nbs/05_tokenizer.ipynb #4f928ba8
 SPECIALS = ("<pad>", "<bos>", "<eos>")
@@ -48,6 +48,11 @@ class ByteTokenizer:
         arr = arr[(arr >= self.offset) & (arr < self.vocab_size)] - self.offset
         return arr.astype(np.uint8).tobytes().decode("utf-8", errors="replace")
 
+    def decode_bytes(self, ids: np.ndarray) -> bytes:
+        "The UTF-8 bytes of the ids of an array (specials dropped), exact even where `ids` cut a character in two."
+        ids = np.asarray(ids)
+        return (ids[ids >= self.offset] - self.offset).astype(np.uint8).tobytes()
+
     def to_dict(self):
         return {"kind": "byte", "version": 1, "specials": list(SPECIALS)}
 
@@ -74,6 +79,15 @@ def split_at_words(text: str, size: int = PIECE) -> list[str]:
         start = m.start()
     out.append(text[start:])
     return out
+
+# %% ../nbs/05_tokenizer.ipynb #447bc35d
+def byte_symbols() -> dict[str, int]:
+    """Byte-level BPE's symbol for each byte, as a map from symbol to byte: the printable bytes stand for themselves,
+    the other 68 for the characters from U+0100 on, in byte order (the scheme of GPT-2's byte-level tokenizers)."""
+    keep = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    rest = [b for b in range(256) if b not in keep]
+    return {**{chr(b): b for b in keep}, **{chr(256 + k): b for k, b in enumerate(rest)}}
+
 
 # %% ../nbs/05_tokenizer.ipynb #dbb7cef9
 class BPETokenizer:
@@ -150,6 +164,18 @@ class BPETokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.tk.decode([int(i) for i in ids], skip_special_tokens=True)
+
+    def decode_bytes(self, ids: np.ndarray) -> bytes:
+        "The UTF-8 bytes of the ids of an array (specials dropped), exact even where `ids` cut a character in two."
+        if getattr(self, "_bytes", None) is None:  # each token's bytes, from its byte-level symbols
+            sym = byte_symbols()
+            self._bytes = [b"" if t is None or t in SPECIALS else bytes(sym[c] for c in t)
+                           for t in map(self.tk.id_to_token, range(self.vocab_size))]
+        return b"".join(map(self._bytes.__getitem__, np.asarray(ids).tolist()))
+
+    def to_dict(self) -> dict:
+        "The tokenizer as `tokenizer.json` holds it."
+        return json.loads(self.tk.to_str())
 
     def save(self, path):
         self.tk.save(str(path))

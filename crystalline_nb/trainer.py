@@ -28,7 +28,8 @@ from .history import HistoryWriter, TensorBoardSink, check_tensorboard
 
 # %% auto #0
 __all__ = ['FREE', 'REACCOUNTED', 'ARCH', 'lr_at', 'classify_changes', 'describe_changes', 'optimizer_for', 'optimizer_state',
-           'load_optimizer_state', 'EpochCursor', 'Trainer', 'describe_step', 'describe_end', 'ConsoleProgress']
+           'load_optimizer_state', 'EpochCursor', 'Trainer', 'batch_split', 'describe_step', 'describe_batch',
+           'describe_end', 'ConsoleProgress']
 
 # %% ../nbs/14_trainer.ipynb #a62c5de9
 def lr_at(s: TrainSettings, step: int, progress: float) -> float:
@@ -251,6 +252,13 @@ def _emit(self: Trainer, type: str, **kw) -> dict:
             print(f"warning: event subscriber failed: {e}", file=sys.stderr)
     return ev
 
+# %% ../nbs/14_trainer.ipynb #99c551de
+def batch_split(batch_size: int, processes: int) -> tuple[int, int]:
+    "(windows of each process's micro-batch, empty windows that fill the last shares) for a global micro-batch."
+    each = -(-batch_size // processes)
+    return each, each * processes - batch_size
+
+
 # %% ../nbs/14_trainer.ipynb #d99b69cd
 @patch
 def _any(self: Trainer, *flags) -> list[bool]:
@@ -415,7 +423,8 @@ def validate(self: Trainer, max_blocks: int = 32) -> float | None:
 # %% ../nbs/14_trainer.ipynb #5a65b41c
 @patch
 def _windows(self: Trainer, x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, int]:
-    "This process's windows [N, T] of a global step's positions, and the token count of the whole step."
+    """This process's windows [N, T] of a global step's positions (its contiguous share, `batch_split`), and the token
+    count of the whole step."""
     T, pad_id = self.settings.seq_len, self.lm.tokenizer.pad_id
     pad = (-len(x)) % T
     if pad:  # the last window of a run's final batch: targets the loss ignores
@@ -444,14 +453,15 @@ def _step(self: Trainer, x: np.ndarray, y: np.ndarray) -> tuple[float, float, in
     opt.zero_grad(set_to_none=True)
     net = self.net if self.net is not None else m
     total = torch.zeros((), dtype=torch.float32 if dev.type == "mps" else torch.float64, device=dev)
-    starts = list(range(0, X.shape[0], s.batch_size))
+    mb = batch_split(s.batch_size, self.world)[0]  # windows of a micro-batch in this process
+    starts = list(range(0, X.shape[0], mb))
     try:
         for j, i in enumerate(starts):
             last = j == len(starts) - 1  # DDP all-reduces the gradients on the last micro-batch only
             with net.no_sync() if self.ddp is not None and not last else nullcontext():
                 with autocast(dev, self.precision):
-                    logits = net(X[i : i + s.batch_size])
-                loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), Y[i : i + s.batch_size].reshape(-1),
+                    logits = net(X[i : i + mb])
+                loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), Y[i : i + mb].reshape(-1),
                                        ignore_index=-100, reduction="sum")
                 self.scaler.scale(loss * (self.world / n_tok)).backward()  # DDP averages over processes: x world
             total += loss.detach()
@@ -587,7 +597,7 @@ def _record_step(self: Trainer, loss: float, gn: float, n_tok: int, dt: float, f
                       loss=loss, lr=lr, batch_size=s.batch_size, seq_len=s.seq_len, grad_norm=gn, tokens_per_s=tps)
     remaining = max(0.0, self.target - st["epochs_trained"]) * self.cursor.n_train
     self._emit("step", loss=loss, lr=lr, grad_norm=gn, tokens=st["tokens_seen"], epochs_trained=st["epochs_trained"],
-               target_epochs=self.target, tokens_per_s=self._tps, mfu=self._tps * fpt / peak,
+               target_epochs=self.target, tokens_per_s=self._tps, mfu=self._tps * fpt / (peak * self.world),
                bits_per_byte=loss / math.log(2) / self._bpt if self._bpt else None,
                eta=remaining / self._tps if self._tps else None)
 
@@ -619,7 +629,7 @@ def _train_loop(self: Trainer, max_steps: int | None, max_time: float | None, t0
             reason = "max_time" if late else "stop"
             break
         ts = time.perf_counter()
-        batch = self._collect(s.batch_size * s.seq_len * s.grad_accum * self.world)  # the global batch
+        batch = self._collect(s.batch_size * s.seq_len * s.grad_accum)  # the global batch, whatever the processes
         if batch is None:
             reason = "target"
             break
@@ -705,6 +715,17 @@ def describe_step(ev: dict, val_loss: float | None = None, processes: int = 1) -
     return " · ".join(parts)
 
 # %% ../nbs/14_trainer.ipynb #b1f25526
+def describe_batch(s: dict, processes: int = 1) -> str:
+    "The batch of a run's settings (a dict), global, and each process's share of it under several processes."
+    accum = f" x {s['grad_accum']} accumulated" if s["grad_accum"] > 1 else ""
+    out = f"batch {s['batch_size']} x {s['seq_len']}{accum}"
+    if processes > 1:
+        each, empty = batch_split(s["batch_size"], processes)
+        pad = f", {empty} empty window{'s' * (empty > 1)} in the last share" if empty else ""
+        out += f" (global: {each} windows in each of {processes} processes{pad})"
+    return out
+
+
 def describe_end(s: dict) -> str:
     "One line for the summary of a run (what `Trainer.run` returns)."
     loss = f"loss {s['first_loss']:.4f} -> {s['last_loss']:.4f}, " if s["first_loss"] is not None else ""
@@ -733,11 +754,10 @@ class ConsoleProgress:
         t = ev["type"]
         if t == "start":
             s = ev["settings"]
-            accum = f" x {s['grad_accum']}" if s["grad_accum"] > 1 else ""
             where = f" on {ev['device']}, {ev['precision']}" if "device" in ev else ""
             self._line(f"training {ev['model']}{where}: {ev['layers']} layers, {ev['n_params']:,} parameters; epochs "
-                       f"{ev['epochs_trained']:.2f} -> {ev['target_epochs']:g}; batch {s['batch_size']} x "
-                       f"{s['seq_len']}{accum}, lr {s['lr']:g} ({s['schedule']}); matmul peak "
+                       f"{ev['epochs_trained']:.2f} -> {ev['target_epochs']:g}; "
+                       f"{describe_batch(s, ev.get('processes', 1))}, lr {s['lr']:g} ({s['schedule']}); matmul peak "
                        f"{ev['peak_flops'] / 1e9:.1f} GFLOP/s" + ("; compiling" if ev.get("compile") else ""))
             for note in ev.get("notes", []):
                 self._line(f"note: {note}")

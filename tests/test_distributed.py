@@ -18,7 +18,7 @@ def make(ws, name):
     ws.queue(name).add_text(TEXT, source="lines")
 
 
-def ddp(ws, name, steps, nproc=2, batch=4):
+def ddp(ws, name, steps, nproc=2, batch=8):
     r = run_distributed(ws.home, name, nproc, capture=True, run={"max_steps": steps}, batch_size=batch, threads=1, **KW)
     assert r.returncode == 0, r.stderr[-3000:]
     return r
@@ -54,7 +54,15 @@ def test_two_processes_equal_one(ws):
     assert sa["tokens_seen"] == sb["tokens_seen"] and same_cursor(sa["data"], sb["data"])
     wa, wb = ws.load("one").model.state_dict(), ws.load("two").model.state_dict()
     assert all(torch.allclose(wa[k], wb[k], atol=1e-4) for k in wa)
-    print(f"largest loss difference, 2 processes x batch 4 against 1 x batch 8: {np.abs(a - b).max():.2e}")
+    print(f"largest loss difference, batch 8 in 2 processes against 1: {np.abs(a - b).max():.2e}")
+
+
+def test_a_batch_the_processes_do_not_divide(ws):
+    "Batch 8 in 3 processes (3 + 3 + 2 windows and one empty one) trains the model that one process trains."
+    single(ws, "one", 6)
+    r = ddp(ws, "two", 6, nproc=3)
+    assert "batch 8 x 32 (global: 3 windows in each of 3 processes, 1 empty window in the last share)" in r.stderr
+    assert np.abs(losses(ws, "one") - losses(ws, "two")).max() < 1e-4
 
 
 def test_resume_across_world_sizes(ws):
@@ -88,11 +96,16 @@ def test_a_dead_rank_stops_the_job(ws):
 
 
 def test_cli_nproc_and_ctrl_c(ws):
+    "The same `cllm train` command with --nproc 2 and without trains the same model: the batch size is global."
     env = cllm_env(ws.home)
-    r = subprocess.run([str(BIN / "cllm"), "train", "one", "--nproc", "2", "--max-steps", "6", "--batch-size", "4", "--seq-len", "32", "--epochs", "5"],
-                       capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
+    same = ["--max-steps", "6", "--batch-size", "4", "--seq-len", "32", "--epochs", "5"]
+    r1 = subprocess.run([str(BIN / "cllm"), "train", "a", *same], capture_output=True, text=True, env=env, timeout=300)
+    r = subprocess.run([str(BIN / "cllm"), "train", "one", "--nproc", "2", *same], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert r1.returncode == 0 and r.returncode == 0, r.stderr[-3000:]
     assert "starting 2 processes with torchrun" in r.stdout and ws.read_state("one")["steps"] == 6
+    assert "batch 4 x 32 (global: 2 windows in each of 2 processes)" in r.stderr and "batch 4 x 32," in r1.stderr
+    assert np.abs(losses(ws, "one") - losses(ws, "a")).max() < 1e-4
     r = subprocess.run([str(BIN / "cllm"), "train", "one", "--nproc", "2", "--seq-len", "999"], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 1 and "seq-len must be between" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     p = subprocess.Popen([str(BIN / "cllm"), "train", "two", "--nproc", "2", "--batch-size", "4", "--seq-len", "32", "--epochs", "1000", "--save-every", "100000"],
