@@ -80,7 +80,7 @@ def run_cllm(home: Path, name: str, text: bytes, iters: int, bias: bool, schedul
     assert cllm("add", name, str(f)).returncode == 0
     from crystalline_nb.workspace import Workspace
     from crystalline_nb.history import history
-    from crystalline_nb.queue import EpochPlan
+    from crystalline_nb.epochs import EpochPlan
     ws = Workspace(home)
     n = EpochPlan(ws.queue(name).rows()[0]["tokens"], 64, 0, 0, 0).n_train  # training positions of an epoch
     target = iters * 12 * 64 / n  # the cosine schedule ends at step `iters`, as nanoGPT's does

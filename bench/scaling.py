@@ -64,7 +64,7 @@ WALK = textwrap.dedent("""
     import json, sys, time
     import numpy as np
     from crystalline_nb.workspace import Workspace
-    from crystalline_nb.queue import EpochPlan, gather
+    from crystalline_nb.epochs import EpochPlan, gather
     ws, B, T = Workspace(sys.argv[1]), 32, 64
     st = lambda: dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines() if ":" in l)
     kb = lambda s, k: int(s[k].split()[0]) / 1024

@@ -7,13 +7,14 @@ from __future__ import annotations
 import argparse, collections, json, math, os, re, sys, threading
 from pathlib import Path
 from .core import one_line, on_interrupt, free_port
-from .config import (PRESETS, EMBEDDING_INITS, POSITIONALS, ATTENTION_BIASES, SCHEDULES, PRECISIONS,
-                                   setting_help)
+from dataclasses import fields
+from .config import (PRECISIONS, CrawlSettings, GenerateSettings, IngestSettings, ModelSettings,
+                                   TrainSettings, setting_help)
 
 # %% auto #0
 __all__ = ['cmd_new', 'cmd_ls', 'cmd_show', 'cmd_mv', 'cmd_cp', 'cmd_rm', 'cmd_generate', 'reason_kind', 'cmd_add', 'cmd_ingest',
            'cmd_import_queue', 'cmd_queue', 'cmd_crawl', 'cmd_train', 'cmd_history', 'cmd_export', 'cmd_eval',
-           'cmd_demo', 'panel_notebook', 'cmd_panel', 'build_parser', 'main']
+           'cmd_demo', 'panel_notebook', 'cmd_panel', 'add_options', 'options_of', 'build_parser', 'main']
 
 # %% ../nbs/17_cli.ipynb #94b4e41b
 class _Parser(argparse.ArgumentParser):
@@ -49,12 +50,7 @@ def cmd_new(args):
     texts = corpus_texts(args.corpus) if args.corpus else None
     if args.tokenizer == "byte" and args.corpus:
         _say("note: --corpus is only used to train a bpe tokenizer; ignored for byte")
-    lm = ws.create(args.name, preset_name=args.preset, tokenizer=args.tokenizer, texts=texts,
-                   vocab_size=args.vocab_size, target_epochs=args.target_epochs, seed=args.seed, n_layer=args.layers,
-                   d_model=args.d_model,
-                   n_head=args.heads, d_ff=args.d_ff, max_seq_len=args.max_seq_len,
-                   embedding_init=args.embedding_init, positional=args.positional, attention_bias=args.attention_bias,
-                   bias=args.bias)
+    lm = ws.create(args.name, texts=texts, **options_of(ModelSettings, args))
     c = lm.config
     _say(f"created {lm.name}: {c.n_layer} layers, d_model {c.d_model}, {c.n_head} heads, d_ff {c.d_ff}, "
          f"max_seq_len {c.max_seq_len}, {lm.tokenizer.kind} tokenizer ({c.vocab_size} tokens), "
@@ -134,8 +130,7 @@ def cmd_generate(args):
     if args.text is not None and args.prompt:
         raise ValueError("give the prompt once: after the model's name, or with --prompt")
     prompt = args.prompt if args.text is None else args.text
-    pieces = stream(lm.model, lm.tokenizer, prompt, max_tokens=args.max_tokens, temperature=args.temperature,
-                    top_k=args.top_k, top_p=args.top_p, seed=args.seed, device=args.device)
+    pieces = stream(lm.model, lm.tokenizer, prompt, device=args.device, **options_of(GenerateSettings, args))
     sys.stdout.write(prompt)
     sys.stdout.flush()
     for piece in pieces:
@@ -208,8 +203,8 @@ def cmd_add(args):
     q = _ws(args).queue(args.name)
     prog = _Progress()
     try:
-        rep = q.add_paths(args.paths, progress=prog, min_chars=args.min_chars, include=args.include or (),
-                          exclude=args.exclude or (), near_duplicates=not args.keep_near_duplicates)
+        rep = q.add_paths(args.paths, progress=prog, include=args.include or (), exclude=args.exclude or (),
+                          **options_of(IngestSettings, args))
     finally:
         prog.close()
     single = args.paths[0] if len(args.paths) == 1 and not Path(args.paths[0]).is_dir() else None
@@ -220,7 +215,7 @@ def cmd_ingest(args):
     q = _ws(args).queue(args.name)
     prog = _Progress()
     try:
-        rep = q.ingest_inbox(progress=prog, min_chars=args.min_chars, near_duplicates=not args.keep_near_duplicates)
+        rep = q.ingest_inbox(progress=prog, **options_of(IngestSettings, args))
     finally:
         prog.close()
     if not rep.added and not rep.rejected and not rep.duplicates:
@@ -267,16 +262,10 @@ def cmd_queue(args):
 
 # %% ../nbs/17_cli.ipynb #e2b804c0
 def cmd_crawl(args):
-    from crystalline_nb.crawler import Crawler, CrawlSettings, DEFAULT_UA
-    if args.same_host and args.scope not in (None, "host"):
-        raise ValueError(f"--same-host and --scope {args.scope} contradict each other")
-    domains = tuple(d.lower().lstrip(".") for d in args.allow_domain or ())
-    st = CrawlSettings(max_pages=args.max_pages, delay=args.delay, depth=args.depth, allow_domains=domains,
-                       scope=args.scope or ("host" if args.same_host else "prefix"), include=tuple(args.include or ()),
-                       exclude=tuple(args.exclude or ()), allow_private=args.allow_private,
-                       max_crawl_delay=args.max_crawl_delay, max_bytes=args.max_bytes, timeout=args.timeout,
-                       user_agent=args.user_agent or DEFAULT_UA, refresh=args.refresh, min_chars=args.min_chars,
-                       near_duplicates=not args.keep_near_duplicates)
+    from crystalline_nb.crawler import Crawler
+    st = options_of(CrawlSettings, args)
+    st["allow_domains"] = tuple(d.lower().lstrip(".") for d in st["allow_domains"])
+    st = CrawlSettings(**st)
     cr = Crawler(_ws(args), args.name, st)
 
     def show(ev):
@@ -432,7 +421,7 @@ def _compare_table(ws, names: list[str]) -> list[str]:
 
 
 def cmd_history(args):
-    from crystalline_nb.history import history, read_table, TABLES, plot_history
+    from crystalline_nb.history import history, TABLES, plot_history
     ws = _ws(args)
     names = list(dict.fromkeys(args.names))
     for n in names:
@@ -620,35 +609,55 @@ _DEVICE_HELP = ("auto (default): a CUDA GPU, then Apple's MPS, then the CPU; or 
                 "(a property of the run: models move freely between devices)")
 
 
-def _add_settings(s: argparse.ArgumentParser):
-    "One option per `TrainSettings` field (`--batch-size` ...), with its type and its documentation as the help."
-    for name, (typ, default, doc) in setting_help().items():
-        choices = SCHEDULES if name == "schedule" else None
-        s.add_argument(f"--{name.replace('_', '-')}", type=typ, choices=choices, help=f"{doc} (new models: {default})")
+_METAVARS = {int: "N", float: "X", str: "TEXT"}
+
+
+def add_options(s: argparse.ArgumentParser, cls, stored: bool = False, skip: tuple = ()):
+    """One option per field of the settings dataclass `cls` (see `crystalline_nb.config`): `--field-name` or the field's
+    `flag`, its type, its choices, its comment as the help, and its default. With `stored` (`cllm train`) an option
+    left out keeps the value stored with the model, and the help gives the default of new models."""
+    helps = setting_help(cls)
+    for f in fields(cls):
+        if f.name in skip:
+            continue
+        typ, default, doc = helps[f.name]
+        doc = doc.replace("%", "%%")
+        plain = f"--{f.name.replace('_', '-')}"
+        flag = f.metadata.get("flag", plain)
+        kw = dict(dest=f.name, help=f"{doc} (default {default})" if default not in (None, "", ()) else doc)
+        if stored:
+            kw.update(type=typ, default=None, help=f"{doc} (new models: {default})",
+                      metavar=f.metadata.get("metavar", _METAVARS.get(typ)))
+        elif typ is bool and flag != plain:  # an option of its own name that turns the default round
+            kw.update(action="store_false" if default else "store_true", default=default, help=doc)
+        elif typ is bool:
+            kw.update(action="store_true" if not default else argparse.BooleanOptionalAction, default=default,
+                      help=doc)
+        elif typ is tuple:
+            kw.update(action="append", default=None, metavar=f.metadata.get("metavar"), help=f"{doc} (repeatable)")
+        else:
+            kw.update(type=typ, default=default, metavar=f.metadata.get("metavar", _METAVARS.get(typ)))
+        if "choices" in f.metadata:
+            kw.update(choices=f.metadata["choices"], metavar=None)
+        s.add_argument(flag, **kw)
+
+
+def options_of(cls, args) -> dict:
+    "The values of `cls`'s fields among parsed `args` (see `add_options`): what the library takes as keyword arguments."
+    out = {}
+    for f in fields(cls):
+        if hasattr(args, f.name):
+            v = getattr(args, f.name)
+            out[f.name] = tuple(v or ()) if setting_help(cls)[f.name][0] is tuple else v
+    return out
 
 # %% ../nbs/17_cli.ipynb #b5dd465e
 def _model_verbs(verb):
     s = verb("new", cmd_new, "create a model")
     s.add_argument("name", help="model name (1-64 of A-Z a-z 0-9 _ . -)")
-    s.add_argument("--preset", default="tiny", metavar="PRESET",
-                   help=f"size preset: {', '.join(PRESETS)} (default tiny)")
-    s.add_argument("--layers", type=int, help="number of layers (overrides the preset)")
-    s.add_argument("--d-model", type=int, help="model width (overrides the preset)")
-    s.add_argument("--heads", type=int, help="attention heads; must divide d-model")
-    s.add_argument("--d-ff", type=int, help="MLP hidden width")
-    s.add_argument("--max-seq-len", type=int, help="longest context")
-    s.add_argument("--tokenizer", choices=["byte", "bpe"], default="byte",
-                   help="byte (default, no training) or bpe (trained on --corpus)")
-    s.add_argument("--vocab-size", type=int, default=4096, help="bpe vocabulary size (default 4096)")
+    add_options(s, ModelSettings)
     s.add_argument("--corpus", action="append", metavar="PATH",
                    help="file or directory to train the bpe tokenizer on (repeatable)")
-    s.add_argument("--embedding-init", choices=EMBEDDING_INITS, help="token embedding init (default normal)")
-    s.add_argument("--positional", choices=POSITIONALS, help="position encoding (default rope)")
-    s.add_argument("--attention-bias", choices=ATTENTION_BIASES, help="angular attention bias (default none)")
-    s.add_argument("--bias", action=argparse.BooleanOptionalAction, default=None,
-                   help="additive biases in linear layers and LayerNorms (--no-bias leaves them out)")
-    s.add_argument("--target-epochs", type=float, default=10, help="epochs to train towards (default 10)")
-    s.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
     s = verb("ls", cmd_ls, "list models")
     s.add_argument("--json", action="store_true", help="print JSON")
     s = verb("show", cmd_show, "show a model's architecture, epochs and settings")
@@ -667,12 +676,7 @@ def _model_verbs(verb):
     s.add_argument("name")
     s.add_argument("text", nargs="?", default=None, metavar="PROMPT", help="text to continue (or --prompt)")
     s.add_argument("--prompt", default="", help="text to continue")
-    s.add_argument("--max-tokens", type=int, default=200, help="tokens to generate (default 200)")
-    s.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
-    s.add_argument("--top-k", type=int, default=0, help="keep the k most probable tokens (0 = off)")
-    s.add_argument("--top-p", type=float, default=0.95,
-                   help="nucleus: keep the most probable tokens up to mass p (default 0.95)")
-    s.add_argument("--seed", type=int, default=None, help="sampling seed (repeatable output)")
+    add_options(s, GenerateSettings)
     s.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     s.add_argument("--device", default=None, metavar="DEVICE", help=_DEVICE_HELP)
 
@@ -681,21 +685,15 @@ def _data_verbs(verb):
     s = verb("add", cmd_add, "add files or directories (recursively) to a model's queue")
     s.add_argument("name")
     s.add_argument("paths", nargs="+", metavar="PATH", help="files or directories")
-    s.add_argument("--min-chars", type=int, default=1,
-                   help="skip documents shorter than this after cleaning (default 1)")
+    add_options(s, IngestSettings)
     s.add_argument("--include", action="append", metavar="GLOB",
                    help="read only files matching GLOB (path inside the folder or file name; repeatable)")
     s.add_argument("--exclude", action="append", metavar="GLOB", help="never read files matching GLOB (repeatable)")
     s.add_argument("--verbose", "-v", action="store_true", help="list every skipped or duplicate file")
-    s.add_argument("--keep-near-duplicates", action="store_true",
-                   help="add texts whose paragraphs are mostly in the queue already (skipped by default)")
     s = verb("ingest", cmd_ingest, "ingest everything dropped into the model's inbox/ folder")
     s.add_argument("name")
-    s.add_argument("--min-chars", type=int, default=1,
-                   help="skip documents shorter than this after cleaning (default 1)")
+    add_options(s, IngestSettings)
     s.add_argument("--verbose", "-v", action="store_true", help="list every skipped or duplicate file")
-    s.add_argument("--keep-near-duplicates", action="store_true",
-                   help="add texts whose paragraphs are mostly in the queue already (skipped by default)")
     s = verb("queue", cmd_queue,
              "show a model's queue: its sources, tokens, epochs trained and status (the data ledger)")
     s.add_argument("name")
@@ -709,33 +707,9 @@ def _data_verbs(verb):
              "crawl web pages politely into a model's queue (robots.txt, delays, size caps; resumable)")
     s.add_argument("name")
     s.add_argument("urls", nargs="+", metavar="URL", help="start URLs (http or https)")
-    s.add_argument("--max-pages", type=int, default=50, help="pages to fetch in this run (default 50)")
-    s.add_argument("--delay", type=float, default=1.0,
-                   help="seconds between requests to one host (default 1; robots.txt Crawl-delay can raise it)")
-    s.add_argument("--depth", type=int, default=2, help="links to follow from the start URLs (default 2)")
-    s.add_argument("--scope", choices=["prefix", "host", "domain"], default=None,
-                   help="prefix: stay below the start URL's folder (the default, like wget --no-parent); host: its "
-                        "whole host; domain: the host and its subdomains")
-    s.add_argument("--same-host", action="store_true", help="the same as --scope host")
-    s.add_argument("--include", action="append", metavar="GLOB",
-                   help="URLs matching GLOB are in scope too, e.g. 'https://host/api/*' (repeatable)")
-    s.add_argument("--exclude", action="append", metavar="GLOB",
-                   help="URLs matching GLOB are never fetched, e.g. '*/print.html' (repeatable)")
-    s.add_argument("--allow-domain", action="append", metavar="D",
-                   help="also follow links into domain D and its subdomains (repeatable)")
-    s.add_argument("--allow-private", action="store_true",
-                   help="fetch loopback and private addresses even when the start URLs are public")
-    s.add_argument("--max-crawl-delay", type=float, default=30.0,
-                   help="the longest robots.txt Crawl-delay obeyed, in seconds (default 30)")
-    s.add_argument("--max-bytes", type=int, default=2_000_000, help="abandon larger responses (default 2000000)")
-    s.add_argument("--timeout", type=float, default=15.0, help="seconds per request (default 15)")
-    s.add_argument("--user-agent", help="User-Agent header (default names crystalline_nb)")
-    s.add_argument("--refresh", action="store_true", help="fetch again the start URLs even if fetched before")
-    s.add_argument("--min-chars", type=int, default=1,
-                   help="skip pages with less text than this (default 1; an HTML page always needs 200 characters of "
-                        "main text, as when added from a file)")
-    s.add_argument("--keep-near-duplicates", action="store_true",
-                   help="queue pages whose paragraphs are mostly in the queue already (skipped by default)")
+    add_options(s, CrawlSettings)
+    s.add_argument("--same-host", dest="scope", action="store_const", const="host", help="the same as --scope host")
+
 
 # %% ../nbs/17_cli.ipynb #fcad31fb
 def _training_verbs(verb):
@@ -743,7 +717,7 @@ def _training_verbs(verb):
     s.add_argument("name")
     s.add_argument("--epochs", type=float,
                    help="target epochs (continue by raising it; below epochs trained is refused)")
-    _add_settings(s)
+    add_options(s, TrainSettings, stored=True)
     s.add_argument("--layers", type=int, help="grow the model to this many layers (never fewer than now)")
     s.add_argument("--max-steps", type=int, help="stop this run after N steps (checkpointed; continue later)")
     s.add_argument("--save-every", type=int, default=100,

@@ -4,14 +4,18 @@
 
 # %% ../nbs/01_config.ipynb #b2b0f078
 from __future__ import annotations
-from dataclasses import dataclass, asdict, fields
+import inspect
+from . import __version__
+from dataclasses import dataclass, asdict, field, fields
 import numpy as np
 from fastcore.docments import docments
 
 # %% auto #0
 __all__ = ['EMBEDDING_INITS', 'POSITIONALS', 'ATTENTION_BIASES', 'MAX_DIM', 'MAX_LAYERS', 'MAX_SEQ', 'MAX_VOCAB', 'PRESETS',
-           'SCHEDULES', 'MAX_EPOCHS', 'DEVICES', 'PRECISIONS', 'CLLMConfig', 'preset', 'param_count', 'flops_per_token',
-           'TrainingError', 'TrainSettings', 'setting_help', 'check_target_epochs']
+           'SCHEDULES', 'MAX_EPOCHS', 'DEVICES', 'PRECISIONS', 'TOKENIZERS', 'DEFAULT_UA', 'SCOPES', 'CLLMConfig',
+           'preset', 'param_count', 'flops_per_token', 'TrainingError', 'TrainSettings', 'field_type', 'setting_help',
+           'settings_of', 'settings_signature', 'check_target_epochs', 'ModelSettings', 'IngestSettings',
+           'GenerateSettings', 'CrawlSettings']
 
 # %% ../nbs/01_config.ipynb #822e76a8
 EMBEDDING_INITS = ("lattice", "normal")
@@ -150,11 +154,12 @@ class TrainingError(ValueError):
 @dataclass
 class TrainSettings:
     "Settings of a training run (persisted per model)."
-    batch_size: int = 8  # windows per micro-batch
+    batch_size: int = 8  # windows per micro-batch, in all (several processes share them out)
     seq_len: int = 128  # tokens per window (at most the model's max_seq_len)
     lr: float = 3e-4  # peak learning rate
     warmup: int = 20  # linear warm-up steps (counted from the model's first step)
-    schedule: str = "cosine-after-warmup"  # decay to the target: cosine-after-warmup, cosine, linear or constant
+    # decay to the target: cosine-after-warmup, cosine, linear or constant
+    schedule: str = field(default="cosine-after-warmup", metadata=dict(choices=SCHEDULES))
     min_lr_ratio: float = 0.1  # the decayed learning rate ends at lr * min_lr_ratio
     weight_decay: float = 0.1  # AdamW weight decay on matrices (not on norms and biases)
     beta2: float = 0.95  # AdamW's second-moment decay (0.99 steadies small batches)
@@ -200,10 +205,45 @@ class TrainSettings:
         return asdict(self)
 
 # %% ../nbs/01_config.ipynb #994ae408
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "tuple": tuple}
+
+
+def field_type(f) -> type:
+    "The type a settings field takes: its annotation's first type (`int | None` is `int`)."
+    name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "str")
+    return _TYPES.get(name.split("|")[0].strip(), str)
+
+
 def setting_help(cls=TrainSettings) -> dict:
     "Field name -> (type, default, one-line help) of a settings dataclass, from its fields and their comments."
-    docs = docments(cls)
-    return {f.name: (type(f.default), f.default, docs.get(f.name) or f.name) for f in fields(cls)}
+    docs = {}
+    for c in reversed(cls.__mro__[:-1]):  # the comments of the fields a class inherits too
+        docs.update({k: v for k, v in docments(c).items() if v})
+    return {f.name: (field_type(f), f.default, docs.get(f.name) or f.name) for f in fields(cls)}
+
+
+def settings_of(cls, kw: dict):
+    "Settings dataclass `cls` made from keyword arguments, an unknown name refused with a one-line `ValueError`."
+    bad = sorted(set(kw) - {f.name for f in fields(cls)})
+    if bad:
+        raise ValueError(f"unknown setting{'s' * (len(bad) > 1)} {', '.join(bad)} (see {cls.__name__})")
+    return cls(**kw)
+
+
+def settings_signature(cls, stored: bool = False):
+    """Decorate a function that takes a settings dataclass's fields as `**kwargs` so that its signature (what `help()`,
+    completion and the docs show) lists them by name: with their defaults, or with None where `stored` (None keeps the
+    value stored with the model). Unknown names are still refused by the function itself."""
+    def deco(fn):
+        sig = inspect.signature(fn)
+        params = [p for p in sig.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
+        taken = {p.name for p in params}
+        params += [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None if stored else f.default,
+                                     annotation=f"{field_type(f).__name__} | None" if stored else f.type)
+                   for f in fields(cls) if f.name not in taken]
+        fn.__signature__ = sig.replace(parameters=params)
+        return fn
+    return deco
 
 # %% ../nbs/01_config.ipynb #42a2a8e9
 def check_target_epochs(target) -> float:
@@ -211,3 +251,143 @@ def check_target_epochs(target) -> float:
     if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= MAX_EPOCHS:
         raise TrainingError(f"epochs (the target) must be between 0 and {MAX_EPOCHS:g}, got {target!r}")
     return float(target)
+
+# %% ../nbs/01_config.ipynb #a4df3bf8
+TOKENIZERS = ("byte", "bpe")
+
+
+@dataclass
+class ModelSettings:
+    "A new model: a size preset, values that replace the preset's, the crystalline options, its tokenizer and target."
+    # the size preset: layers, width, heads, MLP width and context (the values below replace its own)
+    preset_name: str = field(default="tiny", metadata=dict(flag="--preset", choices=tuple(PRESETS)))
+    n_layer: int | None = field(default=None, metadata=dict(flag="--layers"))  # decoder blocks (none: the preset's)
+    d_model: int | None = None  # width of the residual stream (none: the preset's)
+    n_head: int | None = field(default=None, metadata=dict(flag="--heads"))  # attention heads, dividing d-model
+    d_ff: int | None = None  # hidden width of the MLP (none: the preset's)
+    max_seq_len: int | None = None  # the longest context (none: the preset's)
+    # the token embeddings' initialisation: normal, or lattice (the clock-lattice geometric init)
+    embedding_init: str = field(default=CLLMConfig.embedding_init, metadata=dict(choices=EMBEDDING_INITS))
+    # position encoding: rope, learned, clock (clock-ring sinusoids) or none
+    positional: str = field(default=CLLMConfig.positional, metadata=dict(choices=POSITIONALS))
+    # attention bias: none, or angular (the original's angular score, learnably scaled)
+    attention_bias: str = field(default=CLLMConfig.attention_bias, metadata=dict(choices=ATTENTION_BIASES))
+    bias: bool = CLLMConfig.bias  # additive biases in the linear layers and LayerNorms (--no-bias leaves them out)
+    dropout: float = CLLMConfig.dropout  # dropout on the attention and MLP outputs while training
+    # tokenizer: byte (no training) or bpe (trained on a corpus)
+    tokenizer: str = field(default="byte", metadata=dict(choices=TOKENIZERS))
+    vocab_size: int = 4096  # the vocabulary of a bpe tokenizer
+    target_epochs: float = 10.0  # epochs to train towards (raise it later to continue)
+    seed: int = 0  # seed of the initial weights
+
+    def validate(self):
+        "Raise `ValueError` for a value out of range (the architecture's own rules are `CLLMConfig.validate`'s)."
+        if self.preset_name.lower() not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset_name!r}; choose one of {', '.join(PRESETS)}")
+        if self.tokenizer not in TOKENIZERS:
+            raise ValueError(f"unknown tokenizer {self.tokenizer!r}; choose byte or bpe")
+        check_target_epochs(self.target_epochs)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        return self
+
+    def config(self, vocab_size: int = 259) -> CLLMConfig:
+        "The architecture these settings make, for a tokenizer of `vocab_size` tokens."
+        arch = {f: getattr(self, f) for f in ("n_layer", "d_model", "n_head", "d_ff", "max_seq_len", "embedding_init",
+                                                "positional", "attention_bias", "bias", "dropout")}
+        return preset(self.validate().preset_name, vocab_size=vocab_size, **arch)
+
+
+@dataclass
+class IngestSettings:
+    "How sources are taken into a queue, by every door: files, folders, the inbox, uploads, crawled pages."
+    min_chars: int = 1  # skip documents shorter than this after cleaning (HTML pages need 200 characters of main text)
+    # texts whose paragraphs are mostly in the queue already are skipped (--keep-near-duplicates adds them)
+    near_duplicates: bool = field(default=True, metadata=dict(flag="--keep-near-duplicates"))
+
+    def validate(self):
+        if isinstance(self.min_chars, bool) or not isinstance(self.min_chars, (int, np.integer)) \
+                or not 0 <= self.min_chars <= 10**9:
+            raise ValueError(f"min-chars must be an integer from 0, got {self.min_chars!r}")
+        return self
+
+
+@dataclass
+class GenerateSettings:
+    "How text is sampled from a model."
+    max_tokens: int = 200  # tokens to generate
+    temperature: float = 0.8  # 0 = greedy; higher is more varied
+    top_k: int = 0  # keep the k most probable tokens (0 = off)
+    top_p: float = 0.95  # nucleus: keep the most probable tokens up to this probability mass
+    seed: int | None = None  # sampling seed: the same seed and prompt give the same text (none: a fresh one)
+
+    def validate(self):
+        "Raise `ValueError` for a sampling setting out of range."
+        if not 0 <= self.max_tokens <= 1_000_000:
+            raise ValueError(f"max_tokens must be between 0 and 1000000, got {self.max_tokens}")
+        if not 0 <= self.temperature <= 100:
+            raise ValueError(f"temperature must be between 0 and 100, got {self.temperature}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be 0 (off) or positive, got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not 0 <= self.seed < 2**63):
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        return self
+
+# %% ../nbs/01_config.ipynb #c5e02570
+DEFAULT_UA = f"crystalline_nb/{__version__} (polite research crawler; obeys robots.txt)"
+SCOPES = ("prefix", "host", "domain")
+
+
+@dataclass
+class CrawlSettings(IngestSettings):
+    "How a crawl behaves (see `crystalline_nb.crawler`), and how its pages are taken in (`IngestSettings`)."
+    max_pages: int = 50  # pages to fetch in this run (robots.txt not counted)
+    delay: float = 1.0  # seconds between two requests to one host (robots.txt Crawl-delay can raise it)
+    depth: int = 2  # links followed from the start URLs
+    # prefix: below a start URL's folder (as wget --no-parent); host: its whole host; domain: and its subdomains
+    scope: str = field(default="prefix", metadata=dict(choices=SCOPES))
+    # URLs matching this glob are in scope too, e.g. 'https://host/api/*'
+    include: tuple = field(default=(), metadata=dict(metavar="GLOB"))
+    # URLs matching this glob are never fetched, e.g. '*/print.html'
+    exclude: tuple = field(default=(), metadata=dict(metavar="GLOB"))
+    # also follow links into this domain and its subdomains
+    allow_domains: tuple = field(default=(), metadata=dict(flag="--allow-domain", metavar="DOMAIN"))
+    max_bytes: int = 2_000_000  # larger responses are abandoned while they stream
+    timeout: float = 15.0  # seconds for a whole request: connecting, headers and body
+    max_redirects: int = 5  # redirects followed from one URL
+    user_agent: str = DEFAULT_UA  # the User-Agent header
+    refresh: bool = False  # fetch again the start URLs even if fetched before
+    max_crawl_delay: float = 30.0  # the longest robots.txt Crawl-delay obeyed, in seconds
+    allow_private: bool = False  # fetch loopback and private addresses even when the start URLs are public
+    retry_base: float = 60.0  # seconds before a failed URL is tried again on a later run (doubling per attempt)
+    max_attempts: int = 4  # tries of a URL that keeps failing
+
+    def validate(self):
+        "Raise `ValueError` for out-of-range settings."
+        super().validate()
+        if not 1 <= self.max_pages <= 10**7:
+            raise ValueError(f"max-pages must be between 1 and 10000000, got {self.max_pages}")
+        if not 0 <= self.delay <= 3600:
+            raise ValueError(f"delay must be between 0 and 3600 seconds, got {self.delay}")
+        if not 0 <= self.depth <= 100:
+            raise ValueError(f"depth must be between 0 and 100, got {self.depth}")
+        if self.scope not in SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
+        if not 1024 <= self.max_bytes <= 1 << 30:
+            raise ValueError(f"max-bytes must be between 1024 and 1 GiB, got {self.max_bytes}")
+        if not 0.1 <= self.timeout <= 600:
+            raise ValueError(f"timeout must be between 0.1 and 600 seconds, got {self.timeout}")
+        if not 0 <= self.max_redirects <= 30:
+            raise ValueError(f"max-redirects must be between 0 and 30, got {self.max_redirects}")
+        if not 0 <= self.max_crawl_delay <= 3600:
+            raise ValueError(f"max-crawl-delay must be between 0 and 3600 seconds, got {self.max_crawl_delay}")
+        if not 0 <= self.retry_base <= 86400 * 30 or not 1 <= self.max_attempts <= 100:
+            raise ValueError("retry-base must be 0 to 30 days and max-attempts 1 to 100")
+        if not self.user_agent.strip() or any(c in self.user_agent for c in "\r\n"):
+            raise ValueError("user-agent must be one non-empty line")
+        for pat in (*self.include, *self.exclude):
+            if not isinstance(pat, str) or not pat.strip():
+                raise ValueError(f"include and exclude patterns must be non-empty globs, got {pat!r}")
+        return self

@@ -11,14 +11,14 @@ from typing import Callable, Iterable
 from urllib.parse import urlsplit, urlunsplit, parse_qsl, urlencode, urljoin
 from urllib.robotparser import RobotFileParser
 from fastcore.basics import patch
-from . import __version__
+from .config import CrawlSettings, settings_of, settings_signature
 from .ingest import head_kind, html_pieces, looks_like_html, text_pieces, Rejected
 from .workspace import Workspace
 
 # %% auto #0
-__all__ = ['TRACKING', 'DEFAULT_UA', 'SCOPES', 'SCHEMA', 'COLUMNS', 'FLUSH_PAGES', 'FLUSH_SECONDS', 'TEXT_TYPES', 'COUNTERS',
-           'normalize_url', 'host_of', 'CrawlSettings', 'Scope', 'Frontier', 'address_kind', 'resolve', 'Response',
-           'sniff_type', 'fetch', 'extract_links', 'CrawlReport', 'Crawler', 'robots_crawl_delay']
+__all__ = ['TRACKING', 'SCHEMA', 'COLUMNS', 'FLUSH_PAGES', 'FLUSH_SECONDS', 'TEXT_TYPES', 'COUNTERS', 'normalize_url', 'host_of',
+           'Scope', 'Frontier', 'address_kind', 'resolve', 'Response', 'sniff_type', 'fetch', 'extract_links',
+           'CrawlReport', 'Crawler', 'robots_crawl_delay']
 
 # %% ../nbs/13_crawler.ipynb #1bc21c84
 TRACKING = {
@@ -61,61 +61,6 @@ def normalize_url(url: str, base: str | None = None) -> str:
 def host_of(url: str) -> str:
     "The host and port of `url` as written in it (`[::1]:8000` for an IPv6 address)."
     return urlsplit(url).netloc
-
-# %% ../nbs/13_crawler.ipynb #b8aba18e
-DEFAULT_UA = f"crystalline_nb/{__version__} (polite research crawler; obeys robots.txt)"
-SCOPES = ("prefix", "host", "domain")
-
-
-@dataclass
-class CrawlSettings:
-    "How a crawl behaves (see above)."
-
-    max_pages: int = 50  # pages to fetch in this run (robots.txt not counted)
-    delay: float = 1.0  # seconds between two requests to the same host (robots.txt Crawl-delay can raise it)
-    depth: int = 2  # links followed from the start URLs
-    scope: str = "prefix"  # prefix: below a start URL's folder; host: its whole host; domain: and subdomains
-    include: tuple = ()  # URL globs that are in scope too
-    exclude: tuple = ()  # URL globs never fetched
-    allow_domains: tuple = ()  # domains (and their subdomains) that are in scope too
-    max_bytes: int = 2_000_000  # larger responses are abandoned while streaming
-    timeout: float = 15.0  # seconds for a whole request: connecting, headers and body
-    max_redirects: int = 5
-    user_agent: str = DEFAULT_UA
-    refresh: bool = False  # fetch again the start URLs even if fetched before
-    min_chars: int = 1  # shorter texts are skipped (HTML pages need 200 characters of main text by any route)
-    near_duplicates: bool = True  # skip pages whose paragraphs are mostly in the queue already
-    max_crawl_delay: float = 30.0  # the longest robots.txt Crawl-delay obeyed
-    allow_private: bool = False  # fetch private addresses even when the crawl started on a public one
-    retry_base: float = 60.0  # seconds before a failed URL is tried again on a later run (doubles per attempt)
-    max_attempts: int = 4  # tries of a URL that keeps failing
-
-    def validate(self):
-        "Raise `ValueError` for out-of-range settings."
-        if not 1 <= self.max_pages <= 10**7:
-            raise ValueError(f"max-pages must be between 1 and 10000000, got {self.max_pages}")
-        if not 0 <= self.delay <= 3600:
-            raise ValueError(f"delay must be between 0 and 3600 seconds, got {self.delay}")
-        if not 0 <= self.depth <= 100:
-            raise ValueError(f"depth must be between 0 and 100, got {self.depth}")
-        if self.scope not in SCOPES:
-            raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
-        if not 1024 <= self.max_bytes <= 1 << 30:
-            raise ValueError(f"max-bytes must be between 1024 and 1 GiB, got {self.max_bytes}")
-        if not 0.1 <= self.timeout <= 600:
-            raise ValueError(f"timeout must be between 0.1 and 600 seconds, got {self.timeout}")
-        if not 0 <= self.max_redirects <= 30:
-            raise ValueError(f"max-redirects must be between 0 and 30, got {self.max_redirects}")
-        if not 0 <= self.max_crawl_delay <= 3600:
-            raise ValueError(f"max-crawl-delay must be between 0 and 3600 seconds, got {self.max_crawl_delay}")
-        if not 0 <= self.retry_base <= 86400 * 30 or not 1 <= self.max_attempts <= 100:
-            raise ValueError("retry-base must be 0 to 30 days and max-attempts 1 to 100")
-        if not self.user_agent.strip() or any(c in self.user_agent for c in "\r\n"):
-            raise ValueError("user-agent must be one non-empty line")
-        for pat in (*self.include, *self.exclude):
-            if not isinstance(pat, str) or not pat.strip():
-                raise ValueError(f"include and exclude patterns must be non-empty globs, got {pat!r}")
-        return self
 
 # %% ../nbs/13_crawler.ipynb #c54c7b93
 def _prefix(url: str) -> str:
@@ -448,9 +393,10 @@ FLUSH_PAGES, FLUSH_SECONDS = 32, 5.0  # crawled pages are written to the queue i
 class Crawler:
     "Crawl from start URLs into model `name`'s queue (see `CrawlSettings`)."
 
+    @settings_signature(CrawlSettings)
     def __init__(self, ws: Workspace, name: str, settings: CrawlSettings | None = None, **kw):
         self.ws, self.name = ws, name
-        self.settings = (settings or CrawlSettings(**kw)).validate()
+        self.settings = (settings or settings_of(CrawlSettings, kw)).validate()
         self.path = ws.require(name)
         self.queue = ws.queue(name)
         self._stop = threading.Event()
@@ -459,8 +405,15 @@ class Crawler:
         self._addr = {}  # host -> checked (ip, port), or the reason it is refused (str)
         self._down = {}  # host -> why it is not contacted again in this run
         self.kinds = set()  # address kinds of the start URLs: allowed for this crawl
-        self.scope = None
         self.log: list[dict] = []
+        # the state of a run, set by `run`
+        self.scope: Scope | None = None  # what this run may fetch
+        self.report: CrawlReport | None = None  # its counts and notes
+        self.fr: Frontier | None = None  # the frontier, open while it runs
+        self.ing = None  # the queue's open `Ingestion` the pages go into
+        self._unwritten: list[tuple] = []  # pages in the ingestion, not yet written: (first URL, URL, HTTP status)
+        self._flushed = 0.0  # when the ingestion was last written (time.monotonic)
+        self._fetched: set[str] = set()  # URLs fetched in this run (redirect chains included)
 
 # %% ../nbs/13_crawler.ipynb #e1bbbfe6
 @patch
@@ -764,8 +717,8 @@ def run(self: Crawler, urls: Iterable[str], progress: Callable[[dict], None] | N
     rep = self.report
     try:
         s = self.settings
-        with self.queue._writing(), self.queue.ingestion(s.min_chars, s.near_duplicates) as self.ing:
-            self._unwritten, self._flushed, self._fetched = [], time.monotonic(), set()
+        with self.queue.ingestion(s.min_chars, s.near_duplicates) as self.ing:
+            self._unwritten, self._flushed, self._fetched = [], time.monotonic(), set()  # a run starts afresh
             self.fr.due_again(self.settings.max_attempts)
             for u in seeds:
                 self.fr.add(u, 0, refresh=self.settings.refresh)

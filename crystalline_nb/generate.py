@@ -6,6 +6,8 @@
 from __future__ import annotations
 from typing import Iterator
 import torch
+from dataclasses import asdict
+from .config import GenerateSettings, settings_of, settings_signature
 from .device import resolve_device, check_model_device
 from .model import CLLM, KVCache
 
@@ -40,33 +42,21 @@ def sample_next(
     probs = filter_logits(logits.float() / temperature, top_k, top_p).softmax(-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
-# %% ../nbs/10_generate.ipynb #ac91e5bf
-def _check(max_tokens=100, temperature=0.8, top_k=0, top_p=1.0, **_):
-    "Raise `ValueError` for sampling options out of range."
-    if not 0 <= max_tokens <= 1_000_000:
-        raise ValueError(f"max_tokens must be between 0 and 1000000, got {max_tokens}")
-    if not 0 <= temperature <= 100:
-        raise ValueError(f"temperature must be between 0 and 100, got {temperature}")
-    if top_k < 0:
-        raise ValueError(f"top_k must be 0 (off) or positive, got {top_k}")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-
 # %% ../nbs/10_generate.ipynb #15d80170
 @torch.inference_mode()
 def generate_ids(
     model: CLLM,
     prompt_ids: list[int],
-    max_tokens: int = 100,
-    temperature: float = 0.8,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    seed: int | None = None,
+    max_tokens: int = GenerateSettings.max_tokens,
+    temperature: float = GenerateSettings.temperature,
+    top_k: int = GenerateSettings.top_k,
+    top_p: float = GenerateSettings.top_p,
+    seed: int | None = GenerateSettings.seed,
     eos_id: int | None = None,
     use_cache: bool = True,
 ) -> Iterator[int]:
-    "Yield generated token ids one at a time."
-    _check(max_tokens, temperature, top_k, top_p)
+    "Yield generated token ids one at a time (the sampling settings and their defaults are `GenerateSettings`')."
+    GenerateSettings(max_tokens, temperature, top_k, top_p, seed).validate()
     was_training = model.training
     model.eval()
     try:
@@ -99,14 +89,16 @@ def generate_ids(
         model.train(was_training)
 
 # %% ../nbs/10_generate.ipynb #5e575420
-def stream(model: CLLM, tokenizer, prompt: str = "", device: str | torch.device | None = None, **kw) -> Iterator[str]:
-    "Pieces of generated text as they come, on `device` if given (options as `generate_ids`, checked at once)."
-    _check(**kw)
+@settings_signature(GenerateSettings)
+def stream(model: CLLM, tokenizer, prompt: str = "", device: str | torch.device | None = None,
+           use_cache: bool = True, **settings) -> Iterator[str]:
+    "Pieces of generated text as they come, on `device` if given (`GenerateSettings`, checked at once)."
+    s = settings_of(GenerateSettings, settings).validate()
     if device is not None:
         dev = resolve_device(device)
         check_model_device(model.cfg, dev)
         model.to(dev)
-    return _pieces(model, tokenizer, prompt, **kw)
+    return _pieces(model, tokenizer, prompt, use_cache=use_cache, **asdict(s))
 
 
 def _pieces(model: CLLM, tokenizer, prompt: str, **kw) -> Iterator[str]:
@@ -124,6 +116,7 @@ def _pieces(model: CLLM, tokenizer, prompt: str, **kw) -> Iterator[str]:
         yield text[len(shown) :]
 
 # %% ../nbs/10_generate.ipynb #7dfb368b
+@settings_signature(GenerateSettings)
 def generate(model: CLLM, tokenizer, prompt: str = "", **kw) -> str:
-    "Generated continuation of `prompt` as one string."
+    "Generated continuation of `prompt` as one string (`stream`'s settings)."
     return "".join(stream(model, tokenizer, prompt, **kw))

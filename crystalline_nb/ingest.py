@@ -4,24 +4,22 @@
 
 # %% ../nbs/06_ingest.ipynb #c5a80419
 from __future__ import annotations
-import codecs, hashlib, io, json, os, re, signal, stat, struct, sys, unicodedata, zlib
+import codecs, hashlib, io, json, os, re, stat, struct, unicodedata, zlib
 from array import array
 from contextlib import nullcontext
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 from .core import one_line
 
 # %% auto #0
 __all__ = ['DOC_BREAK', 'VERBATIM', 'CHUNK', 'SCAN_MAX', 'TEXT_SUFFIXES', 'HTML_SUFFIXES', 'MAX_WHOLE_FILE', 'MAX_LINE',
-           'MIN_HTML_CHARS', 'BINARY_SUFFIXES', 'CODE_SUFFIXES', 'PARA_MIN', 'PARA_PIECE', 'SPLIT_AT', 'JOIN',
-           'Rejected', 'n_chars', 'ByteCleaner', 'Cleaner', 'clean_text', 'clean_pieces', 'clean_documents',
-           'read_utf8_chunks', 'read_text_chunks', 'html_pieces', 'extract_html', 'html_to_text', 'clean_pdf_pages',
-           'extract_pdf', 'extract_json', 'extract_jsonl', 'extract_ipynb', 'check_file', 'head_kind',
-           'looks_like_html', 'sniff_text', 'declared_encoding', 'extract_text', 'text_pieces', 'extractor_for',
-           'extract', 'Paragraphs', 'Prepared', 'prepare', 'why_refused', 'unpack_group', 'read_ahead', 'reader_main',
-           'split_points', 'corpus_texts', 'demo_corpus']
+           'MIN_HTML_CHARS', 'BINARY_SUFFIXES', 'CODE_SUFFIXES', 'PARA_MIN', 'PARA_PIECE', 'Rejected', 'n_chars',
+           'ByteCleaner', 'Cleaner', 'clean_text', 'clean_pieces', 'clean_documents', 'read_utf8_chunks',
+           'read_text_chunks', 'html_pieces', 'extract_html', 'html_to_text', 'clean_pdf_pages', 'extract_pdf',
+           'extract_json', 'extract_jsonl', 'extract_ipynb', 'check_file', 'head_kind', 'looks_like_html', 'sniff_text',
+           'declared_encoding', 'extract_text', 'text_pieces', 'extractor_for', 'extract', 'Paragraphs', 'Prepared',
+           'prepare', 'why_refused', 'corpus_texts', 'demo_corpus']
 
 # %% ../nbs/06_ingest.ipynb #0fc7cfb2
 class Rejected(ValueError):
@@ -817,125 +815,6 @@ def prepare(cleaned: Iterator, hashed: bool = True) -> Iterator:
 def why_refused(e: Exception) -> str:
     "The one-line reason a source is refused for `e`."
     return str(e) if isinstance(e, Rejected) else f"cannot read it ({type(e).__name__}: {one_line(e)})"
-
-
-def _read_one(conn: Connection, path: str, start: int, stop: int | None, spill: str | None, prep: bool):
-    whole = start == 0 and stop is None
-    pieces = clean_pieces(extract(Path(path)) if whole else extract_text(Path(path), start, stop))
-    stream = prepare(pieces, hashed=whole) if prep or spill else pieces
-    out = open(spill, "wb") if spill else None
-    try:
-        while True:
-            try:
-                b = next(stream)
-            except StopIteration as end:
-                if out:
-                    out.close()  # every byte in the file before the writing process is told it may copy it
-                conn.send_bytes(b"E" + end.value.pack() if prep or spill else b"E")
-                return
-            if out:
-                if b is DOC_BREAK:  # only text files are written to a file
-                    raise ValueError("a document break in a text file")
-                out.write(b)
-            else:
-                conn.send_bytes(b"B" if b is DOC_BREAK else b"D" + b)
-    finally:
-        if out:
-            out.close()
-
-
-def _entry(kind: bytes, at: int, n: int, payload: bytes) -> bytes:
-    return kind + struct.pack("<qqq", at, n, len(payload)) + payload
-
-
-def _read_group(conn: Connection, paths: list[str], spill: str):
-    "Clean the small files at `paths` one after the other into the file `spill`, then send one `G` message of them all."
-    entries = []
-    with open(spill, "wb") as out:
-        for path in paths:
-            at = out.tell()
-            try:
-                stream = prepare(clean_pieces(extract(Path(path))))
-                while True:
-                    try:
-                        b = next(stream)
-                    except StopIteration as end:
-                        entries.append(_entry(b"E", at, out.tell() - at, end.value.pack()))
-                        break
-                    out.write(b"\x00" if b is DOC_BREAK else b)  # a byte model's end of a document
-            except Exception as e:
-                out.seek(at)
-                out.truncate()
-                entries.append(_entry(b"X", at, 0, why_refused(e).encode()))
-    conn.send_bytes(b"G" + b"".join(entries))
-
-
-def unpack_group(m: bytes) -> list[tuple[bytes, int, int, bytes]]:
-    """The files of a `G` message, in order: (b"E", offset, length, `Prepared.pack()`) for a file cleaned into the
-    group's file from `offset` on (`length` bytes, a 0 byte for each document break), (b"X", offset, 0, reason) for one
-    refused."""
-    out, at = [], 1
-    while at < len(m):
-        off, n, k = struct.unpack_from("<qqq", m, at + 1)
-        out.append((m[at : at + 1], off, n, m[at + 25 : at + 25 + k]))
-        at += 25 + k
-    return out
-
-
-def read_ahead(conn: Connection, items: list, prep: bool = True):
-    """Extract and clean the files of `items` in order, sending each source's cleaned UTF-8 on `conn` as it goes. With
-    `prep`, then what `prepare` found (content hash, paragraphs, counts), so that the writing process only tokenizes.
-    An item is a path, or [path, start, stop, spill]: the part of a text file cut by `split_points`, sent as above,
-    or with a `spill` path written there, and only what `prepare` found sent (the writing process reads it later). Or
-    {"group": paths, "spill": path}: small files cleaned into one file, one message for them all (`unpack_group`)."""
-    try:
-        for item in items:
-            if isinstance(item, dict):
-                try:
-                    _read_group(conn, item["group"], item["spill"])
-                except Exception as e:  # the group's file could not be written: the writing process reads them
-                    conn.send_bytes(b"X" + why_refused(e).encode())
-                continue
-            path, start, stop, spill = (item, 0, None, None) if isinstance(item, (str, Path)) else item
-            try:
-                _read_one(conn, path, start, stop, spill, prep)
-            except Exception as e:
-                conn.send_bytes(b"X" + why_refused(e).encode())
-    except OSError:  # the writing process is gone
-        pass
-
-
-def reader_main():
-    "A reading process (`python -c`): its job as JSON on its standard input, messages on the pipe named by argv."
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the writing process, which stops this one
-    job = json.loads(sys.stdin.buffer.read())
-    read_ahead(Connection(int(sys.argv[1]), readable=False), job["items"], job["prepare"])
-
-# %% ../nbs/06_ingest.ipynb #9a34ebf7
-SPLIT_AT = re.compile(rb"[\x21-\x7e]\n\n(?=[\x21-\x7e])")  # a blank line between two visible ASCII characters
-JOIN = b"\n\n"  # what joins the cleaned parts
-
-
-def split_points(path, parts: int, window: int = CHUNK) -> list[int]:
-    """Offsets that cut the text file at `path` into about `parts` equal parts, each one where `SPLIT_AT` ends within
-    `window` bytes after an equal share, so that the cleaned parts joined by `JOIN` are the cleaned file. Fewer where
-    no such place is near, and none for a file not read as UTF-8 text by `extract_text`."""
-    try:
-        p = _path(path)
-        if extractor_for(p) is not extract_text or (p.suffix.lower() in (".py", ".pyi")
-                                                     and declared_encoding(p) != "utf-8"):
-            return []
-        size, cuts = p.stat().st_size, []
-        with open(p, "rb") as f:
-            for k in range(1, parts):
-                at = max(size * k // parts, cuts[-1] if cuts else 0)
-                f.seek(at)
-                m = SPLIT_AT.search(f.read(window))
-                if m and at + m.end() < size:
-                    cuts.append(at + m.end())
-        return cuts
-    except (OSError, Rejected):
-        return []
 
 # %% ../nbs/06_ingest.ipynb #c5d70dfa
 def corpus_texts(paths) -> list[str]:

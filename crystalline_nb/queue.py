@@ -4,27 +4,25 @@
 
 # %% ../nbs/07_queue.ipynb #dd3bbd5e
 from __future__ import annotations
-import collections, fnmatch, gc, hashlib, json, math, os, queue, shutil, subprocess, sys, threading, time, uuid
-from multiprocessing.connection import Connection
-from contextlib import contextmanager
+import collections, fnmatch, gc, hashlib, math, os, shutil, threading, time, uuid
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, ContextManager, Iterable, Iterator
 import numpy as np
 from fastcore.basics import patch
-from .core import fsync_dir, file_lock, busy_lock, read_jsonl, parse_jsonl, append_jsonl, now, one_line
-from .ingest import BINARY_SUFFIXES, CHUNK, DOC_BREAK, HTML_SUFFIXES, Rejected, clean_pieces, extract
-from .ingest import JOIN, Paragraphs, Prepared, extract_text, extractor_for, prepare, split_points
-from .ingest import VERBATIM, unpack_group, why_refused
+from .core import fsync_dir, file_lock, busy_lock, read_jsonl, parse_jsonl, append_jsonl, now
+from .ingest import CHUNK, DOC_BREAK, HTML_SUFFIXES, VERBATIM, Rejected, clean_pieces, extract
+from .ingest import Paragraphs, Prepared, prepare, why_refused
+from .config import IngestSettings, settings_signature
 from .tokenizer import PARALLEL_MIN, ByteTokenizer
+from .readahead import Ahead, FilePieces, reading_ahead
+from .epochs import UTF8, Corpus
 
 # %% auto #0
-__all__ = ['ENCODE_BATCH', 'BATCH_CHARS', 'SHARD_MAX', 'NEAR_SHARE', 'NEAR_MIN_PARAS', 'PREFETCH_MIN', 'AHEAD_FILE_MIN',
-           'READERS_MAX', 'SPLIT_MIN', 'SPILL_MAX', 'READ_AHEAD', 'GROUP_FILES', 'GROUP_BYTES', 'GROUPS_MIN', 'UTF8',
-           'WRITERS', 'PARAGRAPHS', 'WEB_ASSETS', 'SETTLE', 'HOLDOUT_SPAN', 'HOLDOUT_EVERY', 'VAL_EVERY',
-           'VAL_MIN_BLOCKS', 'AddReport', 'Queue', 'utf8_ids', 'clean_source', 'bytes_per_token',
-           'writers_busy_message', 'StoredSource', 'Ingestion', 'iter_files', 'select_files', 'Corpus', 'EpochPlan',
-           'missing_tokens', 'gather', 'ledger', 'queue_summary', 'epoch_record']
+__all__ = ['ENCODE_BATCH', 'BATCH_CHARS', 'SHARD_MAX', 'NEAR_SHARE', 'NEAR_MIN_PARAS', 'WRITERS', 'PARAGRAPHS', 'WEB_ASSETS',
+           'SETTLE', 'AddReport', 'Queue', 'clean_source', 'bytes_per_token', 'writers_busy_message', 'StoredSource',
+           'Ingestion', 'iter_files', 'select_files', 'ledger', 'queue_summary', 'epoch_record']
 
 # %% ../nbs/07_queue.ipynb #478e89f5
 @dataclass
@@ -280,288 +278,6 @@ def _tokenize_source(tok, w: _ShardWriter, stream: Iterator) -> Prepared:
             flush()
 
 
-PREFETCH_MIN = 32 << 20  # bytes of files to read: above this, reading processes extract and clean them ahead
-AHEAD_FILE_MIN = 1 << 20  # bytes: smaller files are read by the writing process itself, or in groups when many
-READERS_MAX = 8
-SPLIT_MIN = 32 << 20  # bytes: a text file this large is cut into parts read by several processes at once
-SPILL_MAX = 8 << 20  # bytes: a text file up to this size is cleaned into a temporary file, then copied into the shard
-READ_AHEAD = 16  # messages (pieces of at most 1 MiB) a reading process may be ahead of the writing one
-GROUP_FILES, GROUP_BYTES = 64, 4 << 20  # small files read ahead go in groups of at most this many files and bytes
-GROUPS_MIN = 256  # small files to read: from this many on, reading processes read them (in groups) ahead
-
-
-UTF8 = "utf8"  # the `dtype` of a byte model's rows: the cleaned UTF-8 itself, a 0 byte for the end of a document
-
-
-def utf8_ids(data: np.ndarray) -> np.ndarray:
-    "The byte tokenizer's ids (int64) of bytes read from a `UTF8` shard."
-    ids = data.astype(np.int64)
-    ids += ByteTokenizer.offset
-    ids[data == 0] = ByteTokenizer.eos_id  # cleaning drops control characters: no text has a 0 byte
-    return ids
-
-
-class _FilePieces:
-    "The pieces of the file at `path` (`extract`), as a callable that a reading process can be handed."
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __call__(self) -> Iterator:
-        return extract(self.path)
-
-
-class _ReaderLost(Exception):
-    "The reading process stopped: the writing process reads the rest itself."
-
-
-class _Reader:
-    """A process that extracts and cleans files ahead of the writing one, in the files' order: `paths` are paths, or
-    (path, start, stop, spill) for parts of a file, or dicts for groups of small files (see `read_ahead`)."""
-
-    def __init__(self, paths: list, prepare: bool = True):
-        # a fresh interpreter: no fork of a process holding threads and locks, no re-run of the caller's script
-        r, w = os.pipe()
-        # this very package first on its path, and not the current folder, which `-c` would put first: no other copy
-        # of the package and no file of the user's that shares a module's name (json.py, signal.py) is run instead
-        pkg = str(Path(__file__).resolve().parent.parent)
-        code = "\n".join(["import sys", "sys.path[:] = [sys.argv[2]] + [p for p in sys.path if p not in ('', '.')]",
-                          "from crystalline_nb.ingest import reader_main", "reader_main()"])
-        # its pieces of a MiB reuse the memory freed by the ones before instead of new pages from the kernel each time
-        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(32 << 20), MALLOC_TRIM_THRESHOLD_=str(64 << 20))
-        self.proc = subprocess.Popen([sys.executable, "-c", code, str(w), pkg], stdin=subprocess.PIPE, pass_fds=(w,),
-                                     env=env)
-        os.close(w)
-        self.conn = Connection(r, writable=False)
-        self.next, self.lost, self.closed = 0, False, False  # the source whose messages come next, and its state
-        self.prepare = prepare  # it hashes and finds paragraphs too (see `read_ahead`)
-        self.inbox = queue.Queue(READ_AHEAD)  # a thread takes the messages off the pipe: the process keeps going
-        try:
-            items = [p if isinstance(p, dict) else str(p) if isinstance(p, (str, Path))
-                     else [str(p[0]), p[1], p[2], p[3] and str(p[3])] for p in paths]
-            self.proc.stdin.write(json.dumps(dict(items=items, prepare=prepare)).encode())
-            self.proc.stdin.close()
-        except OSError:  # it could not start: the files are read here
-            self.lost = True
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _drain(self):
-        while not self.closed:
-            try:
-                m = self.conn.recv_bytes()
-            except (EOFError, OSError):
-                m = None
-            while not self.closed:
-                try:
-                    self.inbox.put(m, timeout=0.5)
-                    break
-                except queue.Full:
-                    continue
-            if m is None:
-                break
-        self.conn.close()  # this thread is the pipe's only reader
-
-    def recv(self) -> bytes:
-        m = None if self.lost else self.inbox.get()
-        if m is None:
-            self.lost = True
-            raise _ReaderLost()
-        return m
-
-    def skip_to(self, i: int):
-        "Drop what is left of the sources before source `i` (skipped, or cut short by an error)."
-        while self.next < i and not self.lost:
-            if self.recv()[:1] in (b"E", b"X", b"G"):
-                self.next += 1
-
-    def close(self):
-        self.closed = True
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-
-
-class _Group:
-    """Small files that reading process `r` cleans together into the file `spill` (its source number `i`, `n` files):
-    one message says where each one's text lies (`unpack_group`). The file goes when each member is taken or dropped."""
-
-    def __init__(self, r: _Reader, i: int, spill: Path, n: int):
-        self.r, self.i, self.spill, self.left = r, i, spill, n
-        self.entries, self.fd = None, None
-
-    def entry(self, j: int) -> tuple | None:
-        "What the reading process found of file `j` of the group, or None: read it here (`_ReaderLost` if it stopped)."
-        if self.entries is None:
-            self.r.skip_to(self.i)
-            m = self.r.recv()
-            self.r.next += 1
-            self.entries = unpack_group(m) if m[:1] == b"G" else []  # its file could not be written
-        return self.entries[j] if j < len(self.entries) else None
-
-    def copy_into(self, w: _ShardWriter, offset: int, n: int):
-        if self.fd is None:
-            self.fd = os.open(self.spill, os.O_RDONLY)
-        w.append_file(self.spill, n, offset, self.fd)
-
-    def done(self):
-        "One member taken or dropped."
-        self.left -= 1
-        if self.left <= 0:
-            self.close()
-
-    def close(self):
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-        self.spill.unlink(missing_ok=True)
-
-
-class _Ahead:
-    """A source read by reading processes, standing in for its `_FilePieces` (`local`), which read it here if one
-    stops: `parts`, (reader, its source number, spill file) for each part, a single one unless the file was cut. Or
-    member `j` of a `_Group`, `group=(group, j)`."""
-
-    def __init__(self, parts: list[tuple[_Reader, int, Path | None]], local: _FilePieces, group=None):
-        self.parts, self.local, self.group = parts, local, group
-
-    def __call__(self) -> Iterator:
-        return self.local()
-
-    @property
-    def lost(self) -> bool:
-        return any(r.lost for r, _, _ in self.parts)
-
-    @property
-    def prepared(self) -> bool:
-        "Whether `stream` returns a `Prepared`."
-        return len(self.parts) > 1 or self.parts[0][2] is not None or self.parts[0][0].prepare
-
-    @property
-    def spilled(self) -> bool:
-        "Whether the source is one part that its reading process writes to a file of its own (see `copy_into`)."
-        return len(self.parts) == 1 and self.parts[0][2] is not None
-
-    def from_group(self, w: _ShardWriter) -> Prepared | None:
-        "The member of a group: its text copied from the group's file into `w`, or None if it is to be read here."
-        (g, j), start = self.group, w.n
-        try:
-            e = g.entry(j)
-            if e is None:
-                return None
-            kind, offset, n, payload = e
-            if kind == b"X":
-                raise Rejected(payload.decode())
-            prep = Prepared.unpack(payload)
-            g.copy_into(w, offset, n)
-            return prep
-        except _ReaderLost:
-            return None
-        except OSError:  # the group's file is not there as it should be: the file is read here
-            w.rewind(start)
-            return None
-        finally:
-            g.done()
-
-    def copy_into(self, w: _ShardWriter) -> Prepared:
-        "Wait for the reading process to write the whole source to its file, and have the kernel copy that into `w`."
-        r, i, spill = self.parts[0]
-        try:
-            prep = self._spilled(r, i)
-            w.append_file(spill, prep.nbytes)
-            return prep
-        finally:
-            self._unlink()
-
-    def stream(self) -> Iterator:
-        "The cleaned source (see `clean_pieces`), returning its `Prepared` if the reading processes made one."
-        if len(self.parts) == 1:
-            return (yield from self._part(*self.parts[0][:2]))
-        h, paras, chars, nbytes = hashlib.sha256(), Paragraphs(), 0, 0
-        try:
-            for j, (r, i, spill) in enumerate(self.parts):
-                if j:
-                    h.update(JOIN)
-                    yield JOIN
-                    chars, nbytes = chars + len(JOIN), nbytes + len(JOIN)
-                if spill is None:
-                    part = self._part(r, i)
-                    while True:
-                        try:
-                            b = next(part)
-                        except StopIteration as end:
-                            prep = end.value
-                            break
-                        h.update(b)
-                        yield b
-                else:
-                    prep = self._spilled(r, i)
-                    with open(spill, "rb") as f:
-                        while b := f.read(CHUNK):
-                            h.update(b)
-                            yield b
-                paras.extend(prep.paras)
-                chars, nbytes = chars + prep.chars, nbytes + prep.nbytes
-        finally:
-            self._unlink()
-        return Prepared(h.hexdigest(), paras, chars, nbytes)
-
-    def _spilled(self, r: _Reader, i: int) -> Prepared:
-        "What the reading process found in part `i`, once it has written it to its spill file."
-        r.skip_to(i)
-        m = r.recv()
-        r.next += 1
-        if m[:1] == b"X":
-            raise Rejected(m[1:].decode())
-        return Prepared.unpack(m[1:])
-
-    def _part(self, r: _Reader, i: int) -> Iterator:
-        r.skip_to(i)
-        while True:
-            m = r.recv()
-            tag = m[:1]
-            if tag == b"D":
-                yield m[1:]
-            elif tag == b"B":
-                yield DOC_BREAK
-            else:
-                r.next += 1
-                if tag == b"X":
-                    raise Rejected(m[1:].decode())
-                return Prepared.unpack(m[1:]) if len(m) > 1 else None
-
-    def _unlink(self):
-        for _, _, spill in self.parts:
-            if spill is not None:
-                spill.unlink(missing_ok=True)
-
-    def drop(self):
-        "The source is not read after all: its messages are dropped (a spilled part's when the next source comes)."
-        if self.group is not None:
-            return self.group[0].done()
-        self._unlink()
-        for r, i, spill in self.parts:
-            if spill is None:
-                r.skip_to(i + 1)
-
-
-def _tokenize_ahead(tok, w: _ShardWriter, ahead: _Ahead) -> Prepared:
-    "`_tokenize_source` of a source read ahead, or read here if a reading process is lost."
-    start = w.n
-    if ahead.group is not None:
-        prep = ahead.from_group(w)
-        if prep is not None:
-            return prep
-    elif not ahead.lost:
-        try:
-            if ahead.spilled:
-                return ahead.copy_into(w)
-            stream = ahead.stream()
-            return _tokenize_source(tok, w, stream if ahead.prepared else prepare(stream))
-        except _ReaderLost:
-            w.rewind(start)
-    return _tokenize_source(tok, w, prepare(clean_pieces(ahead.local())))
-
-
 def _small_source(pieces: Callable, h, paras: Paragraphs, limit: float = math.inf) -> list[str] | None:
     "The cleaned documents of a source of at most `limit` bytes, hashed into `h` and `paras` (None if longer)."
     docs, cur, size = [], [], 0
@@ -792,7 +508,8 @@ class StoredSource:
 class Ingestion:
     "An open ingestion into queue `q`: `add` sources one at a time, `flush` writes them; use it as a context manager."
 
-    def __init__(self, q: Queue, min_chars: int = 1, flush_tokens: int = SHARD_MAX, near_duplicates: bool = True):
+    def __init__(self, q: Queue, min_chars: int = IngestSettings.min_chars, flush_tokens: int = SHARD_MAX,
+                 near_duplicates: bool = IngestSettings.near_duplicates):
         if q.tokenizer is None:
             raise ValueError("this Queue was opened without a tokenizer; it cannot add data")
         self.q, self.tok, self.min_chars, self.flush_tokens = q, q.tokenizer, min_chars, flush_tokens
@@ -875,7 +592,7 @@ class Ingestion:
     def add(self, name: str, kind: str, pieces: Callable, meta: dict | None = None) -> tuple[str, str]:
         "Clean and tokenize one source: ('added' | 'duplicate' | 'rejected', the source it repeats or the reason)."
         if (seen := self.seen_file(name, meta)) is not None:  # not read again
-            if isinstance(pieces, _Ahead):
+            if isinstance(pieces, Ahead):
                 pieces.drop()
             if seen[0] == "duplicate":
                 self.rep.duplicates.append((name, name))
@@ -892,8 +609,9 @@ class Ingestion:
             if docs is None:
                 self._encode_batch()  # the sources waiting go first: the shard keeps the order they came in
                 start = w.n
-                prep = pieces.copy_into(w) if copied else _tokenize_ahead(self.tok, w, pieces) \
-                    if isinstance(pieces, _Ahead) else _tokenize_source(self.tok, w, prepare(clean_pieces(pieces())))
+                tokenize = lambda stream: _tokenize_source(self.tok, w, stream)
+                prep = pieces.copy_into(w) if copied else pieces.write_into(w, tokenize) \
+                    if isinstance(pieces, Ahead) else tokenize(prepare(clean_pieces(pieces())))
                 h, paras, chars, nbytes = prep.digest, prep.paras, prep.chars, prep.nbytes
             else:
                 chars, nbytes = sum(map(len, docs)), sum(len(d.encode("utf-8")) for d in docs)
@@ -1021,91 +739,18 @@ class Ingestion:
             self.abort()
 
 # %% ../nbs/07_queue.ipynb #b99fa12b
-@patch
-def ingestion(self: Queue, min_chars: int = 1, near_duplicates: bool = True) -> Ingestion:
-    "An `Ingestion` into this queue (hold the writer lock, `_writing`, around it)."
-    return Ingestion(self, min_chars, near_duplicates=near_duplicates)
-
-
-def _text_file(path: Path) -> bool:
-    "Whether the file at `path` is read as text (`extract_text`: no document breaks)."
-    try:
-        return extractor_for(path) is extract_text
-    except Exception:
-        return False
-
-
 @contextmanager
-def _reading_ahead(ing: Ingestion, sources: Iterable):
-    """`sources`, with the files to read handed to reading processes (one a core) when they hold many MB or are many:
-    large ones one by one (a large text file cut in parts), small ones in groups (`_Group`)."""
-    if not isinstance(sources, list) or ing.tok.kind != "byte" or (os.cpu_count() or 1) < 2:
-        yield sources
-        return
-    size = lambda k: (sources[k][3] or {}).get("size", 0)
-    todo = [k for k, src in enumerate(sources) if len(src) > 3 and isinstance(src[2], _FilePieces)
-            and src[2].path.suffix.lower() not in BINARY_SUFFIXES and ing.seen_file(src[0], src[3]) is None]
-    if sum(size(k) < AHEAD_FILE_MIN for k in todo) < GROUPS_MIN:  # a few small files: read here, at less cost
-        todo = [k for k in todo if size(k) >= AHEAD_FILE_MIN]
-        if sum(map(size, todo)) < PREFETCH_MIN:
-            yield sources
-            return
-    most = min(os.cpu_count() or 1, READERS_MAX)
-    spill_file = lambda: ing.q.shards / f".tmp-part-{uuid.uuid4().hex}"  # leftovers of a crash go with the next
-    # (source, path, start, stop, spill): a file, or the parts of a large text file. Or a group of small files:
-    # (their sources, their paths, None, None, spill)
-    items, group, held = [], None, 0
-    for k in todo:
-        path = sources[k][2].path
-        if size(k) < AHEAD_FILE_MIN:
-            if group is None or len(group[0]) >= GROUP_FILES or held >= GROUP_BYTES:
-                group, held = ([], [], None, None, spill_file()), 0
-                items.append(group)
-            group[0].append(k)
-            group[1].append(path)
-            held += size(k)
-            continue
-        group = None
-        cuts = split_points(path, most) if size(k) >= SPLIT_MIN and most > 1 else []
-        whole = not cuts and size(k) <= SPILL_MAX and _text_file(path)  # no bytes through the pipe: the kernel copies
-        for j, (a, b) in enumerate(zip([0, *cuts], [*cuts, None])):
-            items.append((k, path, a, b, spill_file() if j or whole else None))
-    n = min(most, len(items))  # items dealt out in turn: the writer takes them in order
-    readers, out = [], list(sources)
-    try:
-        for r in range(n):
-            # one reading process: the writing one hashes and finds paragraphs, so that the work is shared. With more,
-            # they do it (bench/README.md: 100 files, 39-41 against 29 MB/s. One file: 46-51 against 59-68)
-            mine = [dict(group=[str(p) for p in it[1]], spill=str(it[4])) if isinstance(it[0], list)
-                    else it[1] if it[2:] == (0, None, None) else it[1:] for it in items[r::n]]
-            readers.append(_Reader(mine, prepare=n > 1))
-    except OSError:  # no process could be started (a limit, no interpreter to run): everything is read here
-        for r in readers:
-            r.close()
-        yield sources
-        return
-    parts, groups = {}, []
-    for j, (k, *_, spill) in enumerate(items):
-        if isinstance(k, list):
-            groups.append(_Group(readers[j % n], j // n, spill, len(k)))
-            for m, kk in enumerate(k):
-                name, kind, pieces, *rest = sources[kk]
-                out[kk] = (name, kind, _Ahead([], pieces, group=(groups[-1], m)), *rest)
-        else:
-            parts.setdefault(k, []).append((readers[j % n], j // n, spill))
-    for k, ps in parts.items():
-        name, kind, pieces, *rest = sources[k]
-        out[k] = (name, kind, _Ahead(ps, pieces), *rest)
-    try:
-        yield out
-    finally:
-        for r in readers:
-            r.close()
-        for g in groups:
-            g.close()
-        for it in items:
-            if it[4] is not None:
-                it[4].unlink(missing_ok=True)
+def _held(q: Queue, min_chars: int, near_duplicates: bool) -> Iterator[Ingestion]:
+    with q._writing(), Ingestion(q, min_chars, near_duplicates=near_duplicates) as ing:
+        yield ing
+
+
+@patch
+def ingestion(self: Queue, min_chars: int = IngestSettings.min_chars,
+              near_duplicates: bool = IngestSettings.near_duplicates) -> ContextManager[Ingestion]:
+    """An open `Ingestion` into this queue, for a `with` block: it holds the model's writer lock (shared) while the
+    block runs, writes what was added when the block ends (Ctrl-C too), and drops what was not written on an error."""
+    return _held(self, min_chars, near_duplicates)
 
 
 _freezes, _freezes_lock = [0], threading.Lock()  # ingestions under way in this process that froze the objects
@@ -1129,13 +774,16 @@ def _old_objects_frozen():
 
 
 @patch
-def add(self: Queue, sources: Iterable, progress: Callable | None = None, min_chars: int = 1,
-        near_duplicates: bool = True) -> AddReport:
-    "Clean, tokenize and append `sources`, tuples (name, kind, pieces_fn[, meta]); returns an `AddReport`."
+def add(self: Queue, sources: Iterable, progress: Callable | None = None, min_chars: int = IngestSettings.min_chars,
+        near_duplicates: bool = IngestSettings.near_duplicates) -> AddReport:
+    """Clean, tokenize and append `sources`, tuples (name, kind, pieces_fn[, meta]); returns an `AddReport`. The
+    settings and their defaults are `IngestSettings`', as for every other door."""
     if self.tokenizer is None:
         raise ValueError("this Queue was opened without a tokenizer; it cannot add data")
-    with _old_objects_frozen(), self._writing(), self.ingestion(min_chars, near_duplicates) as ing, \
-            _reading_ahead(ing, sources) as sources:
+    IngestSettings(min_chars, near_duplicates).validate()
+    with _old_objects_frozen(), self.ingestion(min_chars, near_duplicates) as ing, \
+            (reading_ahead(sources, self.shards, ing.seen_file) if ing.tok.kind == "byte" else nullcontext(sources)) \
+            as sources:
         done = 0
         try:
             for src in sources:
@@ -1149,6 +797,7 @@ def add(self: Queue, sources: Iterable, progress: Callable | None = None, min_ch
 
 # %% ../nbs/07_queue.ipynb #3e36cd3f
 @patch
+@settings_signature(IngestSettings)
 def add_text(self: Queue, text: str, source: str = "text", kind: str = "text", **kw) -> AddReport:
     "Add one document given as a string."
     return self.add([(source, kind, lambda: iter([text]))], **kw)
@@ -1246,6 +895,7 @@ def select_files(files: list[tuple[Path, Path]], include=(), exclude=()) -> tupl
 
 
 @patch
+@settings_signature(IngestSettings)
 def add_paths(self: Queue, paths, progress: Callable | None = None, include=(), exclude=(), **kw) -> AddReport:
     "Add files and folders (recursively); each file is one source named by its absolute path."
     with _old_objects_frozen():
@@ -1267,7 +917,7 @@ def _add_paths(self: Queue, paths, progress, include, exclude, **kw) -> AddRepor
         return real[top] + str(f)[len(str(top)):]
 
     tops = dict(listed)
-    srcs = [(name(f, tops[f]), "file", _FilePieces(f), _file_meta(f)) for f in files]
+    srcs = [(name(f, tops[f]), "file", FilePieces(f), _file_meta(f)) for f in files]
     rep = self.add(srcs, progress=(lambda **k: progress(total=len(files), **k)) if progress else None, **kw)
     rep.rejected = pre.rejected + rep.rejected
     self._log_rejected(pre.rejected)
@@ -1302,6 +952,7 @@ def _settled(files: list[Path], wait: float = SETTLE) -> set[Path]:
 
 # %% ../nbs/07_queue.ipynb #9637376a
 @patch
+@settings_signature(IngestSettings)
 def ingest_inbox(self: Queue, progress: Callable | None = None, **kw) -> AddReport:
     "Ingest everything in the model's inbox, then move it out (to `ingested/` or `rejected/`)."
     inbox = self.model_dir / "inbox"
@@ -1330,177 +981,11 @@ def ingest_inbox(self: Queue, progress: Callable | None = None, **kw) -> AddRepo
                 pass
     return rep
 
-# %% ../nbs/07_queue.ipynb #b8df19f5
-class Corpus:
-    "Read-only view of the tokens of the first `n_rows` manifest rows, concatenated."
-
-    def __init__(self, queue: Queue, n_rows: int | None = None):
-        rows = queue.rows()
-        self.rows = rows[: len(rows) if n_rows is None else n_rows]
-        if n_rows is not None and len(self.rows) < n_rows:
-            raise ValueError(f"the queue has {len(rows)} sources, fewer than the {n_rows} expected")
-        self.starts = np.cumsum([0] + [r["tokens"] for r in self.rows])
-        self._fds, self._shards = {}, queue.shards
-
-    def __len__(self):
-        return int(self.starts[-1])
-
-    def _tokens(self, row: dict, off: int, n: int) -> np.ndarray:
-        "Tokens [off, off + n) of `row`'s shard, read with one `pread`."
-        key, kind = row["shard"], row["dtype"]
-        dt = np.dtype(np.uint8 if kind == UTF8 else kind)
-        if key not in self._fds:
-            self._fds[key] = os.open(self._shards / key, os.O_RDONLY)
-        data = os.pread(self._fds[key], n * dt.itemsize, off * dt.itemsize)
-        if len(data) != n * dt.itemsize:
-            raise ValueError(f"shard {key} is shorter than its manifest rows say")
-        return utf8_ids(np.frombuffer(data, np.uint8)) if kind == UTF8 else np.frombuffer(data, dtype=dt)
-
-    def close(self, _close=os.close):  # bound now: __del__ may run while the interpreter shuts down
-        "Close the shard files (also done when the corpus is collected)."
-        fds, self._fds = getattr(self, "_fds", {}), {}
-        for fd in fds.values():
-            _close(fd)
-
-    def __del__(self):
-        self.close()
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        "Tokens [start, stop) of the corpus as int64."
-        if not 0 <= start <= stop <= len(self):
-            raise IndexError(f"range {start}:{stop} outside a corpus of {len(self)} tokens")
-        out, i = [], int(np.searchsorted(self.starts, start, side="right")) - 1
-        while start < stop:
-            row, base = self.rows[i], int(self.starts[i])
-            n = min(stop, int(self.starts[i + 1])) - start
-            off = row["offset"] + start - base
-            out.append(self._tokens(row, off, n).astype(np.int64, copy=False))
-            start += n
-            i += 1
-        return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
-
 # %% ../nbs/07_queue.ipynb #8d02478d
 @patch
 def corpus(self: Queue, n_rows: int | None = None) -> Corpus:
     "The tokens of the first `n_rows` sources (all by default), read from the shards as needed."
     return Corpus(self, n_rows)
-
-# %% ../nbs/07_queue.ipynb #ea2c7a85
-HOLDOUT_SPAN, HOLDOUT_EVERY = 256, 20
-VAL_EVERY, VAL_MIN_BLOCKS = 20, 40  # the plan of epochs begun by the first version
-
-
-def _blocks(lo: int, hi: int, block: int) -> tuple[np.ndarray, np.ndarray]:
-    "Starts and lengths of blocks of `block` positions covering [lo, hi) (the last one may be short)."
-    starts = np.arange(lo, hi, block, dtype=np.int64)
-    return starts, np.minimum(block, hi - starts)
-
-
-_PLAN_CHUNK = 1 << 20  # blocks placed at a time: temporary arrays stay at a few MB whatever the corpus
-
-
-def _blocks_in(lo: np.ndarray, hi: np.ndarray, block: int, dt) -> tuple[np.ndarray, int, np.ndarray]:
-    """Blocks of `block` positions covering the spans [lo, hi), as the starts (dtype `dt`) of the full blocks, span
-    after span, then of the short ones (a span's last, when its length is not a multiple of `block`), the number of
-    full blocks and the short ones' lengths. Millions of blocks: built a chunk at a time into the array that is kept."""
-    nf, rem = (hi - lo) // block, (hi - lo) % block
-    ends = np.cumsum(nf)  # span k holds the full blocks [ends[k-1], ends[k])
-    off = lo - (ends - nf) * block  # a span's start less its full blocks before: never negative (spans are ordered)
-    n_full, short = int(ends[-1]) if len(ends) else 0, rem > 0
-    starts = np.empty(n_full + int(short.sum()), dt)
-    for b0 in range(0, n_full, _PLAN_CHUNK):
-        idx = np.arange(b0, min(b0 + _PLAN_CHUNK, n_full), dtype=np.int64)
-        starts[b0 : b0 + len(idx)] = off[np.searchsorted(ends, idx, side="right")] + idx * block
-    starts[n_full:] = (lo + nf * block)[short]
-    return starts, n_full, rem[short]
-
-
-def _heldout(n_pos: int, holdout: int) -> tuple[np.ndarray, np.ndarray]:
-    "Starts and lengths of the held-out spans (see above) within the first `n_pos` positions."
-    first = holdout + (HOLDOUT_EVERY - 1) * HOLDOUT_SPAN
-    starts = np.arange(first, n_pos, HOLDOUT_EVERY * HOLDOUT_SPAN, dtype=np.int64)
-    return starts, np.minimum(HOLDOUT_SPAN, n_pos - starts)
-
-# %% ../nbs/07_queue.ipynb #2bf6d700
-class EpochPlan:
-    "The shuffled block order of one epoch over a corpus of `n_tokens` tokens, and its held-out positions."
-
-    def __init__(self, n_tokens: int, block: int, seed: int, epoch: int, holdout: int | None = None):
-        self.n_tokens, self.block, self.seed, self.epoch, self.holdout = n_tokens, block, seed, epoch, holdout
-        n_pos = max(n_tokens - 1, 0)  # positions that have a target
-        dt = np.uint32 if n_pos < 1 << 32 else np.int64  # 4 bytes a block (8 past 4G tokens)
-        if holdout is None:
-            starts, self.n_full, self.short_lens = self._first_version(n_pos, dt)
-        else:
-            self.val_starts, self.val_lens = _heldout(n_pos, holdout)
-            self.val_block = min(block, HOLDOUT_SPAN)
-            lo = np.concatenate([[0], self.val_starts + self.val_lens]).astype(np.int64)
-            hi = np.concatenate([self.val_starts, [n_pos]]).astype(np.int64)
-            starts, self.n_full, self.short_lens = _blocks_in(lo[hi > lo], hi[hi > lo], block, dt)
-        # the full blocks shuffled in place, short ones last so that windows stay aligned to blocks: the same order
-        # as indexing by the generator's `permutation`, without its 8 bytes a block
-        np.random.default_rng([seed, epoch]).shuffle(starts[: self.n_full])
-        self.starts = starts
-        # block i < n_full starts at stream position i * block; the short ones after them are listed
-        self.short_cum = self.n_full * block + np.concatenate([[0], np.cumsum(self.short_lens)])
-        self.cuts = self.short_cum[1:]  # stream positions where a short block ends
-
-    def _first_version(self, n_pos: int, dt):
-        "Held-out blocks of the first version's plan. Returns the training blocks as `_blocks_in` does."
-        starts, lens = _blocks(0, n_pos, self.block)
-        nb = len(starts)
-        is_val = (np.arange(nb) % VAL_EVERY == VAL_EVERY - 1) if nb >= VAL_MIN_BLOCKS else np.zeros(nb, bool)
-        self.val_starts, self.val_lens, self.val_block = starts[is_val], lens[is_val], self.block
-        starts, lens = starts[~is_val], lens[~is_val]
-        full = lens == self.block
-        return np.concatenate([starts[full], starts[~full]]).astype(dt), int(full.sum()), lens[~full]
-
-    @property
-    def n_train(self) -> int:
-        "Training positions of the epoch."
-        return int(self.short_cum[-1])
-
-    @property
-    def lens(self) -> np.ndarray:
-        "The length of every block in stream order (built when asked: the plan stores only the short ones)."
-        return np.concatenate([np.full(self.n_full, self.block, np.int64), self.short_lens])
-
-    def runs(self, offset: int, n: int) -> list[tuple[int, int]]:
-        "Corpus runs (start, length) covering stream positions [offset, offset + n)."
-        if offset < 0 or offset + n > self.n_train:
-            raise IndexError("outside the epoch")
-        B, nf, out = self.block, self.n_full, []
-        while n > 0:
-            if offset < nf * B:  # a full block
-                i, inner, length = offset // B, offset % B, B
-            else:
-                j = int(np.searchsorted(self.short_cum, offset, side="right")) - 1
-                i, inner, length = nf + j, offset - int(self.short_cum[j]), int(self.short_lens[j])
-            k = min(n, length - inner)
-            out.append((int(self.starts[i]) + inner, k))
-            offset, n = offset + k, n - k
-        return out
-
-    def next_cut(self, offset: int) -> int:
-        "The first stream position after `offset` where a short block ends (or the epoch ends)."
-        i = int(np.searchsorted(self.cuts, offset, side="right"))
-        return int(self.cuts[i]) if i < len(self.cuts) else self.n_train
-
-    def val_windows(self) -> list[int]:
-        "Starts of the validation windows (`val_block` positions each) in the held-out positions."
-        L = self.val_block
-        return [int(s) + j * L for s, n in zip(self.val_starts, self.val_lens) for j in range(int(n) // L)]
-
-# %% ../nbs/07_queue.ipynb #2af0906a
-def missing_tokens(n_train_positions: int, batch_size: int, seq_len: int) -> int:
-    "Tokens still needed before one full batch of `batch_size` windows of `seq_len` can be formed (0 if enough)."
-    return max(0, batch_size * seq_len - n_train_positions)
-
-# %% ../nbs/07_queue.ipynb #d036f009
-def gather(corpus: Corpus, runs) -> tuple[np.ndarray, np.ndarray]:
-    "Inputs and targets (next tokens) at the corpus positions of `runs`."
-    xs = [corpus.read(s, s + n + 1) for s, n in runs]
-    return np.concatenate([x[:-1] for x in xs]), np.concatenate([x[1:] for x in xs])
 
 # %% ../nbs/07_queue.ipynb #82725bc3
 @patch

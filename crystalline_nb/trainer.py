@@ -14,16 +14,16 @@ import torch
 import torch.nn.functional as F
 import torch.distributed as dist
 from fastcore.basics import patch
-from fastcore.meta import delegates
 from .core import fmt_duration, one_line
-from .config import (CLLMConfig, TrainSettings, TrainingError, SCHEDULES, MAX_LAYERS, flops_per_token,
-                                   check_target_epochs)
+from .config import (CLLMConfig, TrainSettings, TrainingError, MAX_LAYERS, flops_per_token,
+                                   check_target_epochs, settings_signature)
 from .device import (resolve_device, resolve_precision, check_model_device, device_label, autocast,
                                    grad_scaler, use_fast_paths, fused_adamw, to_device, matmul_peak, rng_state,
                                    set_rng_state, is_out_of_memory, memory_report)
 from .model import CLLM
 from .workspace import Workspace, model_lock, write_checkpoint, read_checkpoint, drop_checkpoints_after
-from .queue import Queue, Corpus, EpochPlan, gather, missing_tokens, bytes_per_token
+from .queue import Queue, bytes_per_token
+from .epochs import Corpus, EpochPlan, gather, missing_tokens
 from .history import HistoryWriter, TensorBoardSink, check_tensorboard
 
 # %% auto #0
@@ -177,7 +177,7 @@ class _NoHistory:
 class Trainer:
     "Train model `name` of workspace `ws` from its queue; settings not given keep the model's stored ones."
 
-    @delegates(TrainSettings)
+    @settings_signature(TrainSettings, stored=True)
     def __init__(self, ws: Workspace, name: str,
                  target_epochs: float | None = None,  # epochs to train towards (None: the stored target)
                  layers: int | None = None,  # grow the model to this many layers first

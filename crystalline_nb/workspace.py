@@ -15,7 +15,8 @@ from safetensors import safe_open
 from safetensors.torch import save as st_save, load as st_load
 from .core import (atomic_write_bytes, atomic_write_json, read_json, fsync_dir, fsync_tree, file_lock,
                                  busy_lock, now, one_line)
-from .config import CLLMConfig, TrainSettings, preset, param_count, check_target_epochs
+from .config import (CLLMConfig, ModelSettings, TrainSettings, param_count, check_target_epochs,
+                                   settings_of, settings_signature)
 from .model import CLLM
 from .tokenizer import load_tokenizer, make_tokenizer
 from .queue import (Queue, epoch_record, ledger as source_ledger, queue_summary as summarize_queue, WRITERS,
@@ -46,7 +47,7 @@ def check_name(name) -> str:
 FORMAT_VERSION = 1
 
 
-def new_state(target_epochs: float = 10) -> dict:
+def new_state(target_epochs: float = ModelSettings.target_epochs) -> dict:
     "The state of a freshly created model."
     t = now()
     return dict(format_version=FORMAT_VERSION, epochs_trained=0.0, target_epochs=check_target_epochs(target_epochs),
@@ -230,26 +231,29 @@ def _sweep(self: Workspace, age: float = 3600):
 
 # %% ../nbs/08_workspace.ipynb #622ef199
 @patch
-def create(self: Workspace, name: str, config: CLLMConfig | None = None, *, preset_name: str = "tiny",
-           tokenizer: str = "byte", texts: Iterable[str] | None = None, vocab_size: int = 4096,
-           target_epochs: float = 10, seed: int = 0, **overrides) -> LoadedModel:
-    "Create model `name` from `config` (or from a preset plus `overrides`) with a new tokenizer, and save it."
+@settings_signature(ModelSettings)
+def create(self: Workspace, name: str, config: CLLMConfig | None = None, *, texts: Iterable[str] | None = None,
+           **settings) -> LoadedModel:
+    """Create model `name` with a new tokenizer (a bpe one is trained on `texts`) and save it. Its architecture is a
+    preset with the values given instead of the preset's (`ModelSettings`, as `cllm new` and the panel's form take
+    them), or `config` whole."""
     check_name(name)
+    s = settings_of(ModelSettings, settings).validate()
     if self.exists(name):
         raise ValueError(f"a model named {name!r} already exists in {self.home}")
-    state = new_state(target_epochs)
-    tok = make_tokenizer(tokenizer, texts, vocab_size)
+    state = new_state(s.target_epochs)
+    tok = make_tokenizer(s.tokenizer, texts, s.vocab_size)
     if config is None:
-        config = preset(preset_name, vocab_size=tok.vocab_size, **overrides)
+        config = s.config(tok.vocab_size)
     elif config.vocab_size != tok.vocab_size:
         config = replace(config, vocab_size=tok.vocab_size)
     n = param_count(config)
     if n > 2_000_000_000:
         raise ValueError(f"a model of {n:,} parameters is too large for this tool (limit 2e9)")
-    torch.manual_seed(seed)
+    torch.manual_seed(s.seed)
     model = CLLM(config)
     self._sweep()
-    state["seed"] = seed
+    state["seed"] = s.seed
     state["training"]["seq_len"] = min(state["training"]["seq_len"], config.max_seq_len)  # a default that fits
     self.models_dir.mkdir(parents=True, exist_ok=True)
     tmp = self.models_dir / f".tmp-{name}-{uuid.uuid4().hex[:8]}"

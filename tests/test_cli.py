@@ -60,7 +60,7 @@ def test_bpe_from_corpus(home, tmp_path):
     (["new", "x", "--tokenizer", "bpe"], 1),
     (["new", "x", "--tokenizer", "bpe", "--corpus", "/does/not/exist"], 1),
     (["new", "x", "--target-epochs", "0"], 1),
-    (["new", "x", "--preset", "gigantic"], 1),
+    (["new", "x", "--preset", "gigantic"], 2),  # a choice of the option: a usage error, as --positional
     (["new", "x", "--layers", "three"], 2),
     (["new", "x", "--positional", "spiral"], 2),
     (["frobnicate"], 2),

@@ -4,7 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from crystalline_nb.workspace import Workspace
-from crystalline_nb.queue import Queue, EpochPlan, gather, missing_tokens, ledger
+from crystalline_nb.queue import Queue, ledger
+from crystalline_nb.epochs import EpochPlan, gather, missing_tokens
 from crystalline_nb.tokenizer import ByteTokenizer, BPETokenizer
 from conftest import BIN, cllm_env
 
@@ -261,7 +262,7 @@ def test_ledger_epochs():
 
 
 def test_readding_a_folder_reads_only_what_changed_and_logs_refusals_once(ws, tmp_path, monkeypatch):
-    import crystalline_nb.queue as qm
+    import crystalline_nb.readahead as qm  # FilePieces reads the files through it
     d = tmp_path / "big"
     d.mkdir()
     for i in range(30): (d / f"n{i:02}.txt").write_text(f"note {i}: the clock ticks {i} times.\n")
@@ -301,8 +302,7 @@ def test_ctrl_c_keeps_the_sources_read_whole(ws):
 
 def test_two_open_ingestions_never_store_a_text_twice(ws):
     q = ws.queue("m")
-    with q._writing():
-        a, b = q.ingestion(), q.ingestion()
+    with q.ingestion() as a, q.ingestion() as b:  # each holds the writer lock, shared
         assert a.add("a1", "text", lambda: iter(["shared text about clocks"]))[0] == "added"
         assert a.add("a2", "text", lambda: iter(["only in a"]))[0] == "added"
         assert b.add("b1", "text", lambda: iter(["shared text about clocks"]))[0] == "added"
@@ -331,7 +331,7 @@ def test_near_duplicates_are_reported_with_a_switch(ws, home):
     r.add_text(whole, source="print")
     reps = [r.add_text(t, source=n) for n, t in chapters.items()]
     assert all(not x.added and "print: a near-duplicate, 100%" in x.duplicates[0][1] for x in reps)
-    with r._writing(), r.ingestion() as ing:                                        # a later ingestion reads them from disk
+    with r.ingestion() as ing:                                        # a later ingestion reads them from disk
         assert ing.add("again", "text", lambda: iter([chapters["ch2"] + "\n\nplus one more short line."]))[0] == "duplicate"
 
 
@@ -339,8 +339,7 @@ def test_near_duplicates_within_one_ingestion_and_from_another_open_one(ws):
     para = lambda c, i: f"Part {c}, paragraph {i}: a sentence long enough to count as a paragraph of its own, {c}-{i}."
     part = lambda c, n=6: "\n\n".join(para(c, i) for i in range(n))
     q = ws.queue("m")
-    with q._writing():
-        a, b = q.ingestion(), q.ingestion()
+    with q.ingestion() as a, q.ingestion() as b:  # each holds the writer lock, shared
         assert a.add("a1", "text", lambda: iter([part(1)]))[0] == "added"
         got = a.add("a2", "text", lambda: iter([part(1) + "\n\nand one line more"]))  # the same run's paragraphs
         assert got[0] == "duplicate" and got[1].startswith("a1: a near-duplicate, 100%")
@@ -439,18 +438,19 @@ def _mixed_folder(d: Path) -> Path:
 
 def test_reading_processes_store_the_same_as_reading_here(home, tmp_path, monkeypatch):
     import crystalline_nb.queue as Q
+    import crystalline_nb.readahead as R
     d = _mixed_folder(tmp_path / "in")
     w = Workspace(home)
     results, started = {}, []
-    real = Q._Reader.__init__
-    monkeypatch.setattr(Q._Reader, "__init__", lambda self, paths, prepare=True: started.append((len(paths), prepare))
+    real = R.Reader.__init__
+    monkeypatch.setattr(R.Reader, "__init__", lambda self, paths, prepare=True: started.append((len(paths), prepare))
                         or real(self, paths, prepare))
     # ahead: the 9 files dealt to two or more processes, which also hash and find paragraphs. big_ones: one process,
     # whose files the writing process hashes
     for name, prefetch, file_min, handed in (("here", 1 << 60, 0, 0), ("ahead", 0, 0, 9), ("big_ones", 0, 1 << 20, 1)):
         w.create(name, preset_name="nano")
-        monkeypatch.setattr(Q, "PREFETCH_MIN", prefetch)
-        monkeypatch.setattr(Q, "AHEAD_FILE_MIN", file_min)                     # big_ones: only z.txt (3 MB)
+        monkeypatch.setattr(R, "PREFETCH_MIN", prefetch)
+        monkeypatch.setattr(R, "AHEAD_FILE_MIN", file_min)                     # big_ones: only z.txt (3 MB)
         started.clear()
         rep = w.queue(name).add_paths([d])
         assert sum(n for n, _ in started) == handed, (name, started)
@@ -484,23 +484,24 @@ def _kill_reader(r):
 
 def test_a_reading_process_lost_midway_leaves_the_rest_read_here(home, tmp_path, monkeypatch):
     import crystalline_nb.queue as Q
+    import crystalline_nb.readahead as R
     d = _mixed_folder(tmp_path / "in")
     w = Workspace(home)
     w.create("here", preset_name="nano")
     w.queue("here").add_paths([d])
     w.create("lost", preset_name="nano")
-    monkeypatch.setattr(Q, "PREFETCH_MIN", 0)
-    monkeypatch.setattr(Q, "AHEAD_FILE_MIN", 0)
-    monkeypatch.setattr(Q, "READERS_MAX", 1)
+    monkeypatch.setattr(R, "PREFETCH_MIN", 0)
+    monkeypatch.setattr(R, "AHEAD_FILE_MIN", 0)
+    monkeypatch.setattr(R, "READERS_MAX", 1)
     calls = []
-    real = Q._Reader.recv
+    real = R.Reader.recv
 
     def recv(self):  # the reading process is killed after its fifth message
         calls.append(1)
         if len(calls) == 5:
             _kill_reader(self)
         return real(self)
-    monkeypatch.setattr(Q._Reader, "recv", recv)
+    monkeypatch.setattr(R.Reader, "recv", recv)
     w.queue("lost").add_paths([d])
     assert len(calls) >= 5
     assert list(texts_of(w.queue("lost")).values()) == list(texts_of(w.queue("here")).values())
@@ -508,26 +509,26 @@ def test_a_reading_process_lost_midway_leaves_the_rest_read_here(home, tmp_path,
 
 def _read_here_then_ahead(home, tmp_path, monkeypatch):
     "The mixed folder read into model 'here' by this process; from then on every file goes to reading processes."
-    import crystalline_nb.queue as Q
+    import crystalline_nb.readahead as R
     d = _mixed_folder(tmp_path / "in")
     w = Workspace(home)
     w.create("here", preset_name="nano")
     w.queue("here").add_paths([d])
-    monkeypatch.setattr(Q, "PREFETCH_MIN", 0)
-    monkeypatch.setattr(Q, "AHEAD_FILE_MIN", 0)
-    return Q, d, w
+    monkeypatch.setattr(R, "PREFETCH_MIN", 0)
+    monkeypatch.setattr(R, "AHEAD_FILE_MIN", 0)
+    return R, d, w
 
 
 def test_no_reading_process_can_start_and_everything_is_read_here(home, tmp_path, monkeypatch):
-    Q, d, w = _read_here_then_ahead(home, tmp_path, monkeypatch)
-    real, started = Q.subprocess.Popen, []
+    R, d, w = _read_here_then_ahead(home, tmp_path, monkeypatch)
+    real, started = R.subprocess.Popen, []
 
     def popen(*a, **k):  # the first process starts, the second hits a limit
         if started:
             raise OSError(11, "Resource temporarily unavailable")
         started.append(real(*a, **k))
         return started[-1]
-    monkeypatch.setattr(Q.subprocess, "Popen", popen)
+    monkeypatch.setattr(R.subprocess, "Popen", popen)
     w.create("limited", preset_name="nano")
     rep = w.queue("limited").add_paths([d])
     assert len(rep.added) == 5 and texts_of(w.queue("limited")) == texts_of(w.queue("here"))
@@ -536,19 +537,20 @@ def test_no_reading_process_can_start_and_everything_is_read_here(home, tmp_path
 
 def test_reading_processes_run_this_package_not_files_in_the_current_folder(home, tmp_path, monkeypatch):
     import crystalline_nb.queue as Q
+    import crystalline_nb.readahead as R
     d = _mixed_folder(tmp_path / "in")
     other = tmp_path / "cwd" / "crystalline_nb"  # another copy where the user stands (a checkout of an old version)
     other.mkdir(parents=True)
     (other / "__init__.py").write_text("")
     marker = tmp_path / "wrong_copy_ran"
-    (other / "ingest.py").write_text(
+    (other / "readahead.py").write_text(
         f"def reader_main():\n    open({str(marker)!r}, 'w').close()\n    raise SystemExit(1)\n")
     (other.parent / "json.py").write_text(f"open({str(marker)!r}, 'w').close()\n")  # a user's file named as a module
     monkeypatch.chdir(tmp_path / "cwd")
-    monkeypatch.setattr(Q, "PREFETCH_MIN", 0)
-    monkeypatch.setattr(Q, "AHEAD_FILE_MIN", 0)
-    readers, real = [], Q._Reader.__init__
-    monkeypatch.setattr(Q._Reader, "__init__", lambda self, *a, **k: readers.append(self) or real(self, *a, **k))
+    monkeypatch.setattr(R, "PREFETCH_MIN", 0)
+    monkeypatch.setattr(R, "AHEAD_FILE_MIN", 0)
+    readers, real = [], R.Reader.__init__
+    monkeypatch.setattr(R.Reader, "__init__", lambda self, *a, **k: readers.append(self) or real(self, *a, **k))
     w = Workspace(home)
     w.create("m", preset_name="nano")
     rep = w.queue("m").add_paths([d])
@@ -583,10 +585,11 @@ def _large_text_folder(d: Path) -> Path:
 
 def test_a_large_file_cut_between_reading_processes_stores_the_same(home, tmp_path, monkeypatch):
     import crystalline_nb.queue as Q
+    import crystalline_nb.readahead as R
     d = _large_text_folder(tmp_path / "in")
     w = Workspace(home)
     results, items, held, calls, killed = {}, [], {}, [], []
-    real_init, real_recv = Q._Reader.__init__, Q._Reader.recv
+    real_init, real_recv = R.Reader.__init__, R.Reader.recv
 
     def init(self, paths, prepare=True):
         items.extend(paths)
@@ -599,13 +602,13 @@ def test_a_large_file_cut_between_reading_processes_stores_the_same(home, tmp_pa
             killed.append(self)
             _kill_reader(self)
         return real_recv(self)
-    monkeypatch.setattr(Q._Reader, "__init__", init)
-    monkeypatch.setattr(Q._Reader, "recv", recv)
+    monkeypatch.setattr(R.Reader, "__init__", init)
+    monkeypatch.setattr(R.Reader, "recv", recv)
     monkeypatch.setattr(Q.os, "cpu_count", lambda: 3)
-    monkeypatch.setattr(Q, "PREFETCH_MIN", 0)
+    monkeypatch.setattr(R, "PREFETCH_MIN", 0)
     for name, split_min, lose in (("here", 1 << 60, False), ("cut", 0, False), ("lost", 0, True)):
-        monkeypatch.setattr(Q, "SPLIT_MIN", split_min)
-        monkeypatch.setattr(Q, "AHEAD_FILE_MIN", 1 << 60 if name == "here" else 1 << 20)
+        monkeypatch.setattr(R, "SPLIT_MIN", split_min)
+        monkeypatch.setattr(R, "AHEAD_FILE_MIN", 1 << 60 if name == "here" else 1 << 20)
         items.clear()
         calls.clear()
         results[name], q = _stored(w, name, d)
@@ -621,7 +624,7 @@ def test_a_large_file_cut_between_reading_processes_stores_the_same(home, tmp_pa
 
 def test_files_cleaned_ahead_are_copied_without_copy_file_range(home, tmp_path, monkeypatch):
     "Where the kernel cannot copy between the two files (another file system), or stops part way, they are copied here."
-    Q, d, w = _read_here_then_ahead(home, tmp_path, monkeypatch)
+    R, d, w = _read_here_then_ahead(home, tmp_path, monkeypatch)
     real, calls = os.copy_file_range, []
 
     def part_way(src, dst, count, *a, **k):  # 1000 bytes of the first file, then the call is refused
@@ -629,7 +632,7 @@ def test_files_cleaned_ahead_are_copied_without_copy_file_range(home, tmp_path, 
         if len(calls) == 1:
             return real(src, dst, min(count, 1000), *a, **k)
         raise OSError(18, "Invalid cross-device link")
-    monkeypatch.setattr(Q.os, "copy_file_range", part_way)
+    monkeypatch.setattr(R.os, "copy_file_range", part_way)
     w.create("copied", preset_name="nano")
     rep = w.queue("copied").add_paths([d])
     assert len(calls) >= 3 and len(rep.added) == 5
@@ -648,10 +651,11 @@ def _small_files_folder(d: Path) -> Path:
 
 def test_small_files_read_ahead_in_groups_store_the_same(home, tmp_path, monkeypatch):
     import crystalline_nb.queue as Q
+    import crystalline_nb.readahead as R
     d = _small_files_folder(tmp_path / "in")
     w = Workspace(home)
     results, jobs, calls, done = {}, [], [], []
-    real_init, real_recv, real_entry = Q._Reader.__init__, Q._Reader.recv, Q._Group.entry
+    real_init, real_recv, real_entry = R.Reader.__init__, R.Reader.recv, R.Group.entry
 
     def init(self, paths, prepare=True):
         jobs.append(paths)
@@ -670,14 +674,14 @@ def test_small_files_read_ahead_in_groups_store_the_same(home, tmp_path, monkeyp
             done.append(name)
             self.spill.unlink()
         return e
-    monkeypatch.setattr(Q._Reader, "__init__", init)
-    monkeypatch.setattr(Q._Reader, "recv", recv)
-    monkeypatch.setattr(Q._Group, "entry", entry)
+    monkeypatch.setattr(R.Reader, "__init__", init)
+    monkeypatch.setattr(R.Reader, "recv", recv)
+    monkeypatch.setattr(R.Group, "entry", entry)
     monkeypatch.setattr(Q.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(Q, "AHEAD_FILE_MIN", 20_000)  # a.txt, b.py, g.txt, h.md, z.txt are read one by one
-    monkeypatch.setattr(Q, "GROUP_FILES", 3)
+    monkeypatch.setattr(R, "AHEAD_FILE_MIN", 20_000)  # a.txt, b.py, g.txt, h.md, z.txt are read one by one
+    monkeypatch.setattr(R, "GROUP_FILES", 3)
     for name in ("here", "groups", "lost", "gone"):
-        monkeypatch.setattr(Q, "GROUPS_MIN", 1 << 60 if name == "here" else 8)
+        monkeypatch.setattr(R, "GROUPS_MIN", 1 << 60 if name == "here" else 8)
         jobs.clear()
         calls.clear()
         results[name], q = _stored(w, name, d)

@@ -188,7 +188,7 @@ def test_epoch_end_is_written_once_across_a_crash(ws, monkeypatch):
 
 def _record_training(monkeypatch):
     "Record, per optimizer step, the corpus positions of its windows (-1 for padding) and every validation window."
-    import crystalline_nb.queue as qm
+    import crystalline_nb.epochs as qm
     steps, val, calls = [], [], []
     real_runs, real_collect, real_validate = qm.EpochPlan.runs, Trainer._collect, Trainer.validate
 

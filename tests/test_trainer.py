@@ -85,7 +85,7 @@ def test_batch_and_seq_len_change_keep_the_epoch_position(home, monkeypatch):
     pos = np.concatenate([np.arange(s, s + n) for s, n in seen])
     n = len(ws.queue("m").corpus())
     plan_val = set()
-    from crystalline_nb.queue import EpochPlan
+    from crystalline_nb.epochs import EpochPlan
     p = EpochPlan(n, 32, 0, 0, holdout=ws.read_state("m")["holdout"])
     for s, k in zip(p.val_starts, p.val_lens): plan_val.update(range(s, s + k))
     assert sorted(pos.tolist()) == sorted(set(range(n - 1)) - plan_val)                 # every training position exactly once
