@@ -6,13 +6,17 @@
 from __future__ import annotations
 import html, inspect, io, math, os, re, shlex, signal, subprocess, threading, time
 from pathlib import Path
+from dataclasses import asdict, fields
 import anywidget, traitlets
 import numpy as np
 import ipywidgets as W
 from fastcore.basics import patch
+import crystalline_nb
 from .core import one_line
-from .config import (PRESETS, POSITIONALS, ATTENTION_BIASES, EMBEDDING_INITS, MAX_LAYERS, PRECISIONS,
-                                   TrainSettings)
+from .config import (PRESETS, POSITIONALS, ATTENTION_BIASES, EMBEDDING_INITS, MAX_DIM, MAX_EPOCHS,
+                                   MAX_LAYERS, MAX_SEQ, PRECISIONS, TOKENIZERS, CrawlSettings, GenerateSettings,
+                                   ModelSettings, TrainSettings, param_count, preset)
+from .tokenizer import ByteTokenizer
 from .device import available_devices
 from .ingest import corpus_texts
 from .workspace import Workspace
@@ -20,12 +24,12 @@ from .history import history, plot_history, StepFollower, bits_per_byte, events
 from .evaluate import evaluate, evaluations
 from .generate import stream
 from .crawler import Crawler, normalize_url
-from .trainer import Trainer, describe_changes, describe_step, describe_end
+from .trainer import Trainer, describe_step, describe_end
 from .distributed import start_distributed
 
 # %% auto #0
-__all__ = ['X_AXES', 'PLOT_POINTS', 'shell_line', 'fig_png', 'guard', 'smooth', 'packed', 'LossView', 'LossPlot', 'PanelTab',
-           'ModelsTab', 'DataTab', 'TrainTab', 'GenerateTab', 'HistoryTab', 'ControlPanel']
+__all__ = ['ASSETS', 'X_AXES', 'PLOT_POINTS', 'shell_line', 'fig_png', 'guard', 'smooth', 'packed', 'LossView', 'LossPlot',
+           'PanelTab', 'ModelsTab', 'DataTab', 'TrainTab', 'GenerateTab', 'HistoryTab', 'ControlPanel']
 
 # %% ../nbs/16_panel.ipynb #310fcfa7
 def shell_line(*parts) -> str:
@@ -86,391 +90,8 @@ def guard(fn):
     wrapper.__signature__ = inspect.signature(fn)
     return wrapper
 
-# %% ../nbs/16_panel.ipynb #521f8053
-_PLOT_CSS = """
-.cllm-lossplot {
-  position: relative;
-  width: 100%;
-  font: 11px sans-serif;
-  user-select: none;
-  cursor: crosshair;
-}
-.cllm-lossplot svg {
-  display: block;
-}
-.cllm-lossplot text {
-  fill: var(--jp-ui-font-color1, #333);
-  font-size: 11px;
-}
-.cllm-lossplot .grid {
-  stroke: #bbb;
-  stroke-opacity: 0.5;
-}
-.cllm-lossplot .frame {
-  fill: none;
-  stroke: #999;
-}
-.cllm-lossplot .mark {
-  stroke: gray;
-  stroke-dasharray: 2 3;
-}
-.cllm-lossplot .mark-label, .cllm-lossplot .hint {
-  fill: gray;
-  font-size: 10px;
-}
-.cllm-lossplot .cursor-line {
-  stroke: #555;
-  stroke-dasharray: 3 3;
-}
-.cllm-lossplot .cursor-dot {
-  fill: #1f77b4;
-  stroke: white;
-}
-.cllm-lossplot .legend-box {
-  fill: var(--jp-layout-color1, white);
-  fill-opacity: 0.85;
-}
-.cllm-lossplot .zoom-box {
-  fill: rgba(31, 119, 180, 0.12);
-  stroke: #1f77b4;
-}
-.cllm-lossplot-empty {
-  fill: gray;
-  font-size: 14px;
-}
-.cllm-lossplot-tip {
-  position: absolute;
-  display: none;
-  pointer-events: none;
-  z-index: 2;
-  padding: 3px 6px;
-  background: var(--jp-layout-color1, white);
-  border: 1px solid #999;
-  font: 11px monospace;
-  white-space: nowrap;
-}
-"""
-
-# %% ../nbs/16_panel.ipynb #cf6dee46
-_PLOT_JS = r"""
-const NS = "http://www.w3.org/2000/svg";
-const AXES = { epochs: 0, steps: 1, tokens: 2, minutes: 3 };
-const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"];
-const M = { left: 58, right: 16, top: 22, bottom: 40 };
-
-function columns(dv, k) {  // k float64 columns packed one after the other
-  if (!dv || !dv.byteLength) return null;
-  const a = new Float64Array(dv.buffer.slice(dv.byteOffset, dv.byteOffset + dv.byteLength));
-  const n = a.length / k, out = [];
-  for (let i = 0; i < k; i++) out.push(a.subarray(i * n, (i + 1) * n));
-  return out;
-}
-
-function smooth(y, w) {  // EMA with TensorBoard's debiasing, as LossPlot's smooth()
-  const out = new Float64Array(y.length);
-  let acc = 0, norm = 0;
-  for (let i = 0; i < y.length; i++) {
-    acc = w * acc + (1 - w) * y[i];
-    norm = w * norm + (1 - w);
-    out[i] = acc / norm;
-  }
-  return out;
-}
-
-function xsOf(c, axis) {
-  const x = c[AXES[axis]];
-  if (axis !== "minutes") return x;
-  let t0 = 0;
-  for (const v of x) if (v === v) { t0 = v; break; }
-  return x.map((v) => (v - t0) / 60);
-}
-
-function atStep(c, xs, step) {  // x of the first training point at or after `step`
-  for (let i = 0; i < c[1].length; i++) if (c[1][i] >= step) return xs[i];
-  return NaN;
-}
-
-function niceTicks(lo, hi, n) {
-  const span = hi - lo || Math.abs(hi) || 1, raw = span / n, p = Math.pow(10, Math.floor(Math.log10(raw)));
-  const step = [1, 2, 2.5, 5, 10].map((m) => m * p).find((s) => span / s <= n) || 10 * p;
-  const out = [];
-  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(+v.toPrecision(12));
-  return out;
-}
-
-function logTicks(lo, hi) {
-  const out = [];
-  for (const mults of [[1], [1, 2, 5], [1, 2, 3, 4, 5, 6, 7, 8, 9]]) {
-    out.length = 0;
-    for (let e = Math.floor(Math.log10(lo)); e <= Math.ceil(Math.log10(hi)); e++)
-      for (const m of mults) { const v = m * Math.pow(10, e); if (v >= lo && v <= hi) out.push(v); }
-    if (out.length >= 3) break;
-  }
-  return out;
-}
-
-function fmt(v) {
-  const a = Math.abs(v);
-  if (a >= 1e9) return +(v / 1e9).toPrecision(3) + "G";
-  if (a >= 1e6) return +(v / 1e6).toPrecision(3) + "M";
-  if (a >= 1e4) return +(v / 1e3).toPrecision(3) + "k";
-  return String(+v.toPrecision(4));
-}
-
-function el(tag, attrs, parent) {
-  const e = document.createElementNS(NS, tag);
-  for (const k in attrs) e.setAttribute(k, attrs[k]);
-  if (parent) parent.appendChild(e);
-  return e;
-}
-
-function text(s, attrs, parent) {
-  const t = el("text", attrs, parent);
-  t.textContent = s;
-  return t;
-}
-
-function pathOf(xs, ys, sx, sy) {
-  let d = "", pen = false;
-  for (let i = 0; i < xs.length; i++) {
-    const x = sx(xs[i]), y = sy(ys[i]);
-    if (!(x === x && y === y && isFinite(x) && isFinite(y))) {
-      pen = false;
-      continue;
-    }
-    d += (pen ? "L" : "M") + x.toFixed(1) + "," + y.toFixed(1);
-    pen = true;
-  }
-  return d;
-}
-
-function render({ model, el: host }) {
-  const root = document.createElement("div");
-  root.className = "cllm-lossplot";
-  host.appendChild(root);
-  const tip = document.createElement("div");
-  tip.className = "cllm-lossplot-tip";
-  root.appendChild(tip);
-  const svg = el("svg", { height: 330 });
-  root.appendChild(svg);
-  let zoom = null, drag = null, view = null;
-
-  function series() {  // everything drawn, in the units of the chosen x axis
-    const axis = model.get("x_axis"), w = model.get("smoothing"), out = [];
-    const live = columns(model.get("live"), 5), val = columns(model.get("val"), 3);
-    (model.get("compare") || []).forEach((c, i) => {
-      const cc = columns(c.data, 5);
-      if (cc) out.push({ name: c.name, xs: xsOf(cc, axis), ys: smooth(cc[4], w),
-                         color: COLORS[(i + 1) % COLORS.length], width: 1.4, kind: "compare" });
-    });
-    let marks = [];
-    if (live) {
-      const xs = xsOf(live, axis), name = model.get("name");
-      out.push({ name: name + " train (raw)", xs, ys: live[4], color: COLORS[0], width: 0.8, opacity: 0.3, kind: "raw",
-                 legend: false, cols: live });
-      out.push({ name: `${name} train (smoothed ${w})`, xs, ys: smooth(live[4], w), color: COLORS[0], width: 1.8,
-                 kind: "smooth", cols: live });
-      if (val) {
-        const vx = axis === "epochs" ? val[0] : Array.from(val[1], (s) => axis === "steps" ? s : atStep(live, xs, s));
-        out.push({ name: name + " validation", xs: vx, ys: val[2], color: "#d62728", width: 1.2, kind: "val" });
-      }
-      marks = (model.get("marks") || []).map(([s, label]) => [axis === "steps" ? s : atStep(live, xs, s), label]);
-    }
-    return { axis, out, marks };
-  }
-
-  function draw() {
-    const W = Math.max(320, root.clientWidth || 720), H = 330;
-    svg.setAttribute("width", W);
-    svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
-    svg.replaceChildren();
-    const { axis, out, marks } = series(), logY = model.get("log_y");
-    const pw = W - M.left - M.right, ph = H - M.top - M.bottom;
-    let x0 = Infinity, x1 = -Infinity;
-    for (const s of out) for (const x of s.xs) {
-      if (x === x) {
-        x0 = Math.min(x0, x);
-        x1 = Math.max(x1, x);
-      }
-    }
-    if (!out.length || !(x0 <= x1)) {
-      text("no training yet", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "cllm-lossplot-empty" }, svg);
-      view = null;
-      return;
-    }
-    if (zoom) [x0, x1] = zoom;
-    const e = x1 === x0 ? 0.5 : zoom ? 0 : (x1 - x0) * 0.015;  // points at the ends stay whole
-    x0 -= e;
-    x1 += e;
-    let y0 = Infinity, y1 = -Infinity;
-    for (const s of out) s.xs.forEach((x, i) => {
-      const y = s.ys[i];
-      if (x >= x0 && x <= x1 && y === y && (!logY || y > 0)) {
-        y0 = Math.min(y0, y);
-        y1 = Math.max(y1, y);
-      }
-    });
-    if (!(y0 <= y1)) [y0, y1] = logY ? [0.1, 10] : [0, 1];
-    const ty = logY ? Math.log10 : (v) => v;
-    let [a, b] = [ty(y0), ty(y1)];
-    const pad = (b - a || 1) * 0.05;
-    a -= pad;
-    b += pad;
-    const sx = (x) => M.left + (x - x0) / (x1 - x0) * pw;
-    const sy = (y) => M.top + ph - (ty(y) - a) / (b - a) * ph;
-    const g = el("g", { class: "cllm-lossplot-axes" }, svg);
-    for (const t of niceTicks(x0, x1, Math.max(3, Math.floor(pw / 90)))) {
-      el("line", { x1: sx(t), x2: sx(t), y1: M.top, y2: M.top + ph, class: "grid" }, g);
-      text(fmt(t), { x: sx(t), y: M.top + ph + 14, "text-anchor": "middle" }, g);
-    }
-    const yt = logY ? logTicks(Math.pow(10, a), Math.pow(10, b)) : niceTicks(a, b, 6);
-    for (const t of yt) {
-      el("line", { x1: M.left, x2: M.left + pw, y1: sy(t), y2: sy(t), class: "grid" }, g);
-      text(fmt(t), { x: M.left - 6, y: sy(t) + 4, "text-anchor": "end" }, g);
-    }
-    el("rect", { x: M.left, y: M.top, width: pw, height: ph, class: "frame" }, g);
-    const xlabel = axis === "minutes" ? "minutes of training" : axis;
-    text(xlabel, { x: M.left + pw / 2, y: H - 6, "text-anchor": "middle" }, g);
-    text("loss (nats/token)" + (logY ? ", log scale" : ""), { x: 12, y: M.top + ph / 2, "text-anchor": "middle",
-         transform: `rotate(-90 12 ${M.top + ph / 2})` }, g);
-    const clipId = "cllm-clip-" + Math.random().toString(36).slice(2);
-    el("rect", { x: M.left, y: M.top, width: pw, height: ph }, el("clipPath", { id: clipId }, svg));
-    const plot = el("g", { "clip-path": `url(#${clipId})` }, svg);
-    const merged = [];  // marks closer than 8 pixels share one line: "resumed · grew to 3 layers"
-    for (const [x, label] of marks.filter(([x]) => x >= x0 && x <= x1).sort((p, q) => p[0] - q[0])) {
-      const last = merged[merged.length - 1];
-      if (last && sx(x) - sx(last[0]) < 8) last[1] += " · " + label;
-      else merged.push([x, label]);
-    }
-    for (const [x, label] of merged) {
-      el("line", { x1: sx(x), x2: sx(x), y1: M.top, y2: M.top + ph, class: "mark" }, plot);
-      const ly = M.top + ph - 4;  // written upwards from the bottom, away from the legend
-      text(label, { x: sx(x) - 3, y: ly, class: "mark-label", transform: `rotate(-90 ${sx(x) - 3} ${ly})` }, plot);
-    }
-    for (const s of out) {
-      el("path", { d: pathOf(s.xs, s.ys, sx, sy), stroke: s.color, "stroke-width": s.width, fill: "none",
-                   "stroke-opacity": s.opacity || 1, class: "series-" + s.kind }, plot);
-      if (s.kind === "val") s.xs.forEach((x, i) => {
-        const X = sx(x), Y = sy(s.ys[i]);
-        if (X === X && Y === Y) el("path", { d: `M${X},${Y - 6}L${X + 6},${Y}L${X},${Y + 6}L${X - 6},${Y}Z`,
-                                             fill: s.color, class: "val-point" }, plot);
-      });
-    }
-    const shown = out.filter((s) => s.legend !== false), legend = el("g", { class: "legend" }, svg);
-    const lw = 34 + 6.3 * Math.max(...shown.map((s) => s.name.length)), lx = M.left + pw - lw - 4;
-    el("rect", { x: lx, y: M.top + 3, width: lw, height: 14 * shown.length + 4, class: "legend-box" }, legend);
-    shown.forEach((s, i) => {
-      const ly = M.top + 16 + 14 * i;
-      el("line", { x1: lx + 6, x2: lx + 26, y1: ly - 4, y2: ly - 4, stroke: s.color, "stroke-width": 2 }, legend);
-      text(s.name, { x: lx + 30, y: ly }, legend);
-    });
-    text(zoom ? "zoomed: double-click shows the whole run" : "hover for values · drag across to zoom",
-         { x: M.left + 4, y: M.top - 7, class: "hint" }, svg);
-    view = { out, sx, sy, x0, x1, pw, ph, axis };
-    svg.appendChild(cursor);
-  }
-
-  const cursor = el("g", { class: "cursor", visibility: "hidden" });
-  const cline = el("line", { class: "cursor-line" }, cursor);
-  const cdot = el("circle", { r: 4, class: "cursor-dot" }, cursor);
-  const box = el("rect", { class: "zoom-box", visibility: "hidden" });
-
-  function nearest(xs, x) {
-    let best = -1, d = Infinity;
-    for (let i = 0; i < xs.length; i++) { const e = Math.abs(xs[i] - x); if (e < d) { d = e; best = i; } }
-    return best;
-  }
-
-  function hover(ev) {
-    if (!view) return;
-    const r = svg.getBoundingClientRect(), px = ev.clientX - r.left, py = ev.clientY - r.top;
-    if (drag) {
-      const a = Math.min(drag, px), b = Math.max(drag, px);
-      Object.entries({ x: a, width: b - a, y: M.top, height: view.ph, visibility: "visible" })
-        .forEach(([k, v]) => box.setAttribute(k, v));
-      return;
-    }
-    if (px < M.left || px > M.left + view.pw) return leave();
-    const x = view.x0 + (px - M.left) / view.pw * (view.x1 - view.x0);
-    const sm = view.out.find((s) => s.kind === "smooth"), raw = view.out.find((s) => s.kind === "raw");
-    const lines = [];
-    if (sm) {
-      const i = nearest(sm.xs, x), c = sm.cols;
-      cline.setAttribute("x1", view.sx(sm.xs[i]));
-      cline.setAttribute("x2", view.sx(sm.xs[i]));
-      cline.setAttribute("y1", M.top);
-      cline.setAttribute("y2", M.top + view.ph);
-      cdot.setAttribute("cx", view.sx(sm.xs[i]));
-      cdot.setAttribute("cy", view.sy(sm.ys[i]));
-      cursor.setAttribute("visibility", "visible");
-      const where = [`step ${fmt(c[1][i])}`, `epoch ${c[0][i].toFixed(3)}`];
-      if (c[2][i] === c[2][i]) where.push(`${fmt(c[2][i])} tokens`);
-      const secs = c[3][i] - c[3][0];
-      if (secs === secs) where.push(secs < 120 ? `${secs.toFixed(secs < 10 ? 1 : 0)} s`
-                                               : `${(secs / 60).toFixed(1)} min`);
-      lines.push(where.join(" · "));
-      lines.push(`loss ${raw.ys[i].toFixed(4)} (smoothed ${sm.ys[i].toFixed(4)})`);
-    }
-    for (const s of view.out) {
-      if (s.kind === "val") {
-        const i = nearest(s.xs, x);
-        if (i >= 0 && Math.abs(view.sx(s.xs[i]) - px) < 10) lines.push(`validation ${s.ys[i].toFixed(4)}`);
-      } else if (s.kind === "compare") {
-        const i = nearest(s.xs, x);
-        if (i >= 0 && Math.abs(view.sx(s.xs[i]) - px) < 20) lines.push(`${s.name} ${s.ys[i].toFixed(4)} (smoothed)`);
-      }
-    }
-    tip.replaceChildren(...lines.map((l) => Object.assign(document.createElement("div"), { textContent: l })));
-    tip.style.display = lines.length ? "block" : "none";
-    tip.style.left = Math.min(px + 14, r.width - 260) + "px";
-    tip.style.top = Math.max(0, py - 50) + "px";
-  }
-
-  function leave() {
-    cursor.setAttribute("visibility", "hidden");
-    tip.style.display = "none";
-  }
-
-  svg.addEventListener("mousemove", hover);
-  svg.addEventListener("mouseleave", () => {
-    leave();
-    drag = null;
-    box.setAttribute("visibility", "hidden");
-  });
-  svg.addEventListener("mousedown", (ev) => {
-    if (!view) return;
-    ev.preventDefault();
-    drag = ev.clientX - svg.getBoundingClientRect().left;
-    svg.appendChild(box);
-  });
-  svg.addEventListener("mouseup", (ev) => {
-    if (drag === null || !view) return;
-    const px = ev.clientX - svg.getBoundingClientRect().left, a = Math.min(drag, px), b = Math.max(drag, px);
-    drag = null;
-    box.setAttribute("visibility", "hidden");
-    if (b - a < 5) return;
-    const at = (p) => view.x0 + (Math.min(Math.max(p, M.left), M.left + view.pw) - M.left) / view.pw
-                      * (view.x1 - view.x0);
-    zoom = [at(a), at(b)];
-    draw();
-  });
-  const unzoom = () => {
-    zoom = null;
-    draw();
-  };
-  svg.addEventListener("dblclick", unzoom);
-  for (const k of ["live", "val", "marks", "compare", "smoothing", "log_y", "name"]) model.on("change:" + k, draw);
-  model.on("change:x_axis", unzoom);
-  const ro = new ResizeObserver(() => draw());
-  ro.observe(root);
-  draw();
-  return () => ro.disconnect();
-}
-
-export default { render };
-"""
-
 # %% ../nbs/16_panel.ipynb #e33d7d9e
+ASSETS = Path(crystalline_nb.__file__).parent  # lossplot.js and lossplot.css: the chart's script and style
 X_AXES = {"epochs": "epochs", "steps": "step", "tokens": "tokens", "minutes": "time"}
 PLOT_POINTS = 4000  # the most points of one curve sent to the browser
 
@@ -496,8 +117,8 @@ def packed(cols, cap: int = PLOT_POINTS) -> bytes:
 
 class LossView(anywidget.AnyWidget):
     "The plot as the browser draws it: points as binary columns, the view settings, and the script that draws them."
-    _esm = _PLOT_JS
-    _css = _PLOT_CSS
+    _esm = ASSETS / "lossplot.js"
+    _css = ASSETS / "lossplot.css"
     name = traitlets.Unicode("").tag(sync=True)
     live = traitlets.Bytes(b"").tag(sync=True)     # epochs, step, tokens, time, loss
     val = traitlets.Bytes(b"").tag(sync=True)      # epoch, step, validation loss
@@ -710,6 +331,12 @@ class PanelTab:
         "The selected model."
         return self.app.model.value
 
+    def select(self, name: str | None):
+        "Show model `name` (None: no model); each tab says what it shows."
+
+    def lock(self, running: bool):
+        "Disable what must not change while a run trains (`running`), or enable it again; each tab says what."
+
 # %% ../nbs/16_panel.ipynb #5ae5fc6e
 @patch
 def require_model(self: PanelTab) -> str:
@@ -718,35 +345,42 @@ def require_model(self: PanelTab) -> str:
         raise ValueError("select or create a model first")
     return self.name
 
-# %% ../nbs/16_panel.ipynb #eb86fc4c
-@patch
-def select(self: PanelTab, name: str | None):
-    "Show model `name` (None: no model); each tab says what it shows."
-
-# %% ../nbs/16_panel.ipynb #3d6586ef
-@patch
-def lock(self: PanelTab, running: bool):
-    "Disable what must not change while a run trains (`running`), or enable it again; each tab says what."
-
 # %% ../nbs/16_panel.ipynb #990f97cf
+_ARCH = ("n_layer", "d_model", "n_head", "d_ff", "max_seq_len")  # the fields a preset sets
+
+
 class ModelsTab(PanelTab):
-    "The table of models, the creation form, rename and delete."
+    """The table of models, the creation form (a control for each field of `ModelSettings`, marked where it differs
+    from the preset's defaults, with the model's size before it is created), rename and delete."""
     title = "Models"
 
     def __init__(self, app):
         super().__init__(app)
         self.table = W.HTML()
         self.new_name = W.Text(description="Name", placeholder="letters, digits, _ . -", **_FIELD)
-        self.new_preset = W.Dropdown(description="Preset", options=list(PRESETS), value="micro", **_FIELD)
-        self.new_layers = W.BoundedIntText(description="Layers", value=PRESETS["micro"][1], min=1, max=MAX_LAYERS,
-                                           **_FIELD)
-        self.new_tokenizer = W.Dropdown(description="Tokenizer", options=["byte", "bpe"], **_FIELD)
+        self.new_preset = W.Dropdown(description="Preset", options=list(PRESETS), **_FIELD)
+        self.new_layers = W.BoundedIntText(description="Layers", min=1, max=MAX_LAYERS, **_FIELD)
+        self.new_width = W.BoundedIntText(description="Width", min=1, max=MAX_DIM, **_FIELD)
+        self.new_heads = W.BoundedIntText(description="Heads", min=1, max=MAX_DIM, **_FIELD)
+        self.new_d_ff = W.BoundedIntText(description="MLP width", min=1, max=4 * MAX_DIM, **_FIELD)
+        self.new_context = W.BoundedIntText(description="Context", min=1, max=MAX_SEQ, **_FIELD)
+        self.new_init = W.Dropdown(description="Embedding init", options=list(EMBEDDING_INITS), **_FIELD)
+        self.new_pos = W.Dropdown(description="Positions", options=list(POSITIONALS), **_FIELD)
+        self.new_bias = W.Dropdown(description="Attention bias", options=list(ATTENTION_BIASES), **_FIELD)
+        self.new_biases = W.Checkbox(description="Biases in linear layers", indent=False)
+        self.new_dropout = W.BoundedFloatText(description="Dropout", min=0, max=0.99, step=0.05, **_FIELD)
+        self.new_tokenizer = W.Dropdown(description="Tokenizer", options=list(TOKENIZERS), **_FIELD)
+        self.new_vocab = W.BoundedIntText(description="BPE vocabulary", min=260, max=1 << 20, **_FIELD)
         self.new_corpus = W.Text(description="BPE corpus", placeholder="file or folder (bpe only)", **_FIELD)
-        self.new_init = W.Dropdown(description="Embedding init", options=list(EMBEDDING_INITS), value="normal",
-                                   **_FIELD)
-        self.new_pos = W.Dropdown(description="Positions", options=list(POSITIONALS), value="rope", **_FIELD)
-        self.new_bias = W.Dropdown(description="Attention bias", options=list(ATTENTION_BIASES), value="none", **_FIELD)
-        self.new_target = W.BoundedFloatText(description="Target epochs", value=10, min=0.01, max=1e6, **_FIELD)
+        self.new_target = W.BoundedFloatText(description="Target epochs", min=0.01, max=MAX_EPOCHS, **_FIELD)
+        self.new_seed = W.BoundedIntText(description="Seed", min=0, max=2**31 - 1, **_FIELD)
+        # the control of each field of `ModelSettings`
+        self.fields = dict(preset_name=self.new_preset, n_layer=self.new_layers, d_model=self.new_width,
+                           n_head=self.new_heads, d_ff=self.new_d_ff, max_seq_len=self.new_context,
+                           embedding_init=self.new_init, positional=self.new_pos, attention_bias=self.new_bias,
+                           bias=self.new_biases, dropout=self.new_dropout, tokenizer=self.new_tokenizer,
+                           vocab_size=self.new_vocab, target_epochs=self.new_target, seed=self.new_seed)
+        self.size = W.HTML()
         self.create_btn = W.Button(description="Create model", button_style="primary", icon="plus")
         self.rename_to = W.Text(description="Rename to", **_FIELD)
         self.rename_btn = W.Button(description="Rename")
@@ -754,17 +388,36 @@ class ModelsTab(PanelTab):
         self.delete_confirm = W.Button(description="Yes, delete", button_style="danger",
                                        layout=W.Layout(display="none", width="auto"))
         self.delete_cancel = W.Button(description="Cancel", layout=W.Layout(display="none"))
-        self.new_preset.observe(lambda ch: setattr(self.new_layers, "value", PRESETS[ch["new"]][1]), names="value")
+        self._resetting = False
+        self.reset_form()
+        self.new_preset.observe(lambda ch: self.reset_form(ch["new"]), names="value")
+        for name, w in self.fields.items():
+            if name != "preset_name":
+                w.observe(lambda ch: self.show_size(), names="value")
+        self.new_corpus.observe(lambda ch: self.show_size(), names="value")
         self.create_btn.on_click(lambda _: self.create())
         self.rename_btn.on_click(lambda _: self.rename())
         self.delete_btn.on_click(lambda _: self.ask_delete())
         self.delete_confirm.on_click(lambda _: self.delete())
         self.delete_cancel.on_click(lambda _: self.cancel_delete())
-        form = _columns([self.new_name, self.new_preset, self.new_layers, self.new_tokenizer, self.new_corpus],
-                        [self.new_init, self.new_pos, self.new_bias, self.new_target, self.create_btn])
-        self.widget.children = [self.table, W.HTML("<b>New model</b>"), form, W.HTML("<b>Selected model</b>"),
-                                W.HBox([self.rename_to, self.rename_btn]),
+        form = _columns([self.new_name, self.new_preset, self.new_layers, self.new_width, self.new_heads,
+                         self.new_d_ff, self.new_context, self.new_target],
+                        [self.new_tokenizer, self.new_vocab, self.new_corpus, self.new_init, self.new_pos,
+                         self.new_bias, self.new_dropout, self.new_seed, self.new_biases])
+        self.widget.children = [self.table, W.HTML("<b>New model</b>"), form, self.size, self.create_btn,
+                                W.HTML("<b>Selected model</b>"), W.HBox([self.rename_to, self.rename_btn]),
                                 W.HBox([self.delete_btn, self.delete_confirm, self.delete_cancel])]
+
+    def select(self, name: str | None):
+        "Hide a pending delete confirmation; rename and delete act on `name`."
+        self.cancel_delete()
+        for w in (self.rename_btn, self.delete_btn):
+            w.disabled = name is None or self.app.training
+
+    def lock(self, running: bool):
+        "A model that trains can be neither renamed nor deleted."
+        for w in (self.rename_btn, self.delete_btn):
+            w.disabled = running or self.name is None
 
 # %% ../nbs/16_panel.ipynb #ca8117be
 @patch
@@ -783,42 +436,93 @@ def show(self: ModelsTab, infos: list[dict]):
     self.table.value = (f"<table class='cllm-table'>{head}{rows}</table>" if rows else
                         "<i>no models yet: create one below (a name and a preset are enough)</i>")
 
-# %% ../nbs/16_panel.ipynb #bd8fd08d
-@patch
-def select(self: ModelsTab, name: str | None):
-    "Hide a pending delete confirmation; rename and delete act on `name`."
-    self.cancel_delete()
-    for w in (self.rename_btn, self.delete_btn):
-        w.disabled = name is None or self.app.training
-
-# %% ../nbs/16_panel.ipynb #4fc0bb00
-@patch
-def lock(self: ModelsTab, running: bool):
-    "A model that trains can be neither renamed nor deleted."
-    for w in (self.rename_btn, self.delete_btn):
-        w.disabled = running or self.name is None
-
 # %% ../nbs/16_panel.ipynb #034328ea
+@patch
+def defaults(self: ModelsTab, preset_name: str | None = None) -> dict:
+    "The form's values for `preset_name` (the form's if None): `ModelSettings`' defaults with the preset's sizes."
+    p = preset_name or self.new_preset.value
+    cfg = preset(p)
+    return {**asdict(ModelSettings(preset_name=p)), **{k: getattr(cfg, k) for k in _ARCH}}
+
+
+@patch
+def reset_form(self: ModelsTab, preset_name: str | None = None):
+    """Every field of the form back to the defaults of `preset_name` (`ModelSettings`' preset if None): choosing a
+    preset gives its sizes and the defaults of everything else, never what the form held before. The name stays."""
+    self._resetting = True
+    try:
+        for k, v in self.defaults(preset_name or ModelSettings.preset_name).items():
+            self.fields[k].value = v
+        self.new_corpus.value = ""
+    finally:
+        self._resetting = False
+    self.show_size()
+
+
+@patch
+def form_settings(self: ModelsTab) -> dict:
+    "The `ModelSettings` the form holds, as keyword arguments of `Workspace.create`."
+    return {k: w.value for k, w in self.fields.items()}
+
+
+@patch
+def changed(self: ModelsTab) -> list[str]:
+    "The fields whose values differ from the preset's defaults."
+    d, s = self.defaults(), self.form_settings()
+    return [k for k in s if s[k] != d[k]]
+
+
+@patch
+def show_size(self: ModelsTab):
+    "Mark the fields that differ from the preset's defaults, and say the size of the model the form describes."
+    if self._resetting:
+        return
+    changed = self.changed()
+    for k, w in self.fields.items():
+        (w.add_class if k in changed else w.remove_class)("cllm-changed")
+    self.new_vocab.disabled = self.new_corpus.disabled = self.new_tokenizer.value != "bpe"  # a bpe tokenizer's only
+    try:
+        s = ModelSettings(**self.form_settings())
+        bpe = s.tokenizer == "bpe"
+        cfg = s.config(s.vocab_size if bpe else ByteTokenizer.vocab_size)
+    except ValueError as e:
+        self.size.value = f"<small style='color:#b00020'>this model cannot be made: {html.escape(one_line(e))}</small>"
+        return
+    what = f"{s.preset_name}, {len(changed)} field{'s' * (len(changed) != 1)} changed" if changed else s.preset_name
+    vocab = f"a bpe tokenizer of up to {cfg.vocab_size:,} tokens" if bpe else f"bytes ({cfg.vocab_size} tokens)"
+    self.size.value = (f"<small>{html.escape(what)}: {cfg.n_layer} layers, width {cfg.d_model}, {cfg.n_head} heads, "
+                       f"MLP {cfg.d_ff}, context {cfg.max_seq_len}; <b>{param_count(cfg):,} parameters</b> with "
+                       f"{vocab}</small>")
+
+
+def _new_line(name: str, s: dict, defaults: dict, corpus: str) -> list:
+    "The `cllm new` line of form settings `s`: the preset, and the options whose values are not its defaults."
+    line = ["new", name, "--preset", s["preset_name"]]
+    for f in fields(ModelSettings):
+        v = s[f.name]
+        if f.name == "preset_name" or v == defaults[f.name]:
+            continue
+        flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+        line += ([flag] if v else ["--no-" + flag[2:]]) if isinstance(v, bool) else [flag, f"{v:g}" if
+                                                                                     isinstance(v, float) else v]
+    return line + (["--corpus", corpus] if corpus else [])
+
+# %% ../nbs/16_panel.ipynb #16ce16d9
 @patch
 @guard
 def create(self: ModelsTab):
-    "Create a model from the form (like `cllm new`)."
-    name = self.new_name.value.strip()
-    corpus = self.new_corpus.value.strip()
-    line = ("new", name, "--preset", self.new_preset.value, "--layers", self.new_layers.value, "--tokenizer",
-            self.new_tokenizer.value, *(["--corpus", corpus] if corpus else []), "--embedding-init",
-            self.new_init.value, "--positional", self.new_pos.value, "--attention-bias", self.new_bias.value,
-            "--target-epochs", self.new_target.value)
-    self.app.show_cli(*line)  # the command tried, also when it is refused
+    "Create a model from the form (like `cllm new`), then clear the form for the next one."
+    name, corpus, s = self.new_name.value.strip(), self.new_corpus.value.strip(), self.form_settings()
+    self.app.show_cli(*_new_line(name, s, self.defaults(), corpus))  # the command tried, also when it is refused
     texts = None
-    if self.new_tokenizer.value == "bpe":
+    if s["tokenizer"] == "bpe":
         if not corpus:
             raise ValueError("a bpe tokenizer needs a corpus: give a file or folder in 'BPE corpus'")
         texts = corpus_texts([corpus])
-    self.ws.create(name, preset_name=self.new_preset.value, tokenizer=self.new_tokenizer.value, texts=texts,
-                   target_epochs=self.new_target.value, n_layer=self.new_layers.value,
-                   embedding_init=self.new_init.value, positional=self.new_pos.value,
-                   attention_bias=self.new_bias.value)
+    self.ws.create(name, texts=texts, **s)
+    line = _new_line(name, s, self.defaults(), corpus)
+    self.new_name.value = ""
+    self.reset_form()
     self.app.refresh(select=name)
     self.app.show_cli(*line)
     self.app.say(f"created {name}")
@@ -875,9 +579,10 @@ class DataTab(PanelTab):
         self.add_btn = W.Button(description="Add")
         self.queue_table = W.HTML()
         self.crawl_url = W.Text(description="Crawl URL", placeholder="https://...", **_FIELD)
-        self.crawl_pages = W.BoundedIntText(description="Max pages", value=20, min=1, max=100000, **_FIELD)
-        self.crawl_delay = W.BoundedFloatText(description="Delay (s)", value=1.0, min=0, max=3600, **_FIELD)
-        self.crawl_depth = W.BoundedIntText(description="Depth", value=2, min=0, max=100, **_FIELD)
+        c = CrawlSettings()  # the crawl's defaults, as `cllm crawl` and `Crawler` have them
+        self.crawl_pages = W.BoundedIntText(description="Max pages", value=c.max_pages, min=1, max=10**7, **_FIELD)
+        self.crawl_delay = W.BoundedFloatText(description="Delay (s)", value=c.delay, min=0, max=3600, **_FIELD)
+        self.crawl_depth = W.BoundedIntText(description="Depth", value=c.depth, min=0, max=100, **_FIELD)
         self.crawl_btn = W.Button(description="Start crawl", icon="globe")
         self.crawl_stop_btn = W.Button(description="Stop crawl", icon="stop", disabled=True)
         self.crawl_status = W.HTML()
@@ -897,13 +602,11 @@ class DataTab(PanelTab):
             _columns([self.crawl_url, self.crawl_pages], [self.crawl_delay, self.crawl_depth]),
             row(self.crawl_btn, self.crawl_stop_btn), self.crawl_status, self.queue_table]
 
-# %% ../nbs/16_panel.ipynb #923c21e7
-@patch
-def select(self: DataTab, name: str | None):
-    "Show the queue of `name`."
-    for w in (self.scan_btn, self.add_btn):
-        w.disabled = name is None
-    self.show_queue(name)
+    def select(self, name: str | None):
+        "Show the queue of `name`."
+        for w in (self.scan_btn, self.add_btn):
+            w.disabled = name is None
+        self.show_queue(name)
 
 # %% ../nbs/16_panel.ipynb #6ade90ad
 @patch
@@ -1060,7 +763,8 @@ class TrainTab(PanelTab):
                                  continuous_update=False, **_FIELD)
         self.seq = W.IntSlider(description="Sequence length", min=8, max=512, value=d.seq_len, step=8,
                                continuous_update=False, **_FIELD)
-        self.epochs = W.BoundedFloatText(description="Target epochs", min=0.01, max=1e6, value=10, **_FIELD)
+        self.epochs = W.BoundedFloatText(description="Target epochs", min=0.01, max=MAX_EPOCHS,
+                                         value=ModelSettings.target_epochs, **_FIELD)
         self.lr = W.FloatLogSlider(description="Learning rate", base=10, min=-5, max=-1, value=d.lr,
                                    readout_format=".1e", continuous_update=False, **_FIELD)
         self.layers = W.IntSlider(description="Layers", min=1, max=64, value=4, continuous_update=False, **_FIELD)
@@ -1102,34 +806,42 @@ class TrainTab(PanelTab):
         self.widget.children = [settings, buttons, self.locked_note, self.status, self.plot.view, self.plot.caption,
                                 view]
 
-# %% ../nbs/16_panel.ipynb #ea1bf50d
-@patch
-def select(self: TrainTab, name: str | None):
-    "Load `name`'s stored settings, epochs and history into the controls (not while a run trains)."
-    self.start_btn.disabled = name is None or self.training
-    self.compare.options = [n for n in self.ws.names() if n != name]
-    if name is None or self.training:
-        return
-    info, h = self.ws.info(name), _history_or_none(self.ws, name)  # the history is read once, for status and plot
-    t, c = info["training"], info["config"]
-    if name != self._shown or not self.status.value:  # another model: nothing of the previous one stays
-        self.nproc.value = 1 if name != self._shown else self.nproc.value
-        self._shown = name
-        self.status.value = html.escape(self._model_status(name, info, h))
-    self.seq.max = c["max_seq_len"]
-    self.seq.min = min(8, c["max_seq_len"])
-    self.seq.value = min(t["seq_len"], c["max_seq_len"])
-    self.batch.value = min(t["batch_size"], self.batch.max)
-    self.lr.value = t["lr"]
-    self.epochs.value = max(info["target_epochs"], math.ceil(info["epochs_trained"] * 100) / 100)
-    self.layers.max = max(MAX_LAYERS if c["n_layer"] > 64 else 64, c["n_layer"])
-    self.layers.min = c["n_layer"]
-    self.layers.value = c["n_layer"]
-    self.progress.value = min(1.0, info["epochs_trained"] / max(info["target_epochs"], 1e-9))
-    self.plot.reset(name, h)
-    self.plot.render()
-    self._layers_note()
-    self.show_cli()
+    def select(self, name: str | None):
+        "Load `name`'s stored settings, epochs and history into the controls (not while a run trains)."
+        self.start_btn.disabled = name is None or self.training
+        self.compare.options = [n for n in self.ws.names() if n != name]
+        if name is None or self.training:
+            return
+        info, h = self.ws.info(name), _history_or_none(self.ws, name)  # the history is read once, for status and plot
+        t, c = info["training"], info["config"]
+        if name != self._shown or not self.status.value:  # another model: nothing of the previous one stays
+            self.nproc.value = 1 if name != self._shown else self.nproc.value
+            self._shown = name
+            self.status.value = html.escape(self._model_status(name, info, h))
+        self.seq.max = c["max_seq_len"]
+        self.seq.min = min(8, c["max_seq_len"])
+        self.seq.value = min(t["seq_len"], c["max_seq_len"])
+        self.batch.value = min(t["batch_size"], self.batch.max)
+        self.lr.value = t["lr"]
+        self.epochs.value = max(info["target_epochs"], math.ceil(info["epochs_trained"] * 100) / 100)
+        self.layers.max = max(MAX_LAYERS if c["n_layer"] > 64 else 64, c["n_layer"])
+        self.layers.min = c["n_layer"]
+        self.layers.value = c["n_layer"]
+        self.progress.value = min(1.0, info["epochs_trained"] / max(info["target_epochs"], 1e-9))
+        self.plot.reset(name, h)
+        self.plot.render()
+        self._layers_note()
+        self.show_cli()
+
+    def lock(self, running: bool):
+        """During a run only Stop works and every setting is fixed (a change applies from the next run, the note says
+        so)."""
+        for w in (self.start_btn, self.layers, self.seq, self.batch, self.epochs, self.lr, self.device, self.precision,
+                  self.nproc, self.tensorboard):
+            w.disabled = running
+        self.locked_note.value = ("<small>the settings are fixed while this run trains: Stop, change them, Train again "
+                                  "(the run continues where it stopped)</small>" if running else "")
+        self.stop_btn.disabled = not running
 
 # %% ../nbs/16_panel.ipynb #ff9c30f9
 @patch
@@ -1142,17 +854,6 @@ def _model_status(self: TrainTab, name: str, info: dict, h) -> str:
         val = float(h.val_loss.values[h.val_loss.notnull().values][-1])
         last += f", validation {val:.4f} ({float(bits_per_byte(h, val)):.3f} bits/byte)"
     return f"{name}: {info['epochs_trained']:.3f} of {info['target_epochs']:g} epochs in {info['steps']:,} steps{last}"
-
-# %% ../nbs/16_panel.ipynb #f7cac97e
-@patch
-def lock(self: TrainTab, running: bool):
-    "During a run only Stop works and every setting is fixed (a change applies from the next run; the note says so)."
-    for w in (self.start_btn, self.layers, self.seq, self.batch, self.epochs, self.lr, self.device, self.precision,
-              self.nproc, self.tensorboard):
-        w.disabled = running
-    self.locked_note.value = ("<small>the settings are fixed while this run trains: Stop, change them, Train again "
-                              "(the run continues where it stopped)</small>" if running else "")
-    self.stop_btn.disabled = not running
 
 # %% ../nbs/16_panel.ipynb #dc1e1e14
 @patch
@@ -1368,11 +1069,14 @@ class GenerateTab(PanelTab):
         super().__init__(app)
         self.prompt = W.Textarea(description="Prompt", value="The ", layout=W.Layout(width="620px", height="60px"),
                                  style=_FIELD["style"])
-        self.temperature = W.FloatSlider(description="Temperature", min=0, max=2, step=0.05, value=0.8, **_FIELD)
-        self.top_k = W.IntSlider(description="Top-k (0 off)", min=0, max=200, value=0, **_FIELD)
-        self.top_p = W.FloatSlider(description="Top-p", min=0.05, max=1, step=0.05, value=0.95, **_FIELD)
-        self.max_tokens = W.IntSlider(description="Max tokens", min=1, max=2000, value=200, **_FIELD)
-        self.seed = W.IntText(description="Seed", value=0, **_FIELD)
+        g = GenerateSettings()  # the sampling defaults, as `cllm generate` and `generate` have them
+        self.temperature = W.FloatSlider(description="Temperature", min=0, max=2, step=0.05, value=g.temperature,
+                                         **_FIELD)
+        self.top_k = W.IntSlider(description="Top-k (0 off)", min=0, max=200, value=g.top_k, **_FIELD)
+        self.top_p = W.FloatSlider(description="Top-p", min=0.05, max=1, step=0.05, value=g.top_p, **_FIELD)
+        self.max_tokens = W.IntSlider(description="Max tokens", min=1, max=2000, value=g.max_tokens, **_FIELD)
+        self.seed = W.Text(description="Seed", value="" if g.seed is None else str(g.seed),
+                           placeholder="empty: a fresh one each time", **_FIELD)
         self.device = W.Dropdown(description="Device", options=["auto"] + available_devices(), value="auto", **_FIELD)
         self.button = W.Button(description="Generate", button_style="primary", icon="pencil")
         self.output = W.Textarea(layout=W.Layout(width="620px", height="200px"))
@@ -1383,19 +1087,16 @@ class GenerateTab(PanelTab):
                          [self.max_tokens, self.seed, self.device, self.button])
         self.widget.children = [self.prompt, knobs, self.note, self.output]
 
-# %% ../nbs/16_panel.ipynb #e7f761b5
-@patch
-def select(self: GenerateTab, name: str | None):
-    "Generation needs a model, and waits for a run to end."
-    self.lock(self.app.training)
+    def select(self, name: str | None):
+        "Generation needs a model, and waits for a run to end."
+        self.lock(self.app.training)
 
-# %% ../nbs/16_panel.ipynb #a79297bb
-@patch
-def lock(self: GenerateTab, running: bool):
-    "Generation waits for the run (the weights change under it); the note says so."
-    self.button.disabled = running or self.name is None
-    self.note.value = ("<small>generation waits for the training run to end: the weights change with every step"
-                       "</small>" if running else "" if self.name else "<small>create or select a model first</small>")
+    def lock(self, running: bool):
+        "Generation waits for the run (the weights change under it); the note says so."
+        self.button.disabled = running or self.name is None
+        self.note.value = ("<small>generation waits for the training run to end: the weights change with every step"
+                           "</small>" if running else "" if self.name else
+                           "<small>create or select a model first</small>")
 
 # %% ../nbs/16_panel.ipynb #63b0c476
 @patch
@@ -1404,12 +1105,15 @@ def generate(self: GenerateTab):
     "Generate from the selected model into the output box, streaming, in a background thread."
     name = self.require_model()
     lm = self.ws.load(name)
+    seed = self.seed.value.strip()
+    if seed and not seed.isdigit():
+        raise ValueError(f"the seed must be a whole number from 0 (or empty for a fresh one), got {seed!r}")
     kw = dict(max_tokens=self.max_tokens.value, temperature=self.temperature.value, top_k=self.top_k.value,
-              top_p=self.top_p.value, seed=self.seed.value)
+              top_p=self.top_p.value, seed=int(seed) if seed else None)
     pieces = stream(lm.model, lm.tokenizer, self.prompt.value, device=self.device.value, **kw)
     where = ["--device", self.device.value] if self.device.value != "auto" else []
     self.app.show_cli("generate", name, "--prompt", self.prompt.value,
-                      *[x for k, v in kw.items() for x in (f"--{k.replace('_', '-')}", v)], *where)
+                      *[x for k, v in kw.items() if v is not None for x in (f"--{k.replace('_', '-')}", v)], *where)
     self.output.value = self.prompt.value
     self.button.disabled = True
 
@@ -1461,11 +1165,9 @@ class HistoryTab(PanelTab):
         evaluation = W.HBox([self.eval_paths, self.eval_btn], layout=W.Layout(align_items="center"))
         self.widget.children = [controls, self.image, self.table, evaluation, self.eval_out]
 
-# %% ../nbs/16_panel.ipynb #295dfa73
-@patch
-def select(self: HistoryTab, name: str | None):
-    "Offer every model of the workspace for comparison."
-    self.models.options = self.ws.names()
+    def select(self, name: str | None):
+        "Offer every model of the workspace for comparison."
+        self.models.options = self.ws.names()
 
 # %% ../nbs/16_panel.ipynb #a1606dd2
 @patch
@@ -1536,7 +1238,9 @@ class ControlPanel(W.VBox):
         self.model.observe(lambda ch: self.select(ch["new"]), names="value")
         self.refresh_btn.on_click(lambda _: self.refresh())
         head = W.HBox([self.model, self.refresh_btn, self.summary], layout=W.Layout(align_items="center"))
-        style = W.HTML("<style>.cllm-table td, .cllm-table th {padding: 1px 10px 1px 0; text-align: left}</style>")
+        style = W.HTML("<style>.cllm-table td, .cllm-table th {padding: 1px 10px 1px 0; text-align: left} "
+                       ".cllm-changed .widget-label, .cllm-changed.widget-checkbox label {font-weight: bold; "
+                       "color: var(--jp-brand-color1, #1976d2)}</style>")
         super().__init__(children=[style, W.VBox([head, self.message, self.cli]), self.tabs], **kw)
         self.refresh()
         self.tabs.selected_index = 2 if self.model.value else 0  # a new workspace opens where the first step is

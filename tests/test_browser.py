@@ -86,9 +86,17 @@ def test_panel_in_a_real_browser(lab, tmp_path):
                 field("Name").fill(name)
                 field("Name").press("Enter")
                 field("Preset", "select").select_option("nano")
-                page.wait_for_timeout(300)
+                page.wait_for_selector("text=/nano: 2 layers, width 64/", timeout=30_000)  # the size before Create
+                if name == "empty":  # a field that differs from the preset's is marked, the size follows it
+                    field("Layers").fill("3")
+                    field("Layers").press("Enter")
+                    page.wait_for_selector("text=/1 field changed: 3 layers/", timeout=30_000)
+                    assert page.locator(".cllm-changed:visible").count() == 1
+                    page.screenshot(path=str(art / "panel-models-form.png"), full_page=True)
                 page.locator("button:has-text('Create model')").click()
                 page.wait_for_selector(f"text=created {name}", timeout=60_000)
+                page.wait_for_function("() => !document.body.innerText.includes('field changed')", timeout=30_000)
+                assert field("Name").input_value() == ""  # the form is cleared for the next model
 
             # a refused start: the message names the model and the way out, and nothing stays "starting"
             page.locator(".lm-TabBar-tab:has-text('Train')").first.click()

@@ -18,9 +18,33 @@ def panel(home):
     return p
 
 
+def test_a_preset_resets_the_form_marks_changes_says_the_size_and_create_clears_it(home, tmp_path):
+    from crystalline_nb.config import param_count, preset
+    p = ControlPanel(home)
+    m = p.models
+    (tmp_path / "c.txt").write_text("clock lattice " * 400)
+    m.new_tokenizer.value, m.new_corpus.value, m.new_pos.value, m.new_bias.value = "bpe", str(tmp_path), "clock", "angular"
+    m.new_vocab.value = 300
+    assert {"tokenizer", "positional", "attention_bias", "vocab_size"} <= set(m.changed())
+    assert "cllm-changed" in m.new_pos._dom_classes and "cllm-changed" not in m.new_layers._dom_classes
+    m.new_preset.value = "nano"  # a nano baseline: nothing of the previous choices stays
+    assert m.changed() == [] and m.new_corpus.value == "" and m.new_tokenizer.value == "byte"
+    assert (m.new_pos.value, m.new_bias.value, m.new_layers.value, m.new_width.value) == ("rope", "none", 2, 64)
+    assert not any("cllm-changed" in w._dom_classes for w in m.fields.values())
+    assert f"{param_count(preset('nano')):,} parameters" in text(m.size) and "2 layers, width 64" in text(m.size)
+    m.new_heads.value = 3  # 64 is not divisible by 3: said at once, before Create
+    assert "cannot be made" in text(m.size) and "divisible" in text(m.size)
+    m.new_heads.value, m.new_layers.value = 2, 3
+    assert m.changed() == ["n_layer"] and f"{param_count(preset('nano', n_layer=3)):,} parameters" in text(m.size)
+    m.new_name.value = "base"
+    m.create()
+    assert p.ws.config("base").n_layer == 3 and text(p.cli).endswith("new base --preset nano --layers 3")
+    assert m.new_name.value == "" and m.new_preset.value == "tiny" and m.changed() == []  # cleared for the next
+
+
 def test_create_and_bad_input_shown_in_one_line(panel):
     assert panel.model.value == "toy" and panel.ws.names() == ["toy"]
-    assert "cllm --home" in text(panel.cli) and " new toy --preset nano --layers 2" in text(panel.cli)
+    assert "cllm --home" in text(panel.cli) and text(panel.cli).endswith(" new toy --preset nano")  # nano's 2 layers
     for name, msg in [("toy", "already exists"), ("../x", "invalid model name"), ("", "invalid model name")]:
         panel.models.new_name.value = name
         panel.models.create()
