@@ -18,10 +18,16 @@ def make_corpus(d: Path, outside: Path):
     nb = {"cells": [{"cell_type": "markdown", "source": ["# Analysis\n", "What the clock rings mean."]},
                     {"cell_type": "code", "source": ["x = 12 * 60\n"],
                      "outputs": [{"data": {"image/png": "iVBORw0KGgo" * 5000}}]}]}
-    good = {"notes.txt": "Plain notes about clocks.\n", "paper.md": "# Title\n\nBody text.\n",
-            "code.py": "def f():\n    return 1\n", "page.html": f"<html><body><article><p>{para}</p></article></body></html>",
-            "docs.jsonl": '{"text": "one"}\n{"text": "two"}\n', "lone.jsonl": '{"text": "a lone \\ud800 surrogate"}\n',
-            "analysis.ipynb": json.dumps(nb), "one_line.txt": "word " * 2_000_000}  # 10 MB without a newline
+    good = {
+        "notes.txt": "Plain notes about clocks.\n",
+        "paper.md": "# Title\n\nBody text.\n",
+        "code.py": "def f():\n    return 1\n",
+        "page.html": f"<html><body><article><p>{para}</p></article></body></html>",
+        "docs.jsonl": '{"text": "one"}\n{"text": "two"}\n',
+        "lone.jsonl": '{"text": "a lone \\ud800 surrogate"}\n',
+        "analysis.ipynb": json.dumps(nb),
+        "one_line.txt": "word " * 2_000_000,
+    }  # 10 MB without a newline
     for k, v in good.items():
         (d / k).write_text(v)
     bad = {"binary.txt": b"abc\x00def", "latin1.txt": "caf\xe9 cr\xe8me".encode("latin-1"), "empty.txt": b"",
@@ -58,7 +64,9 @@ def main():
     ws = Workspace(home)
     ws.create("m", preset_name="nano")
     state_before = (ws.path("m") / "state.json").read_text()
-    r = subprocess.run([str(BIN / "cllm"), "--home", str(home), "add", "m", str(d), "--verbose"], capture_output=True, text=True)
+    r = subprocess.run(
+        [str(BIN / "cllm"), "--home", str(home), "add", "m", str(d), "--verbose"], capture_output=True, text=True
+    )
     skipped = [ln for ln in r.stderr.splitlines() if ln.startswith("skipped ")]
     names = sorted(Path(ln.split(": ", 1)[0][8:]).name for ln in skipped)
     print(r.stdout.strip())

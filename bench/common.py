@@ -7,7 +7,9 @@ BIN = Path(sys.executable).parent
 
 
 def parser(doc: str) -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=doc.strip().splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=doc)
+    ap = argparse.ArgumentParser(
+        description=doc.strip().splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=doc
+    )
     ap.add_argument("--quick", action="store_true", help="the short version that `make bench` runs")
     return ap
 

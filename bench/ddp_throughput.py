@@ -24,10 +24,22 @@ def main():
     for r in range(rounds):
         for n in (1, 2):
             name = f"p{n}r{r}"
-            ws.create(name, preset_name="micro", target_epochs=100); ws.queue(name).add_text(text, source="c")
-            if n == 1: Trainer(ws, name, batch_size=16, seq_len=128, threads=2, save_every=10**9).run(max_steps=steps)
+            ws.create(name, preset_name="micro", target_epochs=100)
+            ws.queue(name).add_text(text, source="c")
+            if n == 1:
+                Trainer(ws, name, batch_size=16, seq_len=128, threads=2, save_every=10**9).run(max_steps=steps)
             else:
-                p = run_distributed(ws.home, name, 2, capture=True, run={"max_steps": steps}, batch_size=8, seq_len=128, threads=1, save_every=10**9)
+                p = run_distributed(
+                    ws.home,
+                    name,
+                    2,
+                    capture=True,
+                    run={"max_steps": steps},
+                    batch_size=8,
+                    seq_len=128,
+                    threads=1,
+                    save_every=10**9,
+                )
                 assert p.returncode == 0, p.stderr[-2000:]
             res[n].append(float(np.median(history(ws, name).tokens_per_s.values[3:])))
         diffs.append(float(np.abs(history(ws, f"p1r{r}").loss.values - history(ws, f"p2r{r}").loss.values).max()))

@@ -21,19 +21,55 @@ from crystalline_nb.crawler import Crawler
 
 RUST = Path.home() / ".rustup/toolchains/stable-x86_64-unknown-linux-gnu/share/doc/rust/html"
 PAGES = {  # page: lines that must be kept, each on its own line (the reader's view of the page)
-    RUST / "book/ch01-02-hello-world.html": ["Hello, World!", "Project Directory Setup", 'println!("Hello, world!");',
-                                             "Listing 1-1: A program that prints Hello, world!", "$ rustc main.rs"],
-    RUST / "book/ch03-02-data-types.html": ["Data Types", "Scalar Types", "Integer Types", "let guess: u32 = \"42\".parse().expect(\"Not a number!\");"],
-    RUST / "std/vec/struct.Vec.html": ["Struct Vec", "Examples", "let mut vec = Vec::new();", "Capacity and reallocation"],
+    RUST
+    / "book/ch01-02-hello-world.html": [
+        "Hello, World!",
+        "Project Directory Setup",
+        'println!("Hello, world!");',
+        "Listing 1-1: A program that prints Hello, world!",
+        "$ rustc main.rs",
+    ],
+    RUST
+    / "book/ch03-02-data-types.html": [
+        "Data Types",
+        "Scalar Types",
+        "Integer Types",
+        "let guess: u32 = \"42\".parse().expect(\"Not a number!\");",
+    ],
+    RUST
+    / "std/vec/struct.Vec.html": ["Struct Vec", "Examples", "let mut vec = Vec::new();", "Capacity and reallocation"],
     RUST / "std/string/struct.String.html": ["Struct String", "UTF-8", "let hello = String::from(\"Hello, world!\");"],
-    Path("/usr/share/doc/valgrind/html/manual-core.html"): ["2.1. What Valgrind does with your program",
-                                                             "valgrind --tool=memcheck ls -l", "2.7.3. Error-related Options"],
-    Path("/usr/share/doc/valgrind/html/mc-manual.html"): ["4.1. Overview", "4.2. Explanation of error messages from Memcheck"],
+    Path("/usr/share/doc/valgrind/html/manual-core.html"): [
+        "2.1. What Valgrind does with your program",
+        "valgrind --tool=memcheck ls -l",
+        "2.7.3. Error-related Options",
+    ],
+    Path("/usr/share/doc/valgrind/html/mc-manual.html"): [
+        "4.1. Overview",
+        "4.2. Explanation of error messages from Memcheck",
+    ],
     Path("/usr/share/doc/nodejs/api/fs.html"): ["File system", "Promise example"],
     Path("/usr/share/doc/libxslt1-dev/html/libxslt-xslt.html"): ["xslt"],
 }
-CHROME = {"read more", "source", "§", "run", "previous chapter", "next chapter", "print this book", "keyboard shortcuts",
-          "table of contents", "skip to main content", "toggle navigation", "edit this page", "copy", "up", "home", "next", "prev"}
+CHROME = {
+    "read more",
+    "source",
+    "§",
+    "run",
+    "previous chapter",
+    "next chapter",
+    "print this book",
+    "keyboard shortcuts",
+    "table of contents",
+    "skip to main content",
+    "toggle navigation",
+    "edit this page",
+    "copy",
+    "up",
+    "home",
+    "next",
+    "prev",
+}
 
 
 def trafilatura_text(html: bytes) -> str:
@@ -72,7 +108,10 @@ def measure(path: Path, fn) -> dict:
 
 def extraction_table():
     print("Extraction fidelity (share kept; chrome = chrome lines leaked; paragraphs = blank-line breaks)\n")
-    print(f"{'page':<34}{'extractor':<13}{'headings':>12}{'code':>12}{'expected':>10}{'chrome':>8}{'paragraphs':>12}{'chars':>9}")
+    print(
+        f"{'page':<34}{'extractor':<13}{'headings':>12}{'code':>12}{'expected':>10}{'chrome':>8}"
+        f"{'paragraphs':>12}{'chars':>9}"
+    )
     tot = {}
     for path in PAGES:
         if not path.exists():
@@ -90,7 +129,10 @@ def extraction_table():
             print(f"{label:<34}{name:<13}{m['heads']:>7.0%} of {m['n_heads']:<3}{m['code']:>6.0%} of {m['n_code']:<3}"
                   f"{m['expected']:>10.0%}{m['chrome']:>8}{m['blank']:>12}{m['chars']:>9,}")
     for name, t in tot.items():
-        print(f"{'all pages':<34}{name:<13}{t[0] / max(t[1], 1):>7.0%} of {t[1]:<3}{t[2] / max(t[3], 1):>6.0%} of {t[3]:<3}{'':>10}{t[4]:>8}")
+        print(
+            f"{'all pages':<34}{name:<13}{t[0] / max(t[1], 1):>7.0%} of {t[1]:<3}"
+            f"{t[2] / max(t[3], 1):>6.0%} of {t[3]:<3}{'':>10}{t[4]:>8}"
+        )
 
 
 def serve(root: Path):
@@ -110,7 +152,10 @@ def crawl_table(quick: bool):
     srv = serve(RUST)
     base = f"http://127.0.0.1:{srv.server_address[1]}"
     pages = 40 if quick else 150
-    print(f"\nCrawl of {base}/book/index.html (the book beside the std, core and cargo references), {pages} pages, no delay\n")
+    print(
+        f"\nCrawl of {base}/book/index.html (the book beside the std, core and cargo references), {pages} pages, "
+        "no delay\n"
+    )
     print(f"{'queue before':>14}{'pages/s':>10}{'ms/page':>10}{'under /book/':>14}{'queued':>8}{'duplicates':>12}")
     for before in (0, 5000 if quick else 20000):
         ws = Workspace(tempfile.mkdtemp())
@@ -124,8 +169,11 @@ def crawl_table(quick: bool):
         dt = time.perf_counter() - t0
         got = [e["url"] for e in cr.log if not e["url"].endswith("/robots.txt")]
         under = sum("/book/" in u for u in got) / max(len(got), 1)
-        print(f"{before:>14,}{rep.fetched / dt:>10.1f}{1000 * dt / max(rep.fetched, 1):>10.1f}{under:>14.0%}{rep.queued:>8}"
-              f"{rep.duplicates:>12}")
+        print(
+            f"{before:>14,}{rep.fetched / dt:>10.1f}{1000 * dt / max(rep.fetched, 1):>10.1f}{under:>14.0%}"
+            f"{rep.queued:>8}"
+            f"{rep.duplicates:>12}"
+        )
     srv.shutdown()
 
 

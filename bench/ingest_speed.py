@@ -130,7 +130,9 @@ def make_real(dest: Path, files: int = 100, size: int = 2_000_000):
 
 def given(paths: list[str], ws: Workspace):
     "MB/s of adding `paths` (files and folders) into a fresh byte model."
-    size = sum(f.stat().st_size for p in map(Path, paths) for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
+    size = sum(
+        f.stat().st_size for p in map(Path, paths) for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file()
+    )
     dt, rep = timed_add(ws, "given", paths)
     print(f"{size / 1e6:.0f} MB in {dt:.2f} s: {size / 1e6 / dt:.1f} MB/s, {rep.tokens:,} tokens")
     print(f"  {rep.summary()}")

@@ -10,15 +10,18 @@ Both train the same shape on the same bytes (about 4 MB of ASCII licence texts f
 repeated, as cllm's ingestion cleans them: nanoGPT's train.bin is written from that cleaned text; ids = byte + 3,
 vocabulary 259, as this package's byte tokenizer): 4 layers, 4 heads, width 128, MLP 512,
 learned positions, block 64, batch 12, lr 1e-3 with 100 warm-up steps and a cosine decay to 1e-4 at step 2000,
-weight decay 0.1, AdamW betas (0.9, 0.99) (nanoGPT's config for this example), clipping 1.0, no dropout, fp32 on the CPU with the same thread count. nanoGPT runs its README
+weight decay 0.1, AdamW betas (0.9, 0.99) (nanoGPT's config for this example), clipping 1.0, no dropout, fp32 on
+the CPU with the same thread count. nanoGPT runs its README
 command (train.py config/train_shakespeare_char.py --device=cpu --compile=False --eval_iters=20 --log_interval=1
 --block_size=64 --batch_size=12 --n_layer=4 --n_head=4 --n_embd=128 --max_iters=2000 --lr_decay_iters=2000
 --dropout=0.0) on that data; cllm runs `cllm train` with a target set so that its schedule ends at the same step.
 cllm runs twice per round, without and with biases in its linear layers and LayerNorms (nanoGPT's README
-configuration has none), which decides the package's default. Runs alternate (nanoGPT, cllm, cllm, nanoGPT, ...). tokens/s is the median over iterations of each run (nanoGPT's
+configuration has none), which decides the package's default. Runs alternate (nanoGPT, cllm, cllm, nanoGPT, ...).
+tokens/s is the median over iterations of each run (nanoGPT's
 per-iteration times from its log, cllm's from its history); the loss is the mean train loss of the last 50
 iterations.
 """
+
 import argparse, io, os, re, statistics, subprocess, sys, tarfile, tempfile
 from pathlib import Path
 import numpy as np
@@ -65,7 +68,9 @@ def run_nanogpt(tree: Path, data: str, iters: int, out: Path) -> dict:
     rows = [(int(m[1]), float(m[2]), float(m[3])) for m in
             re.finditer(r"iter (\d+): loss ([\d.]+), time ([\d.]+)ms", r.stdout)]
     dts = [dt for i, _, dt in rows if i > 0]
-    return dict(tokens_per_s=12 * 64 / (statistics.median(dts) / 1000), loss=float(np.mean([l for _, l, _ in rows[-50:]])))
+    return dict(
+        tokens_per_s=12 * 64 / (statistics.median(dts) / 1000), loss=float(np.mean([l for _, l, _ in rows[-50:]]))
+    )
 
 
 def run_cllm(home: Path, name: str, text: bytes, iters: int, bias: bool, schedule: str | None = None) -> dict:
@@ -84,9 +89,33 @@ def run_cllm(home: Path, name: str, text: bytes, iters: int, bias: bool, schedul
     ws = Workspace(home)
     n = EpochPlan(ws.queue(name).rows()[0]["tokens"], 64, 0, 0, 0).n_train  # training positions of an epoch
     target = iters * 12 * 64 / n  # the cosine schedule ends at step `iters`, as nanoGPT's does
-    r = cllm("train", name, "--epochs", repr(target), "--batch-size", "12", "--seq-len", "64", "--lr", "1e-3",
-             "--warmup", "100", "--min-lr-ratio", "0.1", "--weight-decay", "0.1", "--beta2", "0.99", "--grad-clip", "1.0",
-             "--max-steps", str(iters), "--save-every", str(10**6), *(["--schedule", schedule] if schedule else []))
+    r = cllm(
+        "train",
+        name,
+        "--epochs",
+        repr(target),
+        "--batch-size",
+        "12",
+        "--seq-len",
+        "64",
+        "--lr",
+        "1e-3",
+        "--warmup",
+        "100",
+        "--min-lr-ratio",
+        "0.1",
+        "--weight-decay",
+        "0.1",
+        "--beta2",
+        "0.99",
+        "--grad-clip",
+        "1.0",
+        "--max-steps",
+        str(iters),
+        "--save-every",
+        str(10**6),
+        *(["--schedule", schedule] if schedule else []),
+    )
     assert r.returncode == 0, r.stderr
     h = history(ws, name)
     return dict(tokens_per_s=float(np.median(h.tokens_per_s.values[1:])), loss=float(np.mean(h.loss.values[-50:])))
@@ -129,8 +158,14 @@ def main():
             res[label].append(run_cllm(tmp / "home", f"{kind}{r}{schedule}", text, iters, kind == "bias",
                                        schedule or None))
         base = res["nanoGPT"][-1]["tokens_per_s"]
-        print(f"round {r + 1}: " + "; ".join(f"{k} {v[-1]['tokens_per_s']:,.0f} tok/s (x{v[-1]['tokens_per_s'] / base:.2f}, "
-                                               f"loss {v[-1]['loss']:.3f})" for k, v in res.items()))
+        print(
+            f"round {r + 1}: "
+            + "; ".join(
+                f"{k} {v[-1]['tokens_per_s']:,.0f} tok/s (x{v[-1]['tokens_per_s'] / base:.2f}, "
+                f"loss {v[-1]['loss']:.3f})"
+                for k, v in res.items()
+            )
+        )
     base = statistics.median(x["tokens_per_s"] for x in res["nanoGPT"])
     for k, v in res.items():
         tps = statistics.median(x["tokens_per_s"] for x in v)

@@ -89,6 +89,12 @@ def run_distributed(home, name: str, nproc: int, capture: bool = False, **kw) ->
     return subprocess.CompletedProcess(p.args, p.returncode, out, err)
 
 # %% ../nbs/15_distributed.ipynb #53f1c2a5
-# torchrun runs `python -m crystalline_nb.distributed SPEC` in every process
+# torchrun runs `python -m crystalline_nb.distributed SPEC` in every process. Its work is on disk when `worker`
+# returns (rank 0 checkpointed before the last barrier): the process leaves at once, without the interpreter's
+# teardown, where Gloo's threads may still release tensors and abort the process (seen 1 in ~10 runs of 3
+# processes on 2 busy cores: "terminate called without an active exception")
 if __name__ == "__main__" and len(sys.argv) == 2 and sys.argv[1].startswith("{"):
-    raise SystemExit(worker(json.loads(sys.argv[1])))
+    code = worker(json.loads(sys.argv[1]))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

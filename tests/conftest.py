@@ -16,5 +16,6 @@ def home(tmp_path):
 
 def cllm_env(home=None):
     env = {k: v for k, v in os.environ.items() if k != "CLLM_DEBUG"}
-    if home is not None: env["CLLM_HOME"] = str(home)
+    if home is not None:
+        env["CLLM_HOME"] = str(home)
     return env

@@ -14,25 +14,39 @@ pytestmark = pytest.mark.browser
 @pytest.fixture
 def lab(tmp_path):
     if not Path(CHROMIUM).exists():
-        if os.environ.get("CLLM_REQUIRE_BROWSER"): pytest.fail(f"{CHROMIUM} is missing (.ci/run installs it with apt)")
+        if os.environ.get("CLLM_REQUIRE_BROWSER"):
+            pytest.fail(f"{CHROMIUM} is missing (.ci/run installs it with apt)")
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
     home = tmp_path / "home"
     jdir = tmp_path / "jupyter"
     env = cllm_env(home)
-    env.update(JUPYTER_CONFIG_DIR=str(jdir / "config"), JUPYTER_DATA_DIR=str(jdir / "data"), JUPYTER_RUNTIME_DIR=str(jdir / "runtime"),
-               IPYTHONDIR=str(jdir / "ipython"), MPLCONFIGDIR=str(jdir / "mpl"), JUPYTER_PLATFORM_DIRS="1")
+    env.update(
+        JUPYTER_CONFIG_DIR=str(jdir / "config"),
+        JUPYTER_DATA_DIR=str(jdir / "data"),
+        JUPYTER_RUNTIME_DIR=str(jdir / "runtime"),
+        IPYTHONDIR=str(jdir / "ipython"),
+        MPLCONFIGDIR=str(jdir / "mpl"),
+        JUPYTER_PLATFORM_DIRS="1",
+    )
     settings = Path(sys.prefix) / "share" / "jupyter" / "lab" / "settings"
     settings.mkdir(parents=True, exist_ok=True)
     over = settings / "overrides.json"
     if not over.exists():   # silence the news toast that would cover the panel
-        over.write_text(json.dumps({"@jupyterlab/apputils-extension:notification": {"checkForUpdates": False, "fetchNews": "false"}}))
-    proc = subprocess.Popen([str(BIN / "cllm"), "panel"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        over.write_text(
+            json.dumps(
+                {"@jupyterlab/apputils-extension:notification": {"checkForUpdates": False, "fetchNews": "false"}}
+            )
+        )
+    proc = subprocess.Popen(
+        [str(BIN / "cllm"), "panel"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     url = None
     t0 = time.time()
     while time.time() - t0 < 120:
         line = proc.stdout.readline()
         if not line:
-            if proc.poll() is not None: break
+            if proc.poll() is not None:
+                break
             continue
         m = re.search(r"(http://127\.0\.0\.1:\d+/lab/tree/panel\.ipynb\?token=\w+)", line)
         if m:
@@ -42,13 +56,20 @@ def lab(tmp_path):
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert url.split("token=")[1] not in ps, "the server's token is readable in the process list"
     again = subprocess.run([str(BIN / "cllm"), "panel"], env=env, capture_output=True, text=True, timeout=60)
-    assert again.returncode == 0 and f"already runs for this workspace: {url}" in again.stdout, again   # one server a home
+    assert (
+        again.returncode == 0 and f"already runs for this workspace: {url}" in again.stdout
+    ), again  # one server a home
     assert oct((home / "panel-server.json").stat().st_mode)[-3:] == "600"
-    assert '"fetchNews": "false"' in next((home / ".jupyterlab-settings").rglob("notification.jupyterlab-settings")).read_text()
+    assert (
+        '"fetchNews": "false"'
+        in next((home / ".jupyterlab-settings").rglob("notification.jupyterlab-settings")).read_text()
+    )
     yield home, url
     proc.terminate()  # cllm panel stops its server (and the server its kernels) on SIGTERM
-    try: proc.wait(20)
-    except subprocess.TimeoutExpired: proc.kill()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
     time.sleep(2)
     left = subprocess.run(["pgrep", "-f", str(home.parent)], capture_output=True, text=True).stdout.split()
     for pid in left:  # never leak a server, even when the check below fails
@@ -60,20 +81,37 @@ def test_panel_in_a_real_browser(lab, tmp_path):
     from playwright.sync_api import sync_playwright
     home, url = lab
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text("".join(f"Line {i}: a clock has twelve hours, and each hour has sixty minutes.\n" for i in range(300)))
+    corpus.write_text(
+        "".join(f"Line {i}: a clock has twelve hours, and each hour has sixty minutes.\n" for i in range(300))
+    )
     art = ROOT / "test-artifacts"
     art.mkdir(exist_ok=True)
     with sync_playwright() as p:
-        ctx = p.chromium.launch_persistent_context(str(tmp_path / "chrome"), executable_path=CHROMIUM, headless=True,
-                                                   viewport=dict(width=1400, height=1100),
-                                                   args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                                                         "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        ctx = p.chromium.launch_persistent_context(
+            str(tmp_path / "chrome"),
+            executable_path=CHROMIUM,
+            headless=True,
+            viewport=dict(width=1400, height=1100),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
         page = ctx.pages[0] if ctx.pages else ctx.new_page()
         try:
             page.goto(url.replace("?token", "?reset&token"), timeout=60_000)
-            page.wait_for_function("""() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-                return w && w.context && w.context.path === 'panel.ipynb' && w.sessionContext && w.sessionContext.session
-                       && w.sessionContext.session.kernel && w.sessionContext.session.kernel.status === 'idle'; }""", timeout=90_000)
+            page.wait_for_function(
+                """() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+                return w && w.context && w.context.path === 'panel.ipynb' && w.sessionContext
+                       && w.sessionContext.session && w.sessionContext.session.kernel
+                       && w.sessionContext.session.kernel.status === 'idle'; }""",
+                timeout=90_000,
+            )
             page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
             page.wait_for_selector(".widget-tab", timeout=90_000)
 

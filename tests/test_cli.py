@@ -38,7 +38,8 @@ def test_round_trip(home, tmp_path):
 
 
 def test_bpe_from_corpus(home, tmp_path):
-    corpus = tmp_path / "corpus"; corpus.mkdir()
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
     (corpus / "a.txt").write_text("the crystal lattice keeps the time of the clock\n" * 50)
     (corpus / "b.md").write_text("# notes\nsixty minutes make an hour, twelve hours make half a day\n" * 50)
     (corpus / "blob.bin").write_bytes(b"\x00\x01\x02" * 100)
@@ -70,7 +71,9 @@ def test_bpe_from_corpus(home, tmp_path):
 ])
 def test_bad_input_one_line(home, args, code):
     one_error_line(run(home, *args), code)
-    assert not (home / "models").exists() or not any(p for p in (home / "models").iterdir() if not p.name.startswith("."))
+    assert not (home / "models").exists() or not any(
+        p for p in (home / "models").iterdir() if not p.name.startswith(".")
+    )
 
 
 def test_duplicate_and_bad_generate_settings(home):
@@ -90,7 +93,9 @@ def test_duplicate_and_bad_generate_settings(home):
 
 
 def test_corpus_with_no_text(home, tmp_path):
-    d = tmp_path / "empty"; d.mkdir(); (d / "e.txt").write_text("   \n")
+    d = tmp_path / "empty"
+    d.mkdir()
+    (d / "e.txt").write_text("   \n")
     one_error_line(run(home, "new", "x", "--tokenizer", "bpe", "--corpus", str(d)), 1)
 
 

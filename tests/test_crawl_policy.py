@@ -1,4 +1,6 @@
-"Where a crawl may go and how it fails: path scope, depth reruns, dead hosts, robots.txt redirects and errors, slow servers, private addresses."
+"""Where a crawl may go and how it fails: path scope, depth reruns, dead hosts, robots.txt redirects and errors, slow
+servers, private addresses."""
+
 import http.server, socket, subprocess, threading, time
 from contextlib import contextmanager
 import pytest
@@ -28,12 +30,15 @@ def serve(routes, host="127.0.0.1"):
                 return r(self)
             code, headers, body = r
             self.send_response(code)
-            for k, v in headers.items(): self.send_header(k, v)
+            for k, v in headers.items():
+                self.send_header(k, v)
             self.end_headers()
             self.wfile.write(body.encode() if isinstance(body, str) else body)
         def log_message(self, *a): pass
 
-    cls = type("S", (http.server.ThreadingHTTPServer,), {"address_family": socket.AF_INET6 if ":" in host else socket.AF_INET})
+    cls = type(
+        "S", (http.server.ThreadingHTTPServer,), {"address_family": socket.AF_INET6 if ":" in host else socket.AF_INET}
+    )
     srv = cls((host, 0), H)
     srv.daemon_threads = True
     threading.Thread(target=srv.serve_forever, daemon=True).start()
@@ -65,9 +70,14 @@ def statuses(ws, base):
 
 
 def test_a_crawl_stays_under_its_start_folder_and_a_wider_rerun_goes_on(ws):
-    routes = {"/book/index.html": (200, HTML, page("Book", ["ch1.html", "sub/ch2.html", "/api/x.html", "/", "print.html"])),
-              "/book/ch1.html": (200, HTML, page("Chapter one")), "/book/sub/ch2.html": (200, HTML, page("Chapter two")),
-              "/book/print.html": (200, HTML, page("Print")), "/api/x.html": (200, HTML, page("API x")), "/": (200, HTML, page("Home"))}
+    routes = {
+        "/book/index.html": (200, HTML, page("Book", ["ch1.html", "sub/ch2.html", "/api/x.html", "/", "print.html"])),
+        "/book/ch1.html": (200, HTML, page("Chapter one")),
+        "/book/sub/ch2.html": (200, HTML, page("Chapter two")),
+        "/book/print.html": (200, HTML, page("Print")),
+        "/api/x.html": (200, HTML, page("API x")),
+        "/": (200, HTML, page("Home")),
+    }
     with serve(routes) as (base, log):
         rep = crawl(ws, [base + "/book/index.html"], exclude=("*/print.html",))
         assert sorted(log) == ["/book/ch1.html", "/book/index.html", "/book/sub/ch2.html", "/robots.txt"]
@@ -78,7 +88,11 @@ def test_a_crawl_stays_under_its_start_folder_and_a_wider_rerun_goes_on(ws):
 
 
 def test_depth_limit_is_said_and_a_deeper_rerun_continues(ws):
-    routes = {"/": (200, HTML, page("Zero", ["/1"])), "/1": (200, HTML, page("One", ["/2"])), "/2": (200, HTML, page("Two"))}
+    routes = {
+        "/": (200, HTML, page("Zero", ["/1"])),
+        "/1": (200, HTML, page("One", ["/2"])),
+        "/2": (200, HTML, page("Two")),
+    }
     with serve(routes) as (base, log):
         rep = crawl(ws, [base + "/"], depth=0)
         assert rep.queued == 1 and rep.reason.startswith("depth limit reached (1 links in scope wait beyond depth 0")
@@ -108,7 +122,9 @@ def test_a_host_that_does_not_answer_is_a_failure_retried_later_not_a_refusal(ws
     with serve({"/": (200, HTML, page("Live"))}) as (base, log):
         rep = crawl(ws, [base + "/"], max_pages=3)                            # another site: the dead host's URLs wait
         assert rep.queued == 1 and rep.fetched == 1
-    assert [r["status"] for r in Crawler(ws, "web").frontier().rows() if r["url"].startswith(dead + "/p")] == ["pending"] * 5
+    assert [r["status"] for r in Crawler(ws, "web").frontier().rows() if r["url"].startswith(dead + "/p")] == [
+        "pending"
+    ] * 5
     assert crawl(ws, [dead + "/"]).fetched == 0                                # not due yet: nothing tried
     fr.db.execute("UPDATE urls SET retry_at=0")
     fr.db.commit()
@@ -167,7 +183,11 @@ def test_untyped_bodies_are_sniffed_ipv6_literals_work_and_crawl_delay_is_capped
         t0 = time.monotonic()
         rep = crawl(ws, [base + "/"], max_crawl_delay=0.3)
         st = statuses(ws, base)
-        assert st["/"][0] == "queued" and st["/plain"][0] == "queued" and st["/blob"] == ("skipped", "content type application/octet-stream is not text")
+        assert (
+            st["/"][0] == "queued"
+            and st["/plain"][0] == "queued"
+            and st["/blob"] == ("skipped", "content type application/octet-stream is not text")
+        )
         assert any("Crawl-delay" not in n and "3600 s" in n and "0.3 s" in n for n in rep.notes)
         assert 0.6 <= time.monotonic() - t0 < 10
     c = ws.queue("web").corpus()
@@ -184,7 +204,11 @@ def test_a_crawl_never_reaches_an_address_kind_it_did_not_start_on(ws, monkeypat
     with serve(routes) as (base, log):
         rep = crawl(ws, [base + "/"], include=("http://inner.test/*", "http://meta.test/*"))
         st = statuses(ws, base)
-    assert st["http://inner.test/secret"] == ("skipped", "inner.test is a private address (10.0.0.5); a crawl that starts elsewhere does not reach it (allow_private / --allow-private)")
+    assert st["http://inner.test/secret"] == (
+        "skipped",
+        "inner.test is a private address (10.0.0.5); a crawl that starts elsewhere does not reach it "
+        "(allow_private / --allow-private)",
+    )
     assert st["/hop"][0] == "skipped" and "link-local address (169.254.169.254)" in st["/hop"][1]
     assert rep.queued == 1
 
@@ -193,7 +217,7 @@ def test_cli_crawl_failures_exit_1_and_a_closed_pipe_is_quiet(ws, capsys):
     from crystalline_nb.cli import main
     env = cllm_env(ws.home)
     dead = f"http://127.0.0.1:{free_port()}/"
-    code = main(["--home", str(ws.home), "crawl", "web", dead, "--delay", "0"])        # in-process: the same entry point
+    code = main(["--home", str(ws.home), "crawl", "web", dead, "--delay", "0"])  # in-process: the same entry point
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("error: nothing was queued") and "connection failed" in err
     assert len(err.strip().splitlines()) == 1
@@ -201,9 +225,15 @@ def test_cli_crawl_failures_exit_1_and_a_closed_pipe_is_quiet(ws, capsys):
     with serve(routes) as (base, log):
         code = main(["--home", str(ws.home), "crawl", "web", base + "/missing", "--delay", "0"])
         assert code == 1 and "HTTP 404" in capsys.readouterr().err
-        r = subprocess.run(f"'{BIN / 'cllm'}' crawl web {base}/p0 --delay 0 --depth 50 --max-pages 40 | head -2", shell=True,
-                           capture_output=True, text=True, env=env, timeout=120)
+        r = subprocess.run(
+            f"'{BIN / 'cllm'}' crawl web {base}/p0 --delay 0 --depth 50 --max-pages 40 | head -2",
+            shell=True,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
         assert r.stderr == "" and len(r.stdout.splitlines()) == 2, r.stderr
     fr = {x["url"]: x["status"] for x in Crawler(ws, "web").frontier().rows()}
     queued = [u for u, s in fr.items() if s == "queued"]
-    assert len(queued) == len(ws.queue("web").rows()) >= 1                       # what was fetched before the pipe closed is kept
+    assert len(queued) == len(ws.queue("web").rows()) >= 1  # what was fetched before the pipe closed is kept

@@ -15,10 +15,33 @@ def make_site(other_port):
     log = []
     pages = {
         "/robots.txt": (200, "text/plain", "User-agent: *\nDisallow: /private/\nCrawl-delay: 0.4\n"),
-        "/": (200, "text/html", "<html><body>" + " ".join(f'<a href="{h}">{h}</a>' for h in [
-            "/a", "/a#frag", "/a?utm_source=x&fbclid=y", "/b", "/private/secret", "/loop1", "/slow", "/huge", "/binary",
-            "/missing", "/error", "/short", "/redir", f"http://127.0.0.2:{other_port}/other", "mailto:someone@example.org",
-            "ftp://127.0.0.1/file"]) + "</body></html>"),
+        "/": (
+            200,
+            "text/html",
+            "<html><body>"
+            + " ".join(
+                f'<a href="{h}">{h}</a>'
+                for h in [
+                    "/a",
+                    "/a#frag",
+                    "/a?utm_source=x&fbclid=y",
+                    "/b",
+                    "/private/secret",
+                    "/loop1",
+                    "/slow",
+                    "/huge",
+                    "/binary",
+                    "/missing",
+                    "/error",
+                    "/short",
+                    "/redir",
+                    f"http://127.0.0.2:{other_port}/other",
+                    "mailto:someone@example.org",
+                    "ftp://127.0.0.1/file",
+                ]
+            )
+            + "</body></html>",
+        ),
         "/a": (200, "text/html; charset=utf-8", ARTICLE.format(t="Article A", links="")),
         "/b": (200, "text/html", ARTICLE.format(t="Article B", links='<a href="/c">c</a>')),
         "/c": (200, "text/html", ARTICLE.format(t="Article C", links='<a href="/d">d</a>')),
@@ -34,22 +57,34 @@ def make_site(other_port):
         def do_GET(self):
             log.append(dict(path=self.path, t=time.monotonic(), ua=self.headers.get("User-Agent", "")))
             if self.path in redirects:
-                self.send_response(302); self.send_header("Location", redirects[self.path]); self.end_headers(); return
+                self.send_response(302)
+                self.send_header("Location", redirects[self.path])
+                self.end_headers()
+                return
             if self.path == "/slow":
                 time.sleep(3)
                 try:
-                    self.send_response(200); self.send_header("Content-Type", "text/html"); self.end_headers()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html")
+                    self.end_headers()
                     self.wfile.write(ARTICLE.format(t="slow", links="").encode())
-                except (BrokenPipeError, ConnectionResetError): pass
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
                 return
             if self.path == "/huge":                       # no Content-Length: the cap must work while streaming
-                self.send_response(200); self.send_header("Content-Type", "text/html"); self.end_headers()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.end_headers()
                 try:
-                    for _ in range(300): self.wfile.write(b"<p>" + b"x" * 10000 + b"</p>")
-                except (BrokenPipeError, ConnectionResetError): pass
+                    for _ in range(300):
+                        self.wfile.write(b"<p>" + b"x" * 10000 + b"</p>")
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
                 return
             code, ctype, body = pages.get(self.path, (404, "text/html", "not found"))
-            self.send_response(code); self.send_header("Content-Type", ctype); self.end_headers()
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.end_headers()
             self.wfile.write(body.encode("latin-1"))
         def log_message(self, *a): pass
     return H, log
@@ -60,21 +95,29 @@ def site():
     other_log = []
     class Other(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            other_log.append(self.path); self.send_response(200); self.send_header("Content-Type", "text/html"); self.end_headers()
+            other_log.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
             self.wfile.write(ARTICLE.format(t="other host", links="").encode())
         def log_message(self, *a): pass
     other = http.server.ThreadingHTTPServer(("127.0.0.2", 0), Other)
     H, log = make_site(other.server_address[1])
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
     srv.daemon_threads = True
-    for s in (srv, other): threading.Thread(target=s.serve_forever, daemon=True).start()
+    for s in (srv, other):
+        threading.Thread(target=s.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{srv.server_address[1]}", log, other_log
-    srv.shutdown(); other.shutdown(); srv.server_close(); other.server_close()
+    srv.shutdown()
+    other.shutdown()
+    srv.server_close()
+    other.server_close()
 
 
 @pytest.fixture
 def ws(home):
-    w = Workspace(home); w.create("web", preset_name="nano", d_model=32, n_head=2, d_ff=64, max_seq_len=64)
+    w = Workspace(home)
+    w.create("web", preset_name="nano", d_model=32, n_head=2, d_ff=64, max_seq_len=64)
     return w
 
 
@@ -100,7 +143,7 @@ def test_polite_crawl(ws, site):
     assert fr["/c"]["status"] == "queued" and "/d" not in got and fr["/d"]["depth"] == 3     # depth 2 stops before /d
     assert rep.reason.startswith("depth limit reached (1 links in scope wait beyond depth 2")
     assert other_log == [] and [fr[u]["status"] for u in fr if "127.0.0.2" in u] == ["pending"]  # stored, not fetched
-    assert got.count("/a") == 1                                                            # fragments and tracking parameters normalised
+    assert got.count("/a") == 1  # fragments and tracking parameters normalised
     assert all("crystalline_nb" in e["ua"] for e in log)
     ts = [e["t"] for e in log]
     gaps = [b - a for a, b in zip(ts, ts[1:])]
@@ -121,13 +164,13 @@ def test_resumed_crawl_fetches_nothing_twice_and_trains(ws, site):
     got = paths(log)
     assert len(got) == len(set(got)), sorted(p for p in got if got.count(p) > 1)
     assert r2.queued + r1.queued == 3
-    assert len(list(ws.path("web").glob("queue/shards/*.bin"))) == 2                         # pages batched, one shard a run
+    assert len(list(ws.path("web").glob("queue/shards/*.bin"))) == 2  # pages batched, one shard a run
     r3 = Crawler(ws, "web", delay=0.01, timeout=1.0, max_pages=100).run([base + "/"])
     assert r3.fetched == 0 and r3.reason.startswith("depth limit reached")
     r3 = Crawler(ws, "web", delay=0.01, timeout=1.0, max_pages=100, depth=5).run([base + "/"])
-    assert r3.fetched == 1 and r3.queued == 1 and r3.reason == "no more pages in scope"      # a deeper rerun goes on (/d)
+    assert r3.fetched == 1 and r3.queued == 1 and r3.reason == "no more pages in scope"  # a deeper rerun goes on (/d)
     r4 = Crawler(ws, "web", delay=0.01, timeout=1.0, max_pages=100, refresh=True, depth=0).run([base + "/"])
-    assert r4.fetched == 1                                                                  # --refresh fetches the start URL again
+    assert r4.fetched == 1  # --refresh fetches the start URL again
     Trainer(ws, "web", target_epochs=1, batch_size=4, seq_len=32, threads=1).run()
     led = ws.ledger("web")
     assert {r["kind"] for r in led} == {"url"} and all(r["epochs"] == 1.0 for r in led)
@@ -139,25 +182,30 @@ def test_stop_returns_promptly(ws, site):
     out = {}
     th = threading.Thread(target=lambda: out.update(rep=cr.run([base + "/"])))
     th.start()
-    while len(paths(log)) < 1: time.sleep(0.02)
-    t0 = time.monotonic(); cr.stop(); th.join(10)
+    while len(paths(log)) < 1:
+        time.sleep(0.02)
+    t0 = time.monotonic()
+    cr.stop()
+    th.join(10)
     assert not th.is_alive() and time.monotonic() - t0 < 2
     assert out["rep"].reason == "stopped"
-    assert Crawler(ws, "web").frontier().counts().get("pending", 0) > 0                      # the rest waits for a resume
+    assert Crawler(ws, "web").frontier().counts().get("pending", 0) > 0  # the rest waits for a resume
 
 
 def test_crawling_while_training_joins_at_the_next_epoch(ws, site):
     base, log, _ = site
     ws.queue("web").add_text("Seed text about clocks and lattices. " * 30, source="seed")
     tr = Trainer(ws, "web", target_epochs=400, batch_size=2, seq_len=32, threads=1, save_every=10)
-    th = threading.Thread(target=tr.run); th.start()
+    th = threading.Thread(target=tr.run)
+    th.start()
     rep = Crawler(ws, "web", delay=0.01, timeout=1.0, max_bytes=1_000_000, max_pages=100).run([base + "/"])
     assert rep.queued == 3
     time.sleep(1.5)
-    tr.stop(); th.join(30)
+    tr.stop()
+    th.join(30)
     st = ws.read_state("web")
     rows = st["epoch_rows"]
-    assert rows[0] == 1 and rows[-1] == 4, rows                                             # later epochs include the crawled pages
+    assert rows[0] == 1 and rows[-1] == 4, rows  # later epochs include the crawled pages
     assert all(r["epochs"] >= 1 for r in ws.ledger("web"))
 
 
@@ -165,11 +213,21 @@ def test_cli_crawl(ws, site, capsys):
     from crystalline_nb.cli import main
     base, log, _ = site
     env = cllm_env(ws.home)
-    r = subprocess.run([str(BIN / "cllm"), "crawl", "web", base + "/a", "--depth", "0", "--delay", "0"], capture_output=True, text=True, env=env, timeout=120)
+    r = subprocess.run(
+        [str(BIN / "cllm"), "crawl", "web", base + "/a", "--depth", "0", "--delay", "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     assert "queued" in r.stdout and "1 fetched: 1 queued" in r.stdout
-    for args, msg in [(["ftp://x/y"], "only http and https"), (["http://127.0.0.1:1/", "--max-pages", "0"], "max-pages must be"),
-                      (["http://127.0.0.1:1/", "--delay", "-1"], "delay must be"), (["file:///etc/passwd"], "only http and https")]:
+    for args, msg in [
+        (["ftp://x/y"], "only http and https"),
+        (["http://127.0.0.1:1/", "--max-pages", "0"], "max-pages must be"),
+        (["http://127.0.0.1:1/", "--delay", "-1"], "delay must be"),
+        (["file:///etc/passwd"], "only http and https"),
+    ]:
         code = main(["--home", str(ws.home), "crawl", "web", *args])                  # in-process: the same entry point
         err = capsys.readouterr().err
         assert code == 1 and msg in err and len(err.strip().splitlines()) == 1, err
@@ -180,8 +238,10 @@ def test_cli_ctrl_c(ws, site):
     p = subprocess.Popen([str(BIN / "cllm"), "crawl", "web", base + "/", "--delay", "3"], env=cllm_env(ws.home),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
-    while len(paths(log)) < 1 and time.time() < deadline: time.sleep(0.05)
-    t0 = time.time(); p.send_signal(signal.SIGINT)
+    while len(paths(log)) < 1 and time.time() < deadline:
+        time.sleep(0.05)
+    t0 = time.time()
+    p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=20)
     assert p.returncode == 130 and time.time() - t0 < 3 and "stopped" in out
 
@@ -191,9 +251,13 @@ def test_panel_crawl(ws, site):
     base, log, _ = site
     panel = ControlPanel(ws.home)
     panel.data.crawl_url.value, panel.data.crawl_delay.value = base + "/", 0.0
-    panel.data.start_crawl(); panel.wait(120)
-    assert "depth limit reached" in panel.data.crawl_status.value and "4 queued" in panel.data.crawl_status.value, panel.data.crawl_status.value
-    assert len(ws.queue("web").rows()) == 4                                                 # /a, /b, /c and /slow (15 s timeout here)
+    panel.data.start_crawl()
+    panel.wait(120)
+    assert (
+        "depth limit reached" in panel.data.crawl_status.value and "4 queued" in panel.data.crawl_status.value
+    ), panel.data.crawl_status.value
+    assert len(ws.queue("web").rows()) == 4  # /a, /b, /c and /slow (15 s timeout here)
     assert "crawl web" in panel.cli.value
-    panel.data.crawl_url.value = "ftp://nope"; panel.data.start_crawl()
+    panel.data.crawl_url.value = "ftp://nope"
+    panel.data.start_crawl()
     assert "only http and https" in panel.message.value

@@ -1,4 +1,6 @@
-"Several processes with torchrun + DDP (gloo on CPU): equal to one process, resumable across world sizes, fail-fast, stoppable."
+"""Several processes with torchrun + DDP (gloo on CPU): equal to one process, resumable across world sizes, fail-fast,
+stoppable."""
+
 import json, os, signal, subprocess, sys, time
 import numpy as np
 import pytest
@@ -9,7 +11,9 @@ from crystalline_nb.distributed import run_distributed, launch_command
 from crystalline_nb.history import history
 from conftest import BIN, cllm_env
 
-TEXT = "".join(f"Line {i}: the clock lattice has rings of twelve, sixty, sixty and one hundred positions.\n" for i in range(200))
+TEXT = "".join(
+    f"Line {i}: the clock lattice has rings of twelve, sixty, sixty and one hundred positions.\n" for i in range(200)
+)
 KW = dict(seq_len=32, lr=3e-3, warmup=5, target_epochs=5, save_every=5)
 
 
@@ -34,14 +38,17 @@ def losses(ws, name): return history(ws, name).loss.values
 @pytest.fixture
 def ws(home):
     w = Workspace(home)
-    for n in ("one", "two", "a", "b"): make(w, n)
+    for n in ("one", "two", "a", "b"):
+        make(w, n)
     return w
 
 
 def same_cursor(a: dict, b: dict) -> bool:
     "The same place in the data; the epoch's running loss may differ in its last bits (summation order)."
     exact = lambda d: {k: v for k, v in d.items() if k != "loss_sum"}
-    return exact(a) == exact(b) and abs(a.get("loss_sum", 0) - b.get("loss_sum", 0)) <= 1e-5 * max(1.0, a.get("loss_sum", 0))
+    return exact(a) == exact(b) and abs(a.get("loss_sum", 0) - b.get("loss_sum", 0)) <= 1e-5 * max(
+        1.0, a.get("loss_sum", 0)
+    )
 
 
 def test_two_processes_equal_one(ws):
@@ -67,26 +74,38 @@ def test_a_batch_the_processes_do_not_divide(ws):
 
 def test_resume_across_world_sizes(ws):
     single(ws, "one", 20)
-    ddp(ws, "a", 10); single(ws, "a", 10)          # 2 processes, then 1
-    single(ws, "b", 10); ddp(ws, "b", 10)          # 1 process, then 2
+    ddp(ws, "a", 10)
+    single(ws, "a", 10)          # 2 processes, then 1
+    single(ws, "b", 10)
+    ddp(ws, "b", 10)          # 1 process, then 2
     ref = losses(ws, "one")
     for n in ("a", "b"):
         l = losses(ws, n)
         assert len(l) == 20 and np.abs(l - ref).max() < 1e-4, (n, np.abs(l - ref).max())
         st = ws.read_state(n)
-        assert st["tokens_seen"] == ws.read_state("one")["tokens_seen"] and same_cursor(st["data"], ws.read_state("one")["data"])
+        assert st["tokens_seen"] == ws.read_state("one")["tokens_seen"] and same_cursor(
+            st["data"], ws.read_state("one")["data"]
+        )
 
 
 def test_a_dead_rank_stops_the_job(ws):
     import psutil
-    cmd = launch_command(ws.home, "two", 2, run={}, batch_size=4, threads=1, **{**KW, "target_epochs": 1000, "save_every": 2})
+    cmd = launch_command(
+        ws.home, "two", 2, run={}, batch_size=4, threads=1, **{**KW, "target_epochs": 1000, "save_every": 2}
+    )
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     hist = ws.path("two") / "history" / "steps.csv"
     deadline = time.time() + 120
-    while time.time() < deadline and (not hist.exists() or len(hist.read_text().splitlines()) < 6): time.sleep(0.1)
-    workers = [c for c in psutil.Process(p.pid).children(recursive=True) if "crystalline_nb.distributed" in " ".join(c.cmdline())]
+    while time.time() < deadline and (not hist.exists() or len(hist.read_text().splitlines()) < 6):
+        time.sleep(0.1)
+    workers = [
+        c
+        for c in psutil.Process(p.pid).children(recursive=True)
+        if "crystalline_nb.distributed" in " ".join(c.cmdline())
+    ]
     assert len(workers) == 2
-    t0 = time.time(); workers[-1].send_signal(signal.SIGKILL)
+    t0 = time.time()
+    workers[-1].send_signal(signal.SIGKILL)
     p.wait(60)
     assert p.returncode != 0 and time.time() - t0 < 20, time.time() - t0
     lm = ws.load("two")
@@ -100,20 +119,49 @@ def test_cli_nproc_and_ctrl_c(ws):
     env = cllm_env(ws.home)
     same = ["--max-steps", "6", "--batch-size", "4", "--seq-len", "32", "--epochs", "5"]
     r1 = subprocess.run([str(BIN / "cllm"), "train", "a", *same], capture_output=True, text=True, env=env, timeout=300)
-    r = subprocess.run([str(BIN / "cllm"), "train", "one", "--nproc", "2", *same], capture_output=True, text=True, env=env,
-                       timeout=300)
+    r = subprocess.run(
+        [str(BIN / "cllm"), "train", "one", "--nproc", "2", *same], capture_output=True, text=True, env=env, timeout=300
+    )
     assert r1.returncode == 0 and r.returncode == 0, r.stderr[-3000:]
     assert "starting 2 processes with torchrun" in r.stdout and ws.read_state("one")["steps"] == 6
     assert "batch 4 x 32 (global: 2 windows in each of 2 processes)" in r.stderr and "batch 4 x 32," in r1.stderr
     assert np.abs(losses(ws, "one") - losses(ws, "a")).max() < 1e-4
-    r = subprocess.run([str(BIN / "cllm"), "train", "one", "--nproc", "2", "--seq-len", "999"], capture_output=True, text=True, env=env, timeout=120)
+    r = subprocess.run(
+        [str(BIN / "cllm"), "train", "one", "--nproc", "2", "--seq-len", "999"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert r.returncode == 1 and "seq-len must be between" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    p = subprocess.Popen([str(BIN / "cllm"), "train", "two", "--nproc", "2", "--batch-size", "4", "--seq-len", "32", "--epochs", "1000", "--save-every", "100000"],
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    p = subprocess.Popen(
+        [
+            str(BIN / "cllm"),
+            "train",
+            "two",
+            "--nproc",
+            "2",
+            "--batch-size",
+            "4",
+            "--seq-len",
+            "32",
+            "--epochs",
+            "1000",
+            "--save-every",
+            "100000",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     hist = ws.path("two") / "history" / "steps.csv"
     deadline = time.time() + 120
-    while time.time() < deadline and (not hist.exists() or len(hist.read_text().splitlines()) < 5): time.sleep(0.1)
-    t0 = time.time(); os.killpg(p.pid, signal.SIGINT)                          # Ctrl-C reaches the whole process group
+    while time.time() < deadline and (not hist.exists() or len(hist.read_text().splitlines()) < 5):
+        time.sleep(0.1)
+    t0 = time.time()
+    os.killpg(p.pid, signal.SIGINT)                          # Ctrl-C reaches the whole process group
     out, err = p.communicate(timeout=60)
     assert p.returncode == 130 and time.time() - t0 < 30, (p.returncode, err[-2000:])
     st = ws.read_state("two")
@@ -129,9 +177,11 @@ def test_panel_with_two_processes(ws):
     panel.train.start()
     hist = ws.path("one") / "history" / "steps.csv"
     deadline = time.time() + 120
-    while time.time() < deadline and len(panel.train.plot.live["y"]) < 3: time.sleep(0.2)
-    assert len(panel.train.plot.live["y"]) >= 3                                      # the plot follows the run's history
-    panel.train.stop(); panel.wait(60)
+    while time.time() < deadline and len(panel.train.plot.live["y"]) < 3:
+        time.sleep(0.2)
+    assert len(panel.train.plot.live["y"]) >= 3  # the plot follows the run's history
+    panel.train.stop()
+    panel.wait(60)
     assert "stopped" in panel.message.value, panel.message.value
     st = ws.read_state("one")
     assert st["steps"] >= 3 and len(losses(ws, "one")) == st["steps"] and not panel.train.start_btn.disabled

@@ -26,7 +26,9 @@ def plain(page) -> str:
 
 
 def test_readme_matches_index():
-    r = subprocess.run([sys.executable, str(ROOT / "tools" / "make_readme.py"), "--check"], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "make_readme.py"), "--check"], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
     head = (ROOT / "README.md").read_text().splitlines()[:12]
     assert any("make demo" in l for l in head) and any("make test" in l for l in head)
@@ -91,6 +93,10 @@ def test_api_reference_lists_every_public_method(site):
         text = (site / f"{page}.html").read_text()
         heads = {html.unescape(re.sub("<[^>]+>", "", h)).strip()
                  for h in re.findall(r"<h[234][^>]*>(.*?)</h[234]>", text)}
-        if name not in heads or not doc or " ".join(doc.replace("`", "").split())[:40] not in plain(site / f"{page}.html"):
+        if (
+            name not in heads
+            or not doc
+            or " ".join(doc.replace("`", "").split())[:40] not in plain(site / f"{page}.html")
+        ):
             missing.append(name)
     assert not missing, f"no API entry with its docstring for: {', '.join(missing)}"

@@ -5,7 +5,15 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 from crystalline_nb.model import CLLM
-from crystalline_nb.config import CLLMConfig, param_count, preset, PRESETS, POSITIONALS, ATTENTION_BIASES, EMBEDDING_INITS
+from crystalline_nb.config import (
+    CLLMConfig,
+    param_count,
+    preset,
+    PRESETS,
+    POSITIONALS,
+    ATTENTION_BIASES,
+    EMBEDDING_INITS,
+)
 
 SMALL = CLLMConfig(vocab_size=259, d_model=32, n_layer=2, n_head=2, d_ff=64, max_seq_len=64)
 COMBOS = list(itertools.product(EMBEDDING_INITS, POSITIONALS, ATTENTION_BIASES))
@@ -16,7 +24,8 @@ def _corpus(T=32, B=8):
     text = ("the crystal lattice keeps time like a clock. " * 20).encode()
     ids = torch.tensor(list(text)) + 3
     starts = torch.randint(0, len(ids) - T - 1, (B,), generator=torch.Generator().manual_seed(0))
-    x = torch.stack([ids[s:s + T] for s in starts]); y = torch.stack([ids[s + 1:s + T + 1] for s in starts])
+    x = torch.stack([ids[s:s + T] for s in starts])
+    y = torch.stack([ids[s + 1:s + T + 1] for s in starts])
     return x, y
 
 
@@ -29,7 +38,9 @@ def test_loss_falls_for_every_option(init, pos, bias):
     losses = []
     for _ in range(40):
         _, loss = m(x, y)
-        opt.zero_grad(); loss.backward(); opt.step()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
         losses.append(loss.item())
     assert all(math.isfinite(l) for l in losses)
     assert losses[-1] < 0.5 * losses[0], (losses[0], losses[-1])
@@ -51,12 +62,18 @@ def test_preset_param_count(name):
 
 
 @settings(max_examples=25, deadline=None)
-@given(cut=st.integers(1, 19), seed=st.integers(0, 1000), pos=st.sampled_from(POSITIONALS), bias=st.sampled_from(ATTENTION_BIASES))
+@given(
+    cut=st.integers(1, 19),
+    seed=st.integers(0, 1000),
+    pos=st.sampled_from(POSITIONALS),
+    bias=st.sampled_from(ATTENTION_BIASES),
+)
 def test_causal(cut, seed, pos, bias):
     torch.manual_seed(seed)
     m = CLLM(replace(SMALL, positional=pos, attention_bias=bias)).eval()
     a = torch.randint(0, 259, (2, 20))
-    b = a.clone(); b[:, cut:] = torch.randint(0, 259, (2, 20 - cut))
+    b = a.clone()
+    b[:, cut:] = torch.randint(0, 259, (2, 20 - cut))
     with torch.no_grad():
         assert torch.equal(m(a)[:, :cut], m(b)[:, :cut])
 
@@ -68,17 +85,24 @@ def test_growth_keeps_logits_after_training(pos, bias):
     opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
     x, y = _corpus()
     for _ in range(5):
-        _, loss = m(x, y); opt.zero_grad(); loss.backward(); opt.step()
+        _, loss = m(x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
     m.eval()
-    with torch.no_grad(): before_logits, before_loss = m(x, y)
+    with torch.no_grad():
+        before_logits, before_loss = m(x, y)
     assert m.grow(5) == 3
-    with torch.no_grad(): after_logits, after_loss = m(x, y)
+    with torch.no_grad():
+        after_logits, after_loss = m(x, y)
     assert m.cfg.n_layer == 5 and len(m.blocks) == 5
     assert torch.allclose(before_logits, after_logits, atol=1e-6, rtol=0)
     assert abs(before_loss.item() - after_loss.item()) < 1e-6
     assert m.n_params == param_count(m.cfg)
     # the grown model still trains (new blocks receive gradients)
-    m.train(); _, loss = m(x, y); loss.backward()
+    m.train()
+    _, loss = m(x, y)
+    loss.backward()
     assert m.blocks[-1].attn.proj.weight.grad.abs().sum() > 0
 
 
@@ -102,8 +126,14 @@ def test_no_overflow_for_extreme_ids_and_positions():
 
 
 def test_seq_len_limit_and_bad_configs():
-    for bad, msg in [(dict(d_model=30, n_head=4), "divisible"), (dict(n_layer=0), "n_layer"), (dict(vocab_size=-1), "vocab_size"),
-                     (dict(attention_bias="cymatic"), "attention_bias"), (dict(d_model=10**9), "d_model"), (dict(n_layer=2.5), "integer")]:
+    for bad, msg in [
+        (dict(d_model=30, n_head=4), "divisible"),
+        (dict(n_layer=0), "n_layer"),
+        (dict(vocab_size=-1), "vocab_size"),
+        (dict(attention_bias="cymatic"), "attention_bias"),
+        (dict(d_model=10**9), "d_model"),
+        (dict(n_layer=2.5), "integer"),
+    ]:
         with pytest.raises(ValueError, match=msg):
             replace(SMALL, **bad)
 
@@ -125,7 +155,9 @@ def test_model_without_biases_trains_grows_and_counts(pos):
         losses.append(loss.item())
     assert losses[-1] < 0.8 * losses[0]
     m.eval()
-    with torch.no_grad(): before = m(x)
+    with torch.no_grad():
+        before = m(x)
     m.grow(4)
-    with torch.no_grad(): assert torch.allclose(before, m(x), atol=1e-6, rtol=0)
+    with torch.no_grad():
+        assert torch.allclose(before, m(x), atol=1e-6, rtol=0)
     assert m.n_params == param_count(m.cfg)

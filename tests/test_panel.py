@@ -1,11 +1,15 @@
-"The panel's handlers, called as the buttons call them (no browser): every action changes the workspace as the CLI would."
+"""The panel's handlers, called as the buttons call them (no browser): every action changes the workspace as the CLI
+would."""
+
 import re, time
 from pathlib import Path
 import pytest
 from crystalline_nb.panel import ControlPanel, _safe_filename
 from crystalline_nb.workspace import Workspace
 
-CORPUS = "".join(f"Line {i}: the clock lattice has twelve, sixty, sixty and one hundred positions.\n" for i in range(200)).encode()
+CORPUS = "".join(
+    f"Line {i}: the clock lattice has twelve, sixty, sixty and one hundred positions.\n" for i in range(200)
+).encode()
 text = lambda w: re.sub("<[^>]+>", "", w.value)
 
 
@@ -23,7 +27,12 @@ def test_a_preset_resets_the_form_marks_changes_says_the_size_and_create_clears_
     p = ControlPanel(home)
     m = p.models
     (tmp_path / "c.txt").write_text("clock lattice " * 400)
-    m.new_tokenizer.value, m.new_corpus.value, m.new_pos.value, m.new_bias.value = "bpe", str(tmp_path), "clock", "angular"
+    m.new_tokenizer.value, m.new_corpus.value, m.new_pos.value, m.new_bias.value = (
+        "bpe",
+        str(tmp_path),
+        "clock",
+        "angular",
+    )
     m.new_vocab.value = 300
     assert {"tokenizer", "positional", "attention_bias", "vocab_size"} <= set(m.changed())
     assert "cllm-changed" in m.new_pos._dom_classes and "cllm-changed" not in m.new_layers._dom_classes
@@ -48,7 +57,9 @@ def test_create_and_bad_input_shown_in_one_line(panel):
     for name, msg in [("toy", "already exists"), ("../x", "invalid model name"), ("", "invalid model name")]:
         panel.models.new_name.value = name
         panel.models.create()
-        assert msg in text(panel.message) and text(panel.message).startswith("error:") and "\n" not in text(panel.message)
+        assert (
+            msg in text(panel.message) and text(panel.message).startswith("error:") and "\n" not in text(panel.message)
+        )
     panel.models.new_name.value = "b"
     panel.models.new_tokenizer.value = "bpe"
     panel.models.create()
@@ -68,9 +79,15 @@ def test_upload_goes_through_ingestion(panel):
     assert " ingest toy" in text(panel.cli)
     panel.data.upload([dict(name="again.txt", content=CORPUS)])
     assert "1 already in the queue" in text(panel.message)
-    short = b"<html><body><main><p>" + b"A page of 115 characters, less main text than any route accepts. " * 2 + b"</p></main></body></html>"
+    short = (
+        b"<html><body><main><p>"
+        + b"A page of 115 characters, less main text than any route accepts. " * 2
+        + b"</p></main></body></html>"
+    )
     panel.data.upload([dict(name="short.html", content=short)])
-    assert "too short" in text(panel.message) and "an HTML page needs 200" in text(panel.message)   # the crawler's rule too
+    assert "too short" in text(panel.message) and "an HTML page needs 200" in text(
+        panel.message
+    )  # the crawler's rule too
     table = panel.data.queue_table.value                                      # the refusals are listed with reasons
     assert "2 refused sources, with the reasons" in table and "pic.png" in table and "unsupported file type" in table
     assert table.index("short.html") < table.index("pic.png")                  # the latest first
@@ -88,9 +105,15 @@ def test_train_stop_and_disk(panel):
     panel.train.batch.value, panel.train.seq.value, panel.train.epochs.value, panel.train.lr.value = 4, 32, 30, 3e-3
     assert "train toy --epochs 30 --batch-size 4 --seq-len 32 --lr 3.00e-03" in text(panel.cli)
     panel.train.start()
-    assert panel.train.thread.is_alive() and panel.train.start_btn.disabled and not panel.train.stop_btn.disabled and panel.model.disabled
+    assert (
+        panel.train.thread.is_alive()
+        and panel.train.start_btn.disabled
+        and not panel.train.stop_btn.disabled
+        and panel.model.disabled
+    )
     deadline = time.time() + 120
-    while len(panel.train.plot.live["y"]) < 5 and time.time() < deadline: time.sleep(0.05)
+    while len(panel.train.plot.live["y"]) < 5 and time.time() < deadline:
+        time.sleep(0.05)
     assert len(panel.train.plot.live["y"]) >= 5
     panel.train.start()
     assert "already running" in text(panel.message)
@@ -161,11 +184,11 @@ def test_state_belongs_to_the_selected_model(home):
     assert "not trained yet" in text(p.train.status)
     p.train.nproc.value = 2
     p.model.value = "second"
-    assert text(p.message) == "" and "first" not in text(p.cli) and p.train.nproc.value == 1   # nothing of 'first' stays
+    assert text(p.message) == "" and "first" not in text(p.cli) and p.train.nproc.value == 1  # nothing of 'first' stays
     assert text(p.train.status).startswith("second has not trained yet")
     p.models.new_name.value = "first"
     p.models.create()
-    assert "already exists" in text(p.message) and " new first " in text(p.cli)          # the shell line of the refused create
+    assert "already exists" in text(p.message) and " new first " in text(p.cli)  # the shell line of the refused create
     p.gen.top_p.value = 0.95
     p.data.upload([dict(name="c.txt", content=CORPUS)])
     p.train.epochs.value, p.train.batch.value, p.train.seq.value = 0.0500006, 4, 32
@@ -175,7 +198,8 @@ def test_state_belongs_to_the_selected_model(home):
     assert all(w.disabled for w in (p.train.lr, p.train.epochs, p.train.batch)) and "fixed" in p.train.locked_note.value
     assert p.gen.button.disabled and "waits for the training run" in p.gen.note.value
     deadline = time.time() + 120
-    while "MFU" not in p.train.status.value and time.time() < deadline: time.sleep(0.05)
+    while "MFU" not in p.train.status.value and time.time() < deadline:
+        time.sleep(0.05)
     assert "<abbr title='model FLOPs utilisation" in p.train.status.value
     p.train.stop()
     p.wait(60)

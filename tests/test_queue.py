@@ -1,4 +1,6 @@
-"Per-model queues: every kind of input, bad input with one reason each, bounded memory, isolation, concurrency and crashes."
+"""Per-model queues: every kind of input, bad input with one reason each, bounded memory, isolation, concurrency and
+crashes."""
+
 import json, os, signal, subprocess, sys, textwrap, time, tracemalloc
 from pathlib import Path
 import numpy as np
@@ -20,7 +22,9 @@ def ws(home):
 def texts_of(q):
     "Decoded documents of the queue, per source."
     c, tok = q.corpus(), q.tokenizer
-    return {r["source"]: tok.decode(c.read(int(c.starts[i]), int(c.starts[i + 1])).tolist()) for i, r in enumerate(c.rows)}
+    return {
+        r["source"]: tok.decode(c.read(int(c.starts[i]), int(c.starts[i + 1])).tolist()) for i, r in enumerate(c.rows)
+    }
 
 
 def test_every_supported_kind(ws, tmp_path):
@@ -33,7 +37,11 @@ def test_every_supported_kind(ws, tmp_path):
     (d / "a.txt").write_text("Plain text about clocks.\n")
     (d / "b.md").write_text("# Heading\n\nMarkdown *body*.\n")
     (d / "c.py").write_text("def f(x):\n    return x + 1\n")
-    (d / "d.html").write_text("<html><body><nav>Menu | Login</nav><main><p>" + "Main article text about crystal lattices. " * 6 + "</p></main></body></html>")
+    (d / "d.html").write_text(
+        "<html><body><nav>Menu | Login</nav><main><p>"
+        + "Main article text about crystal lattices. " * 6
+        + "</p></main></body></html>"
+    )
     (d / "e.json").write_text(json.dumps([{"text": "first json doc"}, {"text": "second json doc"}]))
     (d / "f.jsonl").write_text('{"text": "line one"}\n{"content": "line two"}\n')
     (d / "README").write_text("no suffix is read as text\n")
@@ -93,7 +101,8 @@ def test_unreadable_file(ws, tmp_path, monkeypatch):
     import builtins
     real_open = builtins.open
     def deny(p, *a, **k):
-        if str(p) == str(f): raise PermissionError(13, "Permission denied")
+        if str(p) == str(f):
+            raise PermissionError(13, "Permission denied")
         return real_open(p, *a, **k)
     monkeypatch.setattr(builtins, "open", deny)
     rep = ws.queue("m").add_paths([f])
@@ -112,7 +121,9 @@ def test_dedup_isolation_rename_delete(ws, tmp_path):
     assert ws.queue("other").rows() == []                               # queues never mix
     assert len(ws.queue("other").add_paths([f]).added) == 1             # dedup is per model
     ws.rename("m", "m2")
-    assert len(ws.queue("m2").rows()) == 1 and ws.queue("m2").corpus().read(0, 6).tolist() == ByteTokenizer().encode("shared")
+    assert len(ws.queue("m2").rows()) == 1 and ws.queue("m2").corpus().read(0, 6).tolist() == ByteTokenizer().encode(
+        "shared"
+    )
     ws.delete("m2")
     assert not (ws.models_dir / "m2").exists() and len(ws.queue("other").rows()) == 1
 
@@ -134,7 +145,8 @@ def test_inbox(ws):
 def test_many_small_files_fast_with_progress(ws, tmp_path):
     d = tmp_path / "many"
     d.mkdir()
-    for i in range(3000): (d / f"f{i:05d}.txt").write_text(f"small file number {i}\n")
+    for i in range(3000):
+        (d / f"f{i:05d}.txt").write_text(f"small file number {i}\n")
     calls = []
     rep = ws.queue("m").add_paths([d], progress=lambda **k: calls.append(k))
     assert len(rep.added) == 3000 and not rep.rejected
@@ -147,7 +159,8 @@ def test_large_file_bounded_memory(ws, tmp_path, one_line):
     f = tmp_path / "big.txt"
     line = "the clock ticks and the lattice hums " * 3
     with open(f, "w") as fh:
-        for _ in range(300_000): fh.write(line + (" " if one_line else "\n"))
+        for _ in range(300_000):
+            fh.write(line + (" " if one_line else "\n"))
     size = f.stat().st_size
     assert size > 30_000_000
     tracemalloc.start()
@@ -161,7 +174,9 @@ def test_large_file_bounded_memory(ws, tmp_path, one_line):
 def test_import_between_tokenizers(home, tmp_path):
     ws = Workspace(home)
     ws.create("src", preset_name="nano")
-    ws.create("dst", preset_name="nano", tokenizer="bpe", texts=["the crystal clock ticks twelve times"] * 30, vocab_size=300)
+    ws.create(
+        "dst", preset_name="nano", tokenizer="bpe", texts=["the crystal clock ticks twelve times"] * 30, vocab_size=300
+    )
     (tmp_path / "a.jsonl").write_text('{"text": "doc one"}\n{"text": "doc two ünïcode"}\n')
     ws.queue("src").add_paths([tmp_path / "a.jsonl"])
     rep = ws.queue("dst").import_from(ws.queue("src"), "src")
@@ -172,10 +187,12 @@ def test_import_between_tokenizers(home, tmp_path):
 
 def test_epoch_plan_and_accumulation(ws):
     q = ws.queue("m")
-    for i in range(10): q.add_text(f"tiny input {i}.", source=f"t{i}")   # small inputs accumulate
+    for i in range(10):
+        q.add_text(f"tiny input {i}.", source=f"t{i}")   # small inputs accumulate
     n = len(q.corpus())
     assert missing_tokens(n - 1, 8, 32) == 8 * 32 - (n - 1) > 0          # not yet a full batch of 8x32
-    for i in range(40): q.add_text(f"more tiny input number {i}.", source=f"u{i}")
+    for i in range(40):
+        q.add_text(f"more tiny input number {i}.", source=f"u{i}")
     c = q.corpus()
     plan = EpochPlan(len(c), 32, seed=0, epoch=0)
     assert missing_tokens(plan.n_train, 8, 32) == 0
@@ -204,7 +221,8 @@ def test_concurrent_ingest_while_reading(ws, tmp_path):
             seg = data[int(c.starts[i]):int(c.starts[i + 1])]
             assert len(seg) == r["tokens"] and seg[-1] == 2 and (seg[:-1] != 2).all()
         seen = len(rows)
-        if p.poll() is not None and seen < 150: break
+        if p.poll() is not None and seen < 150:
+            break
     assert p.wait() == 0 and len(q.rows()) == 150
 
 
@@ -213,7 +231,12 @@ def test_killed_ingest_leaves_consistent_queue(ws, tmp_path):
     big.write_text("some words to ingest again and again\n" * 400_000)
     ws.queue("m").add_text("kept before the crash", source="before")
     for delay in (0.3, 0.8, 1.5):
-        p = subprocess.Popen([str(BIN / "cllm"), "add", "m", str(big)], env=cllm_env(ws.home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        p = subprocess.Popen(
+            [str(BIN / "cllm"), "add", "m", str(big)],
+            env=cllm_env(ws.home),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(delay)
         p.send_signal(signal.SIGKILL)
         p.wait()
@@ -222,7 +245,8 @@ def test_killed_ingest_leaves_consistent_queue(ws, tmp_path):
         assert rows[0]["source"] == "before" and len(rows) <= 2
         c = q.corpus()
         assert c.read(0, len(c))[-1] == 2                                   # every visible source is whole
-        if len(rows) == 2: break
+        if len(rows) == 2:
+            break
     rep = ws.queue("m").add_paths([big])                                    # the queue still works afterwards
     assert len(rep.added) + len(rep.duplicates) == 1
 
@@ -230,18 +254,31 @@ def test_killed_ingest_leaves_consistent_queue(ws, tmp_path):
 def test_cli_queue_and_show(ws, tmp_path, capsys):
     from crystalline_nb.cli import main
     (tmp_path / "a.txt").write_text("a small file\n")
-    r = subprocess.run([str(BIN / "cllm"), "add", "m", str(tmp_path / "a.txt")], env=cllm_env(ws.home), capture_output=True, text=True)
+    r = subprocess.run(
+        [str(BIN / "cllm"), "add", "m", str(tmp_path / "a.txt")], env=cllm_env(ws.home), capture_output=True, text=True
+    )
     assert r.returncode == 0 and "added 1 source" in r.stdout
-    r = subprocess.run([str(BIN / "cllm"), "queue", "m", "--json"], env=cllm_env(ws.home), capture_output=True, text=True)
+    r = subprocess.run(
+        [str(BIN / "cllm"), "queue", "m", "--json"], env=cllm_env(ws.home), capture_output=True, text=True
+    )
     data = json.loads(r.stdout)
     assert data["summary"]["sources"] == 1 and data["sources"][0]["status"] == "pending"
-    r = subprocess.run([str(BIN / "cllm"), "show", "m", "--json"], env=cllm_env(ws.home), capture_output=True, text=True)
+    r = subprocess.run(
+        [str(BIN / "cllm"), "show", "m", "--json"], env=cllm_env(ws.home), capture_output=True, text=True
+    )
     assert json.loads(r.stdout)["queue"]["tokens"] == len("a small file") + 1
     assert main(["--home", str(ws.home), "queue", "m", "--rejected"]) == 0                 # in-process: the same entry
     assert capsys.readouterr().out.strip() == "m: nothing was refused"
-    r = subprocess.run([str(BIN / "cllm"), "add", "m", str(tmp_path / "nope.txt")], env=cllm_env(ws.home), capture_output=True, text=True)
+    r = subprocess.run(
+        [str(BIN / "cllm"), "add", "m", str(tmp_path / "nope.txt")],
+        env=cllm_env(ws.home),
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 1 and r.stderr.strip() == f"error: {tmp_path / 'nope.txt'}: no such file or directory"
-    r = subprocess.run([str(BIN / "cllm"), "import-queue", "m", "--from", "m"], env=cllm_env(ws.home), capture_output=True, text=True)
+    r = subprocess.run(
+        [str(BIN / "cllm"), "import-queue", "m", "--from", "m"], env=cllm_env(ws.home), capture_output=True, text=True
+    )
     assert r.returncode == 1 and r.stderr.startswith("error:")
     (tmp_path / "pics").mkdir()
     (tmp_path / "pics" / "b.png").write_bytes(b"\x89PNG\x00")
@@ -265,7 +302,8 @@ def test_readding_a_folder_reads_only_what_changed_and_logs_refusals_once(ws, tm
     import crystalline_nb.readahead as qm  # FilePieces reads the files through it
     d = tmp_path / "big"
     d.mkdir()
-    for i in range(30): (d / f"n{i:02}.txt").write_text(f"note {i}: the clock ticks {i} times.\n")
+    for i in range(30):
+        (d / f"n{i:02}.txt").write_text(f"note {i}: the clock ticks {i} times.\n")
     (d / "pic.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
     q = ws.queue("m")
     r1 = q.add_paths([d])
@@ -275,21 +313,24 @@ def test_readding_a_folder_reads_only_what_changed_and_logs_refusals_once(ws, tm
     monkeypatch.setattr(qm, "extract", lambda f: (reads.append(f), real(f))[1])
     (d / "n05.txt").write_text("note 5, rewritten: the clock now ticks backwards.\n")
     r2 = q.add_paths([d])
-    assert [Path(f).name for f in reads] == ["n05.txt"]                       # unchanged files are not read again, refused or not
+    assert [Path(f).name for f in reads] == ["n05.txt"]  # unchanged files are not read again, refused or not
     assert len(r2.added) == 1 and len(r2.duplicates) == 29
     q.add_paths([d])
     assert len(q.rejected()) == 1 and ws.queue_summary("m")["rejected"] == 1   # the same refusal is logged once
     assert [r["id"] for r in q.rows()] == list(range(31))
     (d / "tiny.txt").write_text("hi\n")
     assert "too short" in q.add_paths([d], min_chars=5).rejected[-1][1]
-    assert any(r["source"].endswith("tiny.txt") for r in q.add_paths([d], min_chars=1).added)   # a setting changed: read again
+    assert any(
+        r["source"].endswith("tiny.txt") for r in q.add_paths([d], min_chars=1).added
+    )  # a setting changed: read again
 
 
 def test_ctrl_c_keeps_the_sources_read_whole(ws):
     q = ws.queue("m")
     def src(i):
         def pieces():
-            if i == 6: raise KeyboardInterrupt
+            if i == 6:
+                raise KeyboardInterrupt
             yield f"source {i} says the lattice has {i} rings.\n"
         return (f"s{i}", "text", pieces)
     rep = q.add(src(i) for i in range(10))
@@ -316,14 +357,27 @@ def test_two_open_ingestions_never_store_a_text_twice(ws):
 
 
 def test_near_duplicates_are_reported_with_a_switch(ws, home):
-    para = lambda c, i: f"Chapter {c}, paragraph {i}: the lattice turns its rings at {c * 10 + i} different speeds today."
+    para = (
+        lambda c, i: f"Chapter {c}, paragraph {i}: the lattice turns its rings at {c * 10 + i} different speeds today."
+    )
     chapters = {f"ch{c}": "\n\n".join(para(c, i) for i in range(5)) for c in range(1, 4)}
-    whole = "# The book\n\n" + "\n\n".join(chapters.values()) + "\n\nA closing note that appears nowhere else at all, truly."
+    whole = (
+        "# The book\n\n"
+        + "\n\n".join(chapters.values())
+        + "\n\nA closing note that appears nowhere else at all, truly."
+    )
     q = ws.queue("m")
-    for name, text in chapters.items(): q.add_text(text, source=name)
+    for name, text in chapters.items():
+        q.add_text(text, source=name)
     rep = q.add_text(whole, source="print")
-    assert not rep.added and rep.duplicates[0][0] == "print" and "ch1 and 2 other sources: a near-duplicate, 9" in rep.duplicates[0][1]
-    mixed = "\n\n".join([para(1, 0), para(1, 1)] + [f"A new paragraph number {i} with enough words to count as one." for i in range(4)])
+    assert (
+        not rep.added
+        and rep.duplicates[0][0] == "print"
+        and "ch1 and 2 other sources: a near-duplicate, 9" in rep.duplicates[0][1]
+    )
+    mixed = "\n\n".join(
+        [para(1, 0), para(1, 1)] + [f"A new paragraph number {i} with enough words to count as one." for i in range(4)]
+    )
     assert q.add_text(mixed, source="mixed").added                                   # 2 of 6 paragraphs seen: kept
     assert q.add_text(whole, source="print", near_duplicates=False).added            # the switch
     ws.create("rev", preset_name="nano")
@@ -332,7 +386,10 @@ def test_near_duplicates_are_reported_with_a_switch(ws, home):
     reps = [r.add_text(t, source=n) for n, t in chapters.items()]
     assert all(not x.added and "print: a near-duplicate, 100%" in x.duplicates[0][1] for x in reps)
     with r.ingestion() as ing:                                        # a later ingestion reads them from disk
-        assert ing.add("again", "text", lambda: iter([chapters["ch2"] + "\n\nplus one more short line."]))[0] == "duplicate"
+        assert (
+            ing.add("again", "text", lambda: iter([chapters["ch2"] + "\n\nplus one more short line."]))[0]
+            == "duplicate"
+        )
 
 
 def test_near_duplicates_within_one_ingestion_and_from_another_open_one(ws):
@@ -358,10 +415,13 @@ def test_near_duplicates_within_one_ingestion_and_from_another_open_one(ws):
 def test_cli_ctrl_c_keeps_the_files_read_whole_and_a_rerun_goes_on(ws, tmp_path):
     d = tmp_path / "folder"
     d.mkdir()
-    for i in range(20): (d / f"a{i:02}.txt").write_text(f"small file {i} about the clock lattice.\n")
+    for i in range(20):
+        (d / f"a{i:02}.txt").write_text(f"small file {i} about the clock lattice.\n")
     (d / "z_big.txt").write_text(("a long line of text about rings and clocks. " * 200 + "\n") * 4000)  # about 36 MB
     env = cllm_env(ws.home)
-    p = subprocess.Popen([str(BIN / "cllm"), "add", "m", str(d)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [str(BIN / "cllm"), "add", "m", str(d)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     shards = ws.path("m") / "queue" / "shards"
     deadline = time.time() + 60
 
@@ -464,7 +524,10 @@ def test_reading_processes_store_the_same_as_reading_here(home, tmp_path, monkey
     assert results["here"] == results["ahead"] == results["big_ones"]
     rows, texts, rejected, dups, _ = results["ahead"]
     assert [Path(r["source"]).name for r in rows] == ["a.txt", "b.py", "c.html", "d.jsonl", "z.txt"]
-    assert [(Path(s).name, r.split(" (")[0]) for s, r in rejected] == [("e.txt", "not valid UTF-8"), ("f.txt", "empty file")]
+    assert [(Path(s).name, r.split(" (")[0]) for s, r in rejected] == [
+        ("e.txt", "not valid UTF-8"),
+        ("f.txt", "empty file"),
+    ]
     assert [(Path(s).name, Path(o).name) for s, o in dups][0] == ("g.txt", "a.txt") and len(dups) == 2
     assert "h.md" in dups[1][0] and "near-duplicate" in dups[1][1]
     b = texts[str((d / "b.py").resolve())]
@@ -559,7 +622,7 @@ def test_reading_processes_run_this_package_not_files_in_the_current_folder(home
 
 
 def _stored(w: Workspace, name: str, d: Path) -> tuple[tuple, Queue]:
-    "Folder `d` added to a new model `name`: its rows, tokens, refusals, duplicates and paragraph records, and its queue."
+    "Folder `d` added to a new model `name`: its rows, tokens, refusals, duplicates and paragraph records, its queue."
     w.create(name, preset_name="nano")
     rep = w.queue(name).add_paths([d])
     q = w.queue(name)

@@ -11,16 +11,20 @@ from crystalline_nb.config import POSITIONALS, ATTENTION_BIASES, EMBEDDING_INITS
 @pytest.mark.parametrize("init,pos,bias", list(itertools.product(EMBEDDING_INITS, POSITIONALS, ATTENTION_BIASES)))
 def test_save_load_bit_exact(home, init, pos, bias):
     ws = Workspace(home)
-    lm = ws.create("m", preset_name="nano", embedding_init=init, positional=pos, attention_bias=bias, d_ff=100, target_epochs=7)
+    lm = ws.create(
+        "m", preset_name="nano", embedding_init=init, positional=pos, attention_bias=bias, d_ff=100, target_epochs=7
+    )
     with torch.no_grad():
-        for p in lm.model.parameters(): p.add_(torch.randn_like(p))   # every tensor, LayerNorms included, non-default
+        for p in lm.model.parameters():
+            p.add_(torch.randn_like(p))   # every tensor, LayerNorms included, non-default
     lm.state.update(epochs_trained=2.5, tokens_seen=12345, steps=77)
     lm.state["training"].update(batch_size=3, seq_len=17, lr=1.5e-4)
     ws.save(lm)
     back = ws.load("m")
     a, b = lm.model.state_dict(), back.model.state_dict()
     assert a.keys() == b.keys()
-    for k in a: assert torch.equal(a[k], b[k]), k
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
     assert back.config == lm.config and back.config.d_ff == 100
     assert back.state == lm.state
     assert back.tokenizer.kind == "byte"
@@ -48,14 +52,18 @@ def test_resolve_home(monkeypatch, tmp_path):
 def test_rename_copy_delete_move_everything(home):
     ws = Workspace(home)
     ws.create("a", preset_name="nano")
-    (ws.path("a") / "history").mkdir(); (ws.path("a") / "history" / "steps.csv").write_text("step,loss\n1,2.0\n")
+    (ws.path("a") / "history").mkdir()
+    (ws.path("a") / "history" / "steps.csv").write_text("step,loss\n1,2.0\n")
     ws.rename("a", "b")
     assert ws.names() == ["b"] and (ws.path("b") / "history" / "steps.csv").exists()
     ws.copy("b", "c")
     assert (ws.path("c") / "history" / "steps.csv").read_text() == "step,loss\n1,2.0\n"
-    with pytest.raises(ValueError, match="already exists"): ws.rename("b", "c")
-    with pytest.raises(ValueError, match="already exists"): ws.copy("b", "c")
-    with pytest.raises(ValueError, match="no model named"): ws.rename("zzz", "y")
+    with pytest.raises(ValueError, match="already exists"):
+        ws.rename("b", "c")
+    with pytest.raises(ValueError, match="already exists"):
+        ws.copy("b", "c")
+    with pytest.raises(ValueError, match="no model named"):
+        ws.rename("zzz", "y")
     ws.delete("b")
     assert ws.names() == ["c"]
     assert [p.name for p in ws.models_dir.iterdir() if not p.name.startswith(".busy")] == ["c"]
@@ -63,12 +71,15 @@ def test_rename_copy_delete_move_everything(home):
 
 def test_busy_model_cannot_be_renamed_or_deleted(home):
     import fcntl
-    ws = Workspace(home); ws.create("a", preset_name="nano")
+    ws = Workspace(home)
+    ws.create("a", preset_name="nano")
     with open(ws.path("a") / ".busy", "a+") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         # a lock held through another file description, as another process would hold it
-        with pytest.raises(ValueError, match="in use by another process"): ws.delete("a")
-        with pytest.raises(ValueError, match="in use by another process"): ws.rename("a", "b")
+        with pytest.raises(ValueError, match="in use by another process"):
+            ws.delete("a")
+        with pytest.raises(ValueError, match="in use by another process"):
+            ws.rename("a", "b")
     ws.rename("a", "b")
 
 
@@ -77,12 +88,15 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
     atomic_write_bytes(p, b"old")
     def boom(*a): raise OSError("disk full")
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError): atomic_write_bytes(p, b"new")
+    with pytest.raises(OSError):
+        atomic_write_bytes(p, b"new")
     assert p.read_bytes() == b"old"
     assert [x.name for x in tmp_path.iterdir()] == ["f.json"]
 
 
 def test_damaged_state_gives_one_line(home):
-    ws = Workspace(home); ws.create("a", preset_name="nano")
+    ws = Workspace(home)
+    ws.create("a", preset_name="nano")
     (ws.path("a") / "state.json").write_text("{not json")
-    with pytest.raises(ValueError, match="cannot read .*state.json"): ws.load("a")
+    with pytest.raises(ValueError, match="cannot read .*state.json"):
+        ws.load("a")

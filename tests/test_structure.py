@@ -1,4 +1,6 @@
-"The package's shape, checked from its source: methods defined where readers and the docs see them, layers that only import downwards, no reaching into another module's private names."
+"""The package's shape, checked from its source: methods defined where readers and the docs see them, layers that only
+import downwards, no reaching into another module's private names."""
+
 import ast
 from pathlib import Path
 import pytest
@@ -77,3 +79,18 @@ def test_one_statement_per_line_and_lines_within_120(mod):
             generated |= set(range(node.lineno, node.end_lineno + 1))
     long = [i for i, ln in enumerate(src.splitlines(), 1) if len(ln) > 120 and i not in generated]
     assert not long, f"{mod}: lines over 120 characters: {long}"
+
+
+HOUSE = sorted((PKG.parent / "tests").glob("*.py")) + sorted((PKG.parent / "bench").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", HOUSE, ids=[f"{p.parent.name}/{p.name}" for p in HOUSE])
+def test_tests_and_benchmarks_keep_the_house_rules(path):
+    "The same two rules in tests/ and bench/: one statement a line, lines within 120 characters."
+    import io, tokenize
+    src = path.read_text()
+    tokens = tokenize.generate_tokens(io.StringIO(src).readline)
+    semis = [t.start[0] for t in tokens if t.type == tokenize.OP and t.string == ";"]
+    assert not semis, f"{path.name}: semicolons on lines {semis}"
+    long = [i for i, ln in enumerate(src.splitlines(), 1) if len(ln) > 120]
+    assert not long, f"{path.name}: lines over 120 characters: {long}"

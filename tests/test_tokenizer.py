@@ -3,7 +3,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from crystalline_nb.tokenizer import ByteTokenizer, BPETokenizer, load_tokenizer
 
-BPE = BPETokenizer.train(["the crystal clock ticks twelve times; sixty minutes make the hour."] * 30 + ["ünïcödé 日本 🧪"], vocab_size=320)
+BPE = BPETokenizer.train(
+    ["the crystal clock ticks twelve times; sixty minutes make the hour."] * 30 + ["ünïcödé 日本 🧪"],
+    vocab_size=320,
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -42,8 +45,30 @@ def test_damaged_tokenizer_file(tmp_path):
         load_tokenizer(tmp_path / "t.json")
 
 
-PIECES = ["the", " crystal", "clock", " ", "  ", "\n", "\n\n", "\t", "ünïcödé", " 日本", "🧪", "12", " 345", "'s", "...",
-          "x", " (a)", "\r\n", "\u00a0", "don't", " ½", "é"]
+PIECES = [
+    "the",
+    " crystal",
+    "clock",
+    " ",
+    "  ",
+    "\n",
+    "\n\n",
+    "\t",
+    "ünïcödé",
+    " 日本",
+    "🧪",
+    "12",
+    " 345",
+    "'s",
+    "...",
+    "x",
+    " (a)",
+    "\r\n",
+    "\u00a0",
+    "don't",
+    " ½",
+    "é",
+]
 
 
 @settings(max_examples=200, deadline=None)

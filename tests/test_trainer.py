@@ -1,4 +1,6 @@
-"The trainer as users rely on it: the loss falls, epochs continue, resume is exact, kills lose nothing, growth keeps the loss."
+"""The trainer as users rely on it: the loss falls, epochs continue, resume is exact, kills lose nothing, growth keeps
+the loss."""
+
 import json, math, os, random, signal, subprocess, sys, textwrap, threading, time
 from pathlib import Path
 import numpy as np
@@ -10,7 +12,9 @@ from crystalline_nb.history import history, read_history, events
 import crystalline_nb.trainer as trainer_mod
 from conftest import BIN, cllm_env
 
-TEXT = "".join(f"Line {i}: the clock lattice has rings of twelve, sixty, sixty and one hundred positions.\n" for i in range(120))
+TEXT = "".join(
+    f"Line {i}: the clock lattice has rings of twelve, sixty, sixty and one hundred positions.\n" for i in range(120)
+)
 SETTINGS = dict(batch_size=4, seq_len=32, lr=3e-3, warmup=5, threads=1)
 
 
@@ -48,7 +52,7 @@ def test_loss_falls_and_epochs_persist(home):
     st = ws.read_state("m")
     assert st["epochs_trained"] == 2.0 and st["target_epochs"] == 2.0 and st["steps"] == s["steps"]
     assert st["training"]["batch_size"] == 4 and st["training"]["lr"] == 3e-3          # settings persist ...
-    s2 = Trainer(ws, "m", target_epochs=3).run()                                      # ... and are the next run's defaults
+    s2 = Trainer(ws, "m", target_epochs=3).run()  # ... and are the next run's defaults
     assert ws.read_state("m")["epochs_trained"] == 3.0
     assert s2["steps"] == s["steps"] // 2 or abs(s2["steps"] - s["steps"] / 2) <= 1     # one more epoch, not three
     with pytest.raises(TrainingError, match="below the 3.000 epochs already trained"):
@@ -59,12 +63,17 @@ def test_loss_falls_and_epochs_persist(home):
 
 
 def test_exact_resume_in_a_new_process(home, tmp_path):
-    ws = make(home, "a"); make(home, "b")
+    ws = make(home, "a")
+    make(home, "b")
     kw = dict(target_epochs=2, **SETTINGS)
-    r = run_proc(home, "a", kw, dict(max_steps=24)); assert r.returncode == 0, r.stderr
-    r = run_proc(home, "b", kw, dict(max_steps=12)); assert r.returncode == 0, r.stderr
-    r = run_proc(home, "b", kw, dict(max_steps=12)); assert r.returncode == 0, r.stderr
-    sa, la = losses(ws, "a"); sb, lb = losses(ws, "b")
+    r = run_proc(home, "a", kw, dict(max_steps=24))
+    assert r.returncode == 0, r.stderr
+    r = run_proc(home, "b", kw, dict(max_steps=12))
+    assert r.returncode == 0, r.stderr
+    r = run_proc(home, "b", kw, dict(max_steps=12))
+    assert r.returncode == 0, r.stderr
+    sa, la = losses(ws, "a")
+    sb, lb = losses(ws, "b")
     assert sa == sb == list(range(1, 25))
     assert la == lb                                                                     # bit-identical on CPU
     a, b = ws.load("a").model.state_dict(), ws.load("b").model.state_dict()
@@ -87,8 +96,9 @@ def test_batch_and_seq_len_change_keep_the_epoch_position(home, monkeypatch):
     plan_val = set()
     from crystalline_nb.epochs import EpochPlan
     p = EpochPlan(n, 32, 0, 0, holdout=ws.read_state("m")["holdout"])
-    for s, k in zip(p.val_starts, p.val_lens): plan_val.update(range(s, s + k))
-    assert sorted(pos.tolist()) == sorted(set(range(n - 1)) - plan_val)                 # every training position exactly once
+    for s, k in zip(p.val_starts, p.val_lens):
+        plan_val.update(range(s, s + k))
+    assert sorted(pos.tolist()) == sorted(set(range(n - 1)) - plan_val)  # every training position exactly once
 
 
 def test_data_added_during_an_epoch_joins_at_the_next(home):
@@ -98,7 +108,7 @@ def test_data_added_during_an_epoch_joins_at_the_next(home):
     assert ws.ledger("m")[1]["status"] == "pending"
     Trainer(ws, "m").run()
     st = ws.read_state("m")
-    assert st["epoch_rows"] == [1, 2]                                                  # epoch 1 had one source, epoch 2 both
+    assert st["epoch_rows"] == [1, 2]  # epoch 1 had one source, epoch 2 both
     led = ws.ledger("m")
     assert led[0]["epochs"] == 2.0 and led[1]["epochs"] == 1.0
 
@@ -129,8 +139,11 @@ def test_stop_returns_promptly_with_a_checkpoint(home):
     out = {}
     th = threading.Thread(target=lambda: out.update(tr.run()))
     th.start()
-    while len(steps) < 5: time.sleep(0.01)
-    t0 = time.time(); tr.stop(); th.join(10)
+    while len(steps) < 5:
+        time.sleep(0.01)
+    t0 = time.time()
+    tr.stop()
+    th.join(10)
     assert not th.is_alive() and time.time() - t0 < 5
     assert out["reason"] == "stop"
     assert ws.read_state("m")["steps"] == out["total_steps"] >= 5
@@ -166,26 +179,41 @@ def test_nan_stops_without_touching_the_checkpoint(home, monkeypatch):
 
 def test_sigkill_at_random_moments_loses_nothing(home):
     "Kill a training process many times mid-training; afterwards the losses equal those of an uninterrupted run."
-    ws = make(home, "ref"); make(home, "k")
+    ws = make(home, "ref")
+    make(home, "k")
     kw = dict(target_epochs=3, save_every=2, **SETTINGS)
-    r = run_proc(home, "ref", kw); assert r.returncode == 0, r.stderr
+    r = run_proc(home, "ref", kw)
+    assert r.returncode == 0, r.stderr
     ref_steps, ref_losses = losses(ws, "ref")
-    rows = lambda: len((ws.path("k") / "history" / "steps.csv").read_text().splitlines()) if (ws.path("k") / "history" / "steps.csv").exists() else 0
+    rows = lambda: (
+        len((ws.path("k") / "history" / "steps.csv").read_text().splitlines())
+        if (ws.path("k") / "history" / "steps.csv").exists()
+        else 0
+    )
     rng = random.Random(0)
     kills = 0
     while kills < 8:
         before = rows()
-        p = subprocess.Popen([sys.executable, "-c", RUN, str(home), "k", json.dumps(kw), "{}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        p = subprocess.Popen(
+            [sys.executable, "-c", RUN, str(home), "k", json.dumps(kw), "{}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.time() + 120
-        while p.poll() is None and rows() <= before and time.time() < deadline: time.sleep(0.02)   # wait until it trains
-        time.sleep(rng.uniform(0.0, 0.6))                                                         # then kill at a random moment
-        if p.poll() is not None: break                                                            # it finished first
-        p.send_signal(signal.SIGKILL); p.wait(); kills += 1
-        lm = ws.load("k")                                                                         # loads after every kill
+        while p.poll() is None and rows() <= before and time.time() < deadline:
+            time.sleep(0.02)   # wait until it trains
+        time.sleep(rng.uniform(0.0, 0.6))  # then kill at a random moment
+        if p.poll() is not None:
+            break                                                            # it finished first
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        kills += 1
+        lm = ws.load("k")  # loads after every kill
         steps, _ = losses(ws, "k")
-        assert steps == list(range(1, lm.state["steps"] + 1))                                     # no duplicated or missing rows
+        assert steps == list(range(1, lm.state["steps"] + 1))  # no duplicated or missing rows
     assert kills >= 5
-    r = run_proc(home, "k", kw); assert r.returncode == 0, r.stderr
+    r = run_proc(home, "k", kw)
+    assert r.returncode == 0, r.stderr
     steps, ls = losses(ws, "k")
     assert steps == ref_steps and ls == ref_losses
     raw = (ws.path("k") / "history" / "steps.csv").read_text().splitlines()[1:]
@@ -207,7 +235,12 @@ def test_cli_train_history_and_errors(home):
                       (["--heads", "4"], "heads 2 -> 4"), (["--batch-size", "0"], "batch-size must be between"),
                       (["--beta2", "1"], "beta2 must be in (0, 1)")]:
         r = cllm("train", "m", *args)
-        assert r.returncode == 1 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, (args, r.stderr)
+        assert (
+            r.returncode == 1
+            and msg in r.stderr
+            and len(r.stderr.strip().splitlines()) == 1
+            and "Traceback" not in r.stderr
+        ), (args, r.stderr)
     r = cllm("history", "m", "--format", "csv")
     assert r.returncode == 0 and r.stdout.splitlines()[0].startswith("time,epoch,step")
     data = json.loads(cllm("history", "m", "--format", "json").stdout)
@@ -217,12 +250,34 @@ def test_cli_train_history_and_errors(home):
 
 def test_cli_ctrl_c_stops_and_checkpoints(home):
     ws = make(home, text=TEXT * 20)
-    p = subprocess.Popen([str(BIN / "cllm"), "train", "m", "--epochs", "50", "--batch-size", "4", "--seq-len", "32", "--threads", "1", "--save-every", "100000"],
-                         env=cllm_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [
+            str(BIN / "cllm"),
+            "train",
+            "m",
+            "--epochs",
+            "50",
+            "--batch-size",
+            "4",
+            "--seq-len",
+            "32",
+            "--threads",
+            "1",
+            "--save-every",
+            "100000",
+        ],
+        env=cllm_env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while time.time() < deadline:
         time.sleep(0.5)
-        if (ws.path("m") / "history" / "steps.csv").exists() and len((ws.path("m") / "history" / "steps.csv").read_text().splitlines()) > 4: break
+        if (ws.path("m") / "history" / "steps.csv").exists() and len(
+            (ws.path("m") / "history" / "steps.csv").read_text().splitlines()
+        ) > 4:
+            break
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=20)
     assert p.returncode == 130, err
@@ -233,7 +288,9 @@ def test_cli_ctrl_c_stops_and_checkpoints(home):
 
 def test_cli_not_enough_data_no_hang(home):
     make(home, text="tiny")
-    r = subprocess.run([str(BIN / "cllm"), "train", "m"], capture_output=True, text=True, env=cllm_env(home), timeout=60)
+    r = subprocess.run(
+        [str(BIN / "cllm"), "train", "m"], capture_output=True, text=True, env=cllm_env(home), timeout=60
+    )
     assert r.returncode == 1 and "add" in r.stderr and "more tokens" in r.stderr
 
 
@@ -246,17 +303,20 @@ def test_reported_loss_is_the_optimised_one(home, monkeypatch):
         T = self.settings.seq_len
         n = len(x) // T * T
         with torch.no_grad():
-            was = self.lm.model.training; self.lm.model.eval()
+            was = self.lm.model.training
+            self.lm.model.eval()
             ref = torch.nn.functional.cross_entropy(self.lm.model(torch.from_numpy(x[:n].reshape(-1, T))).flatten(0, 1),
                                                     torch.from_numpy(y[:n].reshape(-1))).item() if n == len(x) else None
             self.lm.model.train(was)
         out = real(self, x, y)
-        if ref is not None: checks.append((ref, out[0]))
+        if ref is not None:
+            checks.append((ref, out[0]))
         return out
     monkeypatch.setattr(Trainer, "_step", step)
     Trainer(ws, "m", target_epochs=1, **SETTINGS).run(max_steps=10)
     assert len(checks) == 10
-    for ref, got in checks: assert abs(ref - got) < 1e-4
+    for ref, got in checks:
+        assert abs(ref - got) < 1e-4
     _, ls = losses(ws, "m")
     assert ls == [got for _, got in checks]
 
@@ -265,7 +325,11 @@ def test_demo_runs_and_continues(home, tmp_path):
     env = {**cllm_env(home), "CLLM_DEMO_SECONDS": "4"}
     r1 = subprocess.run([str(BIN / "cllm"), "demo"], capture_output=True, text=True, env=env, timeout=300)
     assert r1.returncode == 0, r1.stderr
-    assert "sample before" in r1.stdout and "sample after" in r1.stdout and "Python standard library docstrings" in r1.stdout
+    assert (
+        "sample before" in r1.stdout
+        and "sample after" in r1.stdout
+        and "Python standard library docstrings" in r1.stdout
+    )
     ws = Workspace(home)
     st1 = ws.read_state("demo")
     assert st1["epochs_trained"] > 0 and st1["steps"] > 0
@@ -275,5 +339,6 @@ def test_demo_runs_and_continues(home, tmp_path):
     assert st2["epochs_trained"] > st1["epochs_trained"] and st2["steps"] > st1["steps"]
     assert "Python standard library docstrings" not in r2.stdout                        # corpus ingested once
     ds = history(ws, "demo")
-    first_run = ds.loss.values[:st1["steps"]]; second_run = ds.loss.values[st1["steps"]:]
-    assert second_run[:5].mean() < first_run[:5].mean()                               # the second run starts where the first ended
+    first_run = ds.loss.values[:st1["steps"]]
+    second_run = ds.loss.values[st1["steps"]:]
+    assert second_run[:5].mean() < first_run[:5].mean()  # the second run starts where the first ended
