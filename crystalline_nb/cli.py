@@ -550,14 +550,18 @@ def _running_panel(record: Path) -> str | None:
 
 
 def _lab_settings(home: Path) -> dict:
-    "Environment for the panel's server: JupyterLab's news and update checks off (unless the user set a settings dir)."
+    """Environment for the panel's server (unless the user set a settings dir): JupyterLab's news and update checks off,
+    and comm messages sent to the kernel's main shell, not to subshells (JupyterLab 4.6 with ipykernel 7: after a page
+    reload the kernel drops comm messages sent to subshells it no longer knows, and the panel would stop answering)."""
     if os.environ.get("JUPYTERLAB_SETTINGS_DIR"):
         return {}
     d = home / ".jupyterlab-settings"
-    f = d / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
-    if not f.exists():
-        f.parent.mkdir(parents=True, exist_ok=True)
-        f.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    for name, value in (("notification", {"fetchNews": "false", "checkForUpdates": False}),
+                        ("kernels-settings", {"commsOverSubshells": "disabled"})):
+        f = d / "@jupyterlab" / "apputils-extension" / f"{name}.jupyterlab-settings"
+        if not f.exists():  # a setting the user changed since is kept
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_text(json.dumps(value))
     return {"JUPYTERLAB_SETTINGS_DIR": str(d)}
 
 

@@ -13,7 +13,7 @@ from .config import CLLMConfig, DEVICES, PRECISIONS
 # %% auto #0
 __all__ = ['DTYPES', 'GiB', 'DeviceError', 'available_devices', 'resolve_device', 'device_label', 'check_model_device',
            'resolve_precision', 'autocast', 'grad_scaler', 'use_fast_paths', 'fused_adamw', 'to_device', 'synchronize',
-           'matmul_peak', 'rng_state', 'set_rng_state', 'is_out_of_memory', 'memory_report']
+           'matmul_peak', 'mfu', 'rng_state', 'set_rng_state', 'is_out_of_memory', 'memory_report']
 
 # %% ../nbs/02_device.ipynb #8e31d284
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -149,28 +149,41 @@ _PEAK = {}
 
 
 def matmul_peak(device: torch.device | str = "cpu", precision: str = "fp32", n: int | None = None,
-                seconds: float = 0.3) -> float:
-    "Measured matrix-product FLOP/s of `device` at `precision` (cached per device, precision and CPU threads)."
+                seconds: float = 0.3, again: bool = False) -> float:
+    """Measured matrix-product FLOP/s of `device` at `precision`: the best of many timed products, so that a busy
+    moment cannot lower it (cached per device, precision and CPU threads; `again` measures anew and keeps the best)."""
     device = torch.device(device)
     key = (str(device), precision, torch.get_num_threads())
-    if key not in _PEAK:
+    if key not in _PEAK or again:
         if n is None:  # large enough to reach the peak; smaller for 16 bits on a CPU, where they are slow
             n = 4096 if device.type != "cpu" else (1024 if precision == "fp32" else 512)
         g = torch.Generator().manual_seed(0)  # its own generator: training's RNG stream stays untouched
         a, b = (torch.randn(n, n, generator=g).to(device, DTYPES[precision]) for _ in range(2))
         a @ b  # warm-up
         synchronize(device)
-        k, t0 = 0, time.perf_counter()
+        best, rounds, t0 = 0.0, 0, time.perf_counter()
         burst = 1 if device.type == "cpu" else 32  # a GPU queues work: time bursts, then wait for them
-        while time.perf_counter() - t0 < seconds:
+        while rounds < 5 or time.perf_counter() - t0 < seconds:
+            t = time.perf_counter()
             for _ in range(burst):
                 a @ b
-            k += burst
             synchronize(device)
-        _PEAK[key] = 2 * n**3 * k / (time.perf_counter() - t0)
+            best, rounds = max(best, 2 * n**3 * burst / (time.perf_counter() - t)), rounds + 1
         if device.type == "cpu" and precision != "fp32":
-            _PEAK[key] = max(_PEAK[key], matmul_peak(device, "fp32", seconds=seconds))
+            best = max(best, matmul_peak(device, "fp32", seconds=seconds, again=again))
+        _PEAK[key] = max(best, _PEAK.get(key, 0.0))
     return _PEAK[key]
+
+
+def mfu(flops_per_s: float, device: torch.device | str = "cpu", precision: str = "fp32") -> tuple[float, float]:
+    """(model FLOPs utilisation, the peak it is measured against) of a run doing `flops_per_s` model FLOP/s on one
+    `device`. A rate above the peak means the peak was measured at a busy moment: it is measured again, and never
+    stays below a rate the device reached, so the utilisation is never over 1."""
+    peak = matmul_peak(device, precision)
+    if flops_per_s > peak:
+        peak = max(matmul_peak(device, precision, again=True), flops_per_s)
+        _PEAK[(str(torch.device(device)), precision, torch.get_num_threads())] = peak
+    return flops_per_s / peak, peak
 
 # %% ../nbs/02_device.ipynb #f5698394
 def rng_state(device: torch.device) -> dict:

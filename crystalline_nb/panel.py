@@ -19,7 +19,7 @@ from .config import (PRESETS, POSITIONALS, ATTENTION_BIASES, EMBEDDING_INITS, MA
 from .tokenizer import ByteTokenizer
 from .device import available_devices
 from .ingest import corpus_texts
-from .workspace import Workspace
+from .workspace import Workspace, model_lock
 from .history import history, plot_history, StepFollower, bits_per_byte, events
 from .evaluate import evaluate, evaluations
 from .generate import stream
@@ -28,8 +28,9 @@ from .trainer import Trainer, describe_step, describe_end
 from .distributed import start_distributed
 
 # %% auto #0
-__all__ = ['ASSETS', 'X_AXES', 'PLOT_POINTS', 'shell_line', 'fig_png', 'guard', 'smooth', 'packed', 'LossView', 'LossPlot',
-           'PanelTab', 'ModelsTab', 'DataTab', 'TrainTab', 'GenerateTab', 'HistoryTab', 'ControlPanel']
+__all__ = ['ASSETS', 'X_AXES', 'PLOT_POINTS', 'LOST', 'shell_line', 'fig_png', 'guard', 'smooth', 'packed', 'LossView',
+           'LossPlot', 'PanelTab', 'ModelsTab', 'DataTab', 'TrainTab', 'GenerateTab', 'HistoryTab', 'Link',
+           'ControlPanel']
 
 # %% ../nbs/16_panel.ipynb #310fcfa7
 def shell_line(*parts) -> str:
@@ -55,9 +56,11 @@ _MFU = ("<abbr title='model FLOPs utilisation: the share of this device&#39;s me
         "the training uses'>MFU</abbr>")
 
 
-def _explained(line: str) -> str:
-    "A status line as HTML, its abbreviations explained on hover."
-    return html.escape(line).replace("MFU", _MFU)
+def _explained(line: str, peak: float | None = None) -> str:
+    "A status line as HTML, its abbreviations explained on hover (with the peak `peak` FLOP/s that MFU is against)."
+    against = (f" ({peak / 1e9:,.1f} GFLOP/s here: the best of many timed products at the run's precision)"
+               if peak else "")
+    return html.escape(line).replace("MFU", _MFU.replace("'>MFU", f"{against}'>MFU"))
 
 
 def _changes_in_words(ch: dict) -> str:
@@ -411,13 +414,12 @@ class ModelsTab(PanelTab):
     def select(self, name: str | None):
         "Hide a pending delete confirmation; rename and delete act on `name`."
         self.cancel_delete()
-        for w in (self.rename_btn, self.delete_btn):
-            w.disabled = name is None or self.app.training
+        self.lock(self.app.training)
 
     def lock(self, running: bool):
-        "A model that trains can be neither renamed nor deleted."
+        "The model that trains can be neither renamed nor deleted; the others can."
         for w in (self.rename_btn, self.delete_btn):
-            w.disabled = running or self.name is None
+            w.disabled = self.name is None or (running and self.name == self.app.train.run_name)
 
 # %% ../nbs/16_panel.ipynb #ca8117be
 @patch
@@ -618,7 +620,7 @@ def show_queue(self: DataTab, name: str | None):
     led, sm = self.ws.ledger(name), self.ws.queue_summary(name)
     head = (f"<b>{sm['sources']}</b> sources, <b>{sm['tokens']:,}</b> tokens; pending (joins at the next epoch): "
             f"{sm['pending_sources']} sources, {sm['pending_tokens']:,} tokens; rejected: {sm['rejected']}")
-    running = self.app.training and self.app.train.trainer is not None and self.app.train.trainer.name == name
+    running = self.app.training and self.app.train.run_name == name
     word = lambda st: "in this epoch" if st == "training" and not running else st
     rows = "".join(f"<tr><td>{r['id']}</td><td>{html.escape(r['source'][-70:])}</td><td>{r['tokens']:,}</td>"
                    f"<td>{r['epochs']:.2f}</td><td>{word(r['status'])}</td>"
@@ -787,6 +789,8 @@ class TrainTab(PanelTab):
         self.compare = W.SelectMultiple(description="Compare with", options=[], rows=3, **_FIELD)
         self.plot = LossPlot()
         self.trainer = self.thread = self.proc = None
+        self.run_name = None  # the model the run trains (the selected one may change meanwhile)
+        self.run_note = W.HTML()
         self.training, self._stopping, self._last_ui = False, False, 0.0
         self._shown, self._val, self._steps = None, None, 0  # model shown; last validation loss; steps seen this run
         self._shell = self._parent = None
@@ -803,14 +807,21 @@ class TrainTab(PanelTab):
                             [self.lr, self.layers, self.layers_note, self.nproc, self.precision])
         buttons = W.HBox([self.start_btn, self.stop_btn, self.progress], layout=W.Layout(align_items="center"))
         view = _columns([self.x_axis, self.smoothing], [self.compare, self.log_y])
-        self.widget.children = [settings, buttons, self.locked_note, self.status, self.plot.view, self.plot.caption,
-                                view]
+        self.widget.children = [settings, buttons, self.locked_note, self.run_note, self.status, self.plot.view,
+                                self.plot.caption, view]
 
     def select(self, name: str | None):
-        "Load `name`'s stored settings, epochs and history into the controls (not while a run trains)."
-        self.start_btn.disabled = name is None or self.training
+        """Load `name`'s stored settings, epochs and history into the controls. While a run trains, the tab stays on the
+        run (Stop acts on it) and says so when another model is selected."""
+        if self.training:
+            self.run_note.value = "" if name == self.run_name else (
+                f"<small>this tab follows the run of <b>{html.escape(self.run_name)}</b> (Stop acts on it); the "
+                f"other tabs show {html.escape(str(name))}</small>")
+            return
+        self.run_note.value = ""
+        self.start_btn.disabled = name is None
         self.compare.options = [n for n in self.ws.names() if n != name]
-        if name is None or self.training:
+        if name is None:
             return
         info, h = self.ws.info(name), _history_or_none(self.ws, name)  # the history is read once, for status and plot
         t, c = info["training"], info["config"]
@@ -848,12 +859,27 @@ class TrainTab(PanelTab):
 def _model_status(self: TrainTab, name: str, info: dict, h) -> str:
     "What the selected model has behind it (`info`, history `h`): its epochs and last losses, or no training yet."
     if not info["steps"]:
-        return f"{name} has not trained yet: set the run below and press Train"
+        return f"{name} has not trained yet: set the run above and press Train"
     last = f"; last loss {float(h.loss.values[-1]):.4f}" if h is not None and h.sizes.get("step", 0) else ""
     if h is not None and h.sizes.get("epoch", 0) and h.val_loss.notnull().any():
         val = float(h.val_loss.values[h.val_loss.notnull().values][-1])
         last += f", validation {val:.4f} ({float(bits_per_byte(h, val)):.3f} bits/byte)"
-    return f"{name}: {info['epochs_trained']:.3f} of {info['target_epochs']:g} epochs in {info['steps']:,} steps{last}"
+    done = f"{info['epochs_trained']:.3f} of {info['target_epochs']:g} epochs in {info['steps']:,} steps"
+    return f"{name}: {done}{last}{_unfinished(self.ws, name, h)}"
+
+
+def _unfinished(ws, name: str, h) -> str:
+    "What to say of a model whose last run started and never ended (its kernel or process stopped), or nothing."
+    ev = [e for e in events(h) if e.get("type") in ("start", "done", "stop", "error")] if h is not None else []
+    if not ev or ev[-1]["type"] != "start":
+        return ""
+    try:
+        with model_lock(ws.path(name)):  # free: nobody trains it, so that run ended without a word
+            pass
+    except ValueError:
+        return " (training now, in another process or panel)"
+    return (f". Its last run ended without finishing (its kernel or process stopped): training goes on from the "
+            f"last checkpoint, at step {ws.read_state(name)['steps']:,}")
 
 # %% ../nbs/16_panel.ipynb #dc1e1e14
 @patch
@@ -911,7 +937,7 @@ def start(self: TrainTab):
     except Exception:
         self._shell = self._parent = None
     self.status.value = "starting…"
-    self.training, self._stopping = True, False
+    self.training, self._stopping, self.run_name = True, False, name
     self.app.lock(True)
     if self.nproc.value > 1:  # several processes: torchrun in a subprocess, the plot follows the history
         self.trainer = None
@@ -951,7 +977,8 @@ def on_event(self: TrainTab, ev: dict):
         if now - self._last_ui >= 0.25:
             self._last_ui = now
             self.progress.value = min(1.0, ev["epochs_trained"] / ev["target_epochs"])
-            self.status.value = _explained(describe_step(ev, val_loss=self._val))
+            self.status.value = _explained(describe_step(ev, val_loss=self._val), ev.get("peak_flops"))
+            self.app.show_live(self.run_name, ev)  # the header says the same numbers as the status
         if self.plot.due():
             self.plot.render()
     elif t == "epoch":
@@ -959,7 +986,7 @@ def on_event(self: TrainTab, ev: dict):
             self._val = ev["val_loss"]
             self.plot.add_val(ev["epoch"], ev["val_loss"], ev["step"])
         try:  # the header's epochs and queue follow the run
-            self.app.show_summary(self.name)
+            self.app.show_summary(self.run_name, live=ev)
         except Exception:
             pass
         self.plot.render()
@@ -970,6 +997,7 @@ def on_event(self: TrainTab, ev: dict):
         self.plot.mark(ev["step"], f"grew to {ev['to_layers']} layers")
         self.layers.min = ev["to_layers"]
         self._layers_note()
+        self.app.show_summary(self.run_name, live=dict(ev, layers=ev["to_layers"]))
 
 # %% ../nbs/16_panel.ipynb #f30ed64b
 @patch
@@ -1006,6 +1034,7 @@ def _follow_processes(self: TrainTab, name: str, kw: dict, n: int):
                 r = dict(rows[-1], epochs_trained=rows[-1]["epoch"], target_epochs=kw["target_epochs"])
                 self.status.value = _explained(describe_step(r, processes=n))
                 self.progress.value = min(1.0, r["epoch"] / kw["target_epochs"])
+                self.app.show_live(name, r)
             if self.plot.due():
                 self.plot.render()
             if done:
@@ -1030,11 +1059,11 @@ def _follow_processes(self: TrainTab, name: str, kw: dict, n: int):
 # %% ../nbs/16_panel.ipynb #18982b21
 @patch
 def _finish(self: TrainTab, end: tuple | None = None):
-    "After a run: final plot, controls back, then how it ended (`end`: message, error), workspace re-read."
-    self.training, self._stopping = False, False
+    """After a run: final plot, controls back, then how it ended (`end`: message, error), workspace re-read. The status
+    and the header then say the final state, read from disk, not the last tick of the run."""
+    self.training, self._stopping, self.run_name = False, False, None
     self.trainer = None  # its model may hold a GPU's memory
-    if not self._steps:
-        self.status.value = ""
+    self.status.value = self.run_note.value = ""  # the model's status is read again from disk (`select`)
     self.plot.render()
     self.app.lock(False)
     if end is not None:  # said once the settings can be changed again: "stopped" means they can
@@ -1088,15 +1117,16 @@ class GenerateTab(PanelTab):
         self.widget.children = [self.prompt, knobs, self.note, self.output]
 
     def select(self, name: str | None):
-        "Generation needs a model, and waits for a run to end."
+        "Generation needs a model; the model that trains waits for its run to end, the others do not."
         self.lock(self.app.training)
 
     def lock(self, running: bool):
-        "Generation waits for the run (the weights change under it); the note says so."
-        self.button.disabled = running or self.name is None
-        self.note.value = ("<small>generation waits for the training run to end: the weights change with every step"
-                           "</small>" if running else "" if self.name else
-                           "<small>create or select a model first</small>")
+        "Generating from the model that trains waits for its run (its weights change every step); the note says so."
+        busy = running and self.name == self.app.train.run_name
+        self.button.disabled = busy or self.name is None
+        self.note.value = ("<small>generation from this model waits for its training run to end: the weights change "
+                           "with every step (another model can generate meanwhile)</small>" if busy else "" if self.name
+                           else "<small>create or select a model first</small>")
 
 # %% ../nbs/16_panel.ipynb #63b0c476
 @patch
@@ -1208,20 +1238,62 @@ def evaluate(self: HistoryTab):
     paths = [p.strip() for p in self.eval_paths.value.split(";") if p.strip()]
     if not paths:
         raise ValueError("enter one or more files or folders to evaluate on (separated by ;)")
-    if self.app.training:
-        raise ValueError("evaluation waits for the run to end (the weights change under it)")
+    if self.app.training and name == self.app.train.run_name:
+        raise ValueError(f"evaluating {name} waits for its run to end (its weights change with every step)")
     rep = evaluate(self.ws, name, paths)
     self.eval_out.value = f"<pre>{html.escape(rep.table())}</pre>"
     self.app.show_cli("eval", name, *paths)
     self.app.say(f"evaluated {name} on {len(rep.files)} file(s): {rep.total.bits_per_byte:.3f} bits/byte"
                  + ("; includes training data" if rep.total.trained_on else ""), error=False)
 
+# %% ../nbs/16_panel.ipynb #2ac24f8a
+LOST = ("This panel no longer hears from its kernel: the kernel was restarted or stopped, or the page lost its link "
+        "to it. Run the cell again. What the models learned is on disk: a run that the kernel was training goes on "
+        "if the kernel still runs (the new panel shows it), and if the kernel restarted it stopped at its last "
+        "checkpoint (every 100 steps or 2 minutes, and at each epoch's end).")
+
+
+class Link(anywidget.AnyWidget):
+    """The panel's link to its kernel: the browser pings every few seconds and the kernel answers. When the answers
+    stop (a kernel restart, a page that lost its messages), the browser shows `LOST` instead of a panel that silently
+    drops every input (script: `link.js` beside this module)."""
+    _esm = ASSETS / "link.js"
+    _css = ASSETS / "link.css"
+    lost_text = traitlets.Unicode(LOST).tag(sync=True)
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.pings = 0
+        self.on_msg(self._answer)
+
+    def _answer(self, _, content, buffers):
+        if isinstance(content, dict) and isinstance(content.get("ping"), int):
+            self.pings += 1
+            self.send({"pong": content["ping"]})
+
 # %% ../nbs/16_panel.ipynb #3ff02986
+_PANELS = {}  # workspace folder -> the last panel made for it in this kernel
+
+
 class ControlPanel(W.VBox):
-    "The crystalline_nb control panel for the workspace at `home` (see `Workspace`): a header and five tabs."
+    """The crystalline_nb control panel for the workspace at `home` (see `Workspace`): a header and five tabs. Made
+    again for a workspace whose panel has a run, a crawl or a generation going on (the cell run again meanwhile),
+    it is that same panel, with its work."""
+
+    def __new__(cls, home=None, **kw):
+        key = str(Workspace(home).home.resolve())
+        old = _PANELS.get(key)
+        if old is not None and old.busy:
+            old.say(f"this is the panel that was already at work here ({old.busy}): the cell was run again meanwhile")
+            return old
+        return super().__new__(cls)
 
     def __init__(self, home=None, **kw):
+        if getattr(self, "_made", False):  # the same panel, given back by `__new__`
+            return
+        self._made = True
         self.ws = Workspace(home)
+        _PANELS[str(self.ws.home.resolve())] = self
         self.ws.models_dir.mkdir(parents=True, exist_ok=True)
         self.model = W.Dropdown(description="Model", options=[], **_FIELD)
         self.refresh_btn = W.Button(description="Refresh", icon="refresh",
@@ -1235,13 +1307,16 @@ class ControlPanel(W.VBox):
         for i, t in enumerate(self.all_tabs):
             self.tabs.set_title(i, t.title)
         self._shown = None  # the model the message and shell lines speak of
-        self.model.observe(lambda ch: self.select(ch["new"]), names="value")
+        self._quiet = False  # the selector's options are being set: no selection meanwhile
+        self._infos = {}  # the last `Workspace.info` of each model the header showed
+        self.model.observe(lambda ch: None if self._quiet else self.select(ch["new"]), names="value")
         self.refresh_btn.on_click(lambda _: self.refresh())
+        self.link = Link()
         head = W.HBox([self.model, self.refresh_btn, self.summary], layout=W.Layout(align_items="center"))
         style = W.HTML("<style>.cllm-table td, .cllm-table th {padding: 1px 10px 1px 0; text-align: left} "
                        ".cllm-changed .widget-label, .cllm-changed.widget-checkbox label {font-weight: bold; "
                        "color: var(--jp-brand-color1, #1976d2)}</style>")
-        super().__init__(children=[style, W.VBox([head, self.message, self.cli]), self.tabs], **kw)
+        super().__init__(children=[style, self.link, W.VBox([head, self.message, self.cli]), self.tabs], **kw)
         self.refresh()
         self.tabs.selected_index = 2 if self.model.value else 0  # a new workspace opens where the first step is
         if not self.model.value:
@@ -1256,6 +1331,14 @@ class ControlPanel(W.VBox):
     def training(self) -> bool:
         "Whether a training run started from this panel is running."
         return self.train.training
+
+    @property
+    def busy(self) -> str:
+        "What this panel has going on in the background (a run, a crawl, a generation), in words; empty if nothing."
+        alive = lambda th: th is not None and th.is_alive()
+        work = [f"training {self.train.run_name}" if self.training else "",
+                "crawling" if alive(self.data.crawl_thread) else "", "generating" if alive(self.gen.thread) else ""]
+        return ", ".join(w for w in work if w)
 
 # %% ../nbs/16_panel.ipynb #9d19c179
 @patch
@@ -1282,10 +1365,21 @@ def refresh(self: ControlPanel, select: str | None = None):
     names = [i["name"] for i in infos if "damaged" not in i]
     cur = self.model.value if self.model.value in names else (names[0] if names else None)
     cur = select if select in names else cur
-    self.model.options = names
-    self.model.value = cur
+    self._models(names, cur)
     self.models.show(infos)
     self.select(cur)
+
+
+@patch
+def _models(self: ControlPanel, names: list[str], cur: str | None):
+    "Set the selector's models (the one that trains marked) and its value, without selecting anything meanwhile."
+    run = self.train.run_name
+    self._quiet = True
+    try:
+        self.model.options = [(f"{n}  ● training" if n == run else n, n) for n in names]
+        self.model.value = cur
+    finally:
+        self._quiet = False
 
 # %% ../nbs/16_panel.ipynb #e795740c
 @patch
@@ -1300,21 +1394,41 @@ def select(self: ControlPanel, name: str | None):
 
 
 @patch
-def show_summary(self: ControlPanel, name: str | None):
-    "The header's line about `name`, read again from disk."
+def show_summary(self: ControlPanel, name: str | None, live: dict | None = None):
+    """The header's line about `name`, read again from disk; `live` (a step event of its run) gives the epochs and
+    step as the run has them, so that the header and the Train tab's status say the same numbers."""
     if name is None:
         self.summary.value = ""
         return
-    info = self.ws.info(name)
-    self.summary.value = (f"<b>{html.escape(name)}</b>: {info['n_layer']} layers, {info['n_params']:,} parameters, "
-                          f"epochs {info['epochs_trained']:.2f}/{info['target_epochs']:g}, "
+    info = self._infos[name] = self.ws.info(name)
+    self._header(name, info, live)
+
+
+@patch
+def show_live(self: ControlPanel, name: str, ev: dict):
+    "The header during `name`'s run, from its step event `ev` (nothing is read from disk), when `name` is selected."
+    if name == self.model.value:
+        info = self._infos.get(name) or self.ws.info(name)
+        self._infos[name] = info
+        self._header(name, info, ev)
+
+
+@patch
+def _header(self: ControlPanel, name: str, info: dict, live: dict | None):
+    layers = (live or {}).get("layers", info["n_layer"])
+    if live is not None and "epochs_trained" in live:
+        where = f"epoch {live['epochs_trained']:.3f}/{live['target_epochs']:g} · step {int(live['step'])} · training"
+    else:
+        where = f"epoch {info['epochs_trained']:.3f}/{info['target_epochs']:g} · step {info['steps']}"
+    self.summary.value = (f"<b>{html.escape(name)}</b>: {layers} layers, {info['n_params']:,} parameters, {where}, "
                           f"queue {info['queue']['tokens']:,} tokens")
 
 # %% ../nbs/16_panel.ipynb #0a7a189a
 @patch
 def lock(self: ControlPanel, running: bool):
-    "Tell every tab that a run started (`running`) or ended; the selected model is fixed during a run."
-    self.model.disabled = running
+    """Tell every tab that a run started (`running`) or ended. The selector stays free: other models can be browsed
+    while one trains, and the one that trains is marked in it."""
+    self._models([v for _, v in self.model.options], self.model.value)
     for tab in self.all_tabs:
         tab.lock(running)
 

@@ -18,7 +18,7 @@ from .core import fmt_duration, one_line
 from .config import (CLLMConfig, TrainSettings, TrainingError, MAX_LAYERS, flops_per_token,
                                    check_target_epochs, settings_signature)
 from .device import (resolve_device, resolve_precision, check_model_device, device_label, autocast,
-                                   grad_scaler, use_fast_paths, fused_adamw, to_device, matmul_peak, rng_state,
+                                   grad_scaler, use_fast_paths, fused_adamw, to_device, matmul_peak, mfu, rng_state,
                                    set_rng_state, is_out_of_memory, memory_report)
 from .model import CLLM
 from .workspace import Workspace, model_lock, write_checkpoint, read_checkpoint, drop_checkpoints_after
@@ -596,8 +596,9 @@ def _record_step(self: Trainer, loss: float, gn: float, n_tok: int, dt: float, f
     self.history.step(time=time.time(), epoch=st["epochs_trained"], step=st["steps"], tokens=st["tokens_seen"],
                       loss=loss, lr=lr, batch_size=s.batch_size, seq_len=s.seq_len, grad_norm=gn, tokens_per_s=tps)
     remaining = max(0.0, self.target - st["epochs_trained"]) * self.cursor.n_train
+    util, peak = mfu(self._tps * fpt / self.world, self.device, self.precision)  # one device's share of the rate
     self._emit("step", loss=loss, lr=lr, grad_norm=gn, tokens=st["tokens_seen"], epochs_trained=st["epochs_trained"],
-               target_epochs=self.target, tokens_per_s=self._tps, mfu=self._tps * fpt / (peak * self.world),
+               target_epochs=self.target, tokens_per_s=self._tps, mfu=util, peak_flops=peak,
                bits_per_byte=loss / math.log(2) / self._bpt if self._bpt else None,
                eta=remaining / self._tps if self._tps else None)
 

@@ -64,6 +64,8 @@ def lab(tmp_path):
         '"fetchNews": "false"'
         in next((home / ".jupyterlab-settings").rglob("notification.jupyterlab-settings")).read_text()
     )
+    kernels = next((home / ".jupyterlab-settings").rglob("kernels-settings.jupyterlab-settings"))
+    assert json.loads(kernels.read_text()) == {"commsOverSubshells": "disabled"}  # a page reload keeps the panel live
     yield home, url
     proc.terminate()  # cllm panel stops its server (and the server its kernels) on SIGTERM
     try:
@@ -105,13 +107,11 @@ def test_panel_in_a_real_browser(lab, tmp_path):
         page = ctx.pages[0] if ctx.pages else ctx.new_page()
         try:
             page.goto(url.replace("?token", "?reset&token"), timeout=60_000)
-            page.wait_for_function(
-                """() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+            idle = """() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
                 return w && w.context && w.context.path === 'panel.ipynb' && w.sessionContext
                        && w.sessionContext.session && w.sessionContext.session.kernel
-                       && w.sessionContext.session.kernel.status === 'idle'; }""",
-                timeout=90_000,
-            )
+                       && w.sessionContext.session.kernel.status === 'idle'; }"""
+            page.wait_for_function(idle, timeout=90_000)
             page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
             page.wait_for_selector(".widget-tab", timeout=90_000)
 
@@ -191,10 +191,37 @@ def test_panel_in_a_real_browser(lab, tmp_path):
             page.wait_for_function(points.replace("N", str(n + 3)), timeout=7_000)
             page.wait_for_function("() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status"
                                    " === 'busy'", timeout=1_000)
+            # a page reload during the run (the notebook saved, as JupyterLab does every two minutes): the panel comes
+            # back live, and other models can be browsed meanwhile
+            page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")
+            page.wait_for_function("() => !window.jupyterapp.shell.currentWidget.context.model.dirty", timeout=30_000)
+            page.reload()
+            page.wait_for_function(idle, timeout=90_000)
+            page.wait_for_selector(".widget-tab", timeout=90_000)
+            page.locator(".lm-TabBar-tab:has-text('Train')").first.click()
+            n = int(re.search(r"plot: (\d+) training", page.locator(".cllm-plot-caption").inner_text())[1])
+            page.wait_for_function(points.replace("N", str(n + 2)), timeout=60_000)  # it follows the run again
+            field("Model", "select").select_option("empty")
+            page.wait_for_selector("text=/follows the run of browser/", timeout=30_000)
+            field("Model", "select").select_option(label="browser  ● training")
+            page.wait_for_function("() => !document.body.innerText.includes('follows the run of')", timeout=30_000)
             page.locator("button[title='Stop']").click()
             page.wait_for_selector("text=/stopped: \\d+ steps, [0-9,]+ tokens/", timeout=60_000)
             assert not field("Target epochs").is_disabled()
             page.screenshot(path=str(art / "panel-stopped.png"), full_page=True)
+
+            # a kernel restart during a run: the panel says it lost its kernel; the cell run again says where the
+            # run stopped
+            page.locator("button[title='Train']").click()
+            page.wait_for_selector("text=/step \\d+ · loss/", timeout=60_000)
+            page.evaluate("() => { window.jupyterapp.commands.execute('kernelmenu:restart'); }")
+            page.locator(".jp-Dialog button.jp-mod-accept").first.click()
+            page.wait_for_selector(".cllm-link-lost:visible", timeout=30_000)
+            page.screenshot(path=str(art / "panel-kernel-restarted.png"), full_page=True)
+            page.wait_for_function(idle, timeout=90_000)
+            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            page.wait_for_selector("text=/last run ended without finishing/", timeout=90_000)
+            assert page.locator(".cllm-link-lost:visible").count() == 0
 
             # growth: one more layer, trained, marked on the plot, and the hint follows
             field("Layers", ".noUi-handle").focus()

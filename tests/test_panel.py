@@ -101,22 +101,27 @@ def test_safe_filenames():
 
 
 def test_train_stop_and_disk(panel):
+    "Train and Stop; other models stay browsable during the run; afterwards status and header say the final state."
+    panel.ws.create("other", preset_name="nano")
+    panel.refresh(select="toy")
     panel.data.upload([dict(name="c.txt", content=CORPUS * 5)])
     panel.train.batch.value, panel.train.seq.value, panel.train.epochs.value, panel.train.lr.value = 4, 32, 30, 3e-3
     assert "train toy --epochs 30 --batch-size 4 --seq-len 32 --lr 3.00e-03" in text(panel.cli)
     panel.train.start()
-    assert (
-        panel.train.thread.is_alive()
-        and panel.train.start_btn.disabled
-        and not panel.train.stop_btn.disabled
-        and panel.model.disabled
-    )
+    assert panel.train.thread.is_alive() and panel.train.start_btn.disabled and not panel.train.stop_btn.disabled
+    assert not panel.model.disabled and dict(panel.model.options)["toy  ● training"] == "toy"  # free, and marked
     deadline = time.time() + 120
     while len(panel.train.plot.live["y"]) < 5 and time.time() < deadline:
         time.sleep(0.05)
     assert len(panel.train.plot.live["y"]) >= 5
     panel.train.start()
     assert "already running" in text(panel.message)
+    panel.model.value = "other"  # browse another model while toy trains
+    assert "follows the run of toy" in text(panel.train.run_note) and not panel.gen.button.disabled
+    assert not panel.models.delete_btn.disabled and "other" in text(panel.summary)
+    assert "empty" in text(panel.data.queue_table)  # the Data tab shows other's (empty) queue
+    panel.model.value = "toy"
+    assert panel.gen.button.disabled and panel.models.delete_btn.disabled and text(panel.train.run_note) == ""
     t0 = time.time()
     panel.train.stop()
     panel.wait(30)
@@ -125,8 +130,11 @@ def test_train_stop_and_disk(panel):
     st = panel.ws.read_state("toy")
     assert st["steps"] >= 5 and 0 < st["epochs_trained"] < 30 and st["training"]["batch_size"] == 4
     plot = panel.train.plot
-    assert plot.renders >= 1 and len(plot.view.live) == 5 * 8 * len(plot.live["y"])   # every point went to the browser
-    assert "epoch" in text(panel.train.status) and "tokens/s" in text(panel.train.status)
+    assert plot.renders >= 1 and len(plot.view.live) == 5 * 8 * len(plot.live["y"])  # every point went to the browser
+    # the final state, read from disk, in the status and the header alike; nothing says "stopping" any more
+    assert f"{st['epochs_trained']:.3f} of 30 epochs in {st['steps']:,} steps" in text(panel.train.status)
+    assert f"epoch {st['epochs_trained']:.3f}/30 · step {st['steps']}," in text(panel.summary)
+    assert "stopping" not in text(panel.train.status) and dict(panel.model.options) == {"toy": "toy", "other": "other"}
 
 
 def test_layers_grow_never_shrink(panel):
@@ -196,7 +204,7 @@ def test_state_belongs_to_the_selected_model(home):
     p.train.epochs.value = 50
     p.train.start()
     assert all(w.disabled for w in (p.train.lr, p.train.epochs, p.train.batch)) and "fixed" in p.train.locked_note.value
-    assert p.gen.button.disabled and "waits for the training run" in p.gen.note.value
+    assert p.gen.button.disabled and "waits for its training run" in p.gen.note.value
     deadline = time.time() + 120
     while "MFU" not in p.train.status.value and time.time() < deadline:
         time.sleep(0.05)
@@ -241,3 +249,40 @@ def test_generate_rename_compare_history_delete(panel):
     assert set(panel.ws.names()) == {"renamed", "twin"}                              # nothing deleted before confirming
     panel.models.delete()
     assert panel.ws.names() == ["twin"] and panel.model.value == "twin"
+
+
+def test_the_cell_run_again_during_a_run_gives_back_the_panel_with_its_run(panel):
+    panel.data.upload([dict(name="c.txt", content=CORPUS * 5)])
+    panel.train.batch.value, panel.train.seq.value, panel.train.epochs.value = 4, 32, 30
+    panel.train.start()
+    again = ControlPanel(panel.ws.home)  # what running the cell again makes
+    assert again is panel and "already at work here (training toy)" in text(panel.message)
+    panel.link._answer(None, {"ping": 7}, [])  # the browser's ping is answered
+    assert panel.link.pings == 1
+    deadline = time.time() + 120
+    while len(panel.train.plot.live["y"]) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    panel.train.stop()
+    panel.wait(60)
+    fresh = ControlPanel(panel.ws.home)  # nothing going on: a new panel, which finds the model as the run left it
+    assert fresh is not panel and fresh.model.value == "toy" and "steps" in text(fresh.train.status)
+
+
+def test_a_run_whose_process_died_is_said_so(home, tmp_path):
+    "A run that started and never ended (a killed process, a restarted kernel): the Train tab says where it goes on."
+    import signal
+    import subprocess
+    from conftest import BIN, cllm_env
+    ws = Workspace(home)
+    ws.create("k", preset_name="nano")
+    ws.queue("k").add_text(CORPUS.decode() * 5, source="c")
+    p = subprocess.Popen([str(BIN / "cllm"), "train", "k", "--epochs", "1000", "--batch-size", "4", "--seq-len", "32",
+                          "--save-every", "2"], env=cllm_env(home), stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and ws.read_state("k")["steps"] < 4:
+        time.sleep(0.1)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    status = text(ControlPanel(home).train.status)
+    assert "last run ended without finishing" in status, status
+    assert f"from the last checkpoint, at step {ws.read_state('k')['steps']:,}" in status
