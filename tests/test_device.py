@@ -229,3 +229,15 @@ def test_the_gpu_bench_runs_its_path_on_the_cpu(tmp_path):
     assert p.returncode == 0, p.stderr
     rows = json.loads(out.read_text())["rows"]
     assert len(rows) == 1 and rows[0]["tokens_per_s"] > 0 and 0 < rows[0]["mfu"] < 1
+
+
+def test_mfu_is_never_over_one_when_the_peak_was_measured_at_a_busy_moment():
+    import torch
+    from crystalline_nb import device as D
+    key = ("cpu", "fp32", torch.get_num_threads())
+    D.matmul_peak("cpu", "fp32")
+    true_peak = D._PEAK[key]
+    D._PEAK[key] = true_peak / 50  # as if measured while other work had the cores
+    util, peak = D.mfu(true_peak / 10, "cpu", "fp32")  # a run faster than that peak
+    assert util <= 1.0 and peak >= true_peak / 10 and D._PEAK[key] == peak
+    assert D.mfu(peak / 4, "cpu", "fp32") == (0.25, peak)  # below the peak: no new measurement
