@@ -269,7 +269,8 @@ def cmd_crawl(args):
     cr = Crawler(_ws(args), args.name, st)
 
     def show(ev):
-        _say(f"[{ev['fetched'] + ev['disallowed']}/{st.max_pages}] {ev['status']:<10} {ev['url']}")
+        why = f"  ({ev['why']})" if ev.get("why") else ""
+        _say(f"[{ev['fetched'] + ev['disallowed']}/{st.max_pages}] {ev['status']:<10} {ev['url']}{why}")
 
     with on_interrupt(cr.stop, "stopping after this request (Ctrl-C again to abort)..."):
         rep = cr.run(args.urls, progress=show)

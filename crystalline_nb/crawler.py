@@ -380,6 +380,7 @@ class CrawlReport:
     retry: int = 0  # failures that a later run tries again
     first_failure: str = ""  # the first URL that failed, with the reason
     notes: list = field(default_factory=list)
+    left_out: list = field(default_factory=list)  # (URL, outcome, reason) of each page this run did not queue
 
     def summary(self) -> str:
         s = (f"{self.fetched} fetched: {self.queued} queued ({self.tokens:,} tokens), {self.duplicates} duplicates, "
@@ -561,6 +562,8 @@ def _settle(self: Crawler, url: str, status: str, http=None, reason=None, tokens
     if status == "failed" and not rep.first_failure:
         rep.first_failure = f"{url}: {reason}"
     setattr(rep, COUNTERS[status], getattr(rep, COUNTERS[status]) + 1)
+    if status != "queued":
+        rep.left_out.append((url, status, reason or ""))
     rep.tokens += tokens
     rep.retry += retry
     return status
@@ -751,4 +754,6 @@ def _loop(self: Crawler, progress):
             rep.reason = "stopped"
             return
         if progress:
-            progress(dict(url=url, status=status, **{k: v for k, v in asdict(rep).items() if k != "notes"}))
+            counts = {k: v for k, v in asdict(rep).items() if k not in ("notes", "left_out")}
+            why = rep.left_out[-1][2] if status != "queued" and rep.left_out else ""
+            progress(dict(counts, url=url, status=status, why=why))

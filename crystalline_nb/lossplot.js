@@ -1,6 +1,6 @@
 const NS = "http://www.w3.org/2000/svg";
 const AXES = { epochs: 0, steps: 1, tokens: 2, minutes: 3 };
-const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"];
+const UNITS = { nats: "loss (nats/token)", bits: "loss (bits/byte)" };
 const M = { left: 58, right: 16, top: 22, bottom: 40 };
 
 function columns(dv, k) {  // k float64 columns packed one after the other
@@ -51,7 +51,16 @@ function logTicks(lo, hi) {
       for (const m of mults) { const v = m * Math.pow(10, e); if (v >= lo && v <= hi) out.push(v); }
     if (out.length >= 3) break;
   }
+  // the ends of the range labelled too when the ticks leave a wide part of it bare (a curve between 2.4 and 3)
+  const lg = Math.log10, bare = (a, b) => lg(b) - lg(a) > 0.35 * (lg(hi) - lg(lo));
+  const end = (v) => +v.toPrecision(2);
+  if (out.length && bare(lo, out[0]) && end(lo * 1.02) < out[0]) out.unshift(end(lo * 1.02));
+  if (out.length && bare(out[out.length - 1], hi) && end(hi / 1.02) > out[out.length - 1]) out.push(end(hi / 1.02));
   return out;
+}
+
+function num(v) {  // a setting as people write it: 0.85, not 0.8500000000000001
+  return String(+(+v).toFixed(3));
 }
 
 function fmt(v) {
@@ -100,27 +109,31 @@ function render({ model, el: host }) {
   root.appendChild(svg);
   let zoom = null, drag = null, view = null;
 
-  function series() {  // everything drawn, in the units of the chosen x axis
-    const axis = model.get("x_axis"), w = model.get("smoothing"), out = [];
-    const live = columns(model.get("live"), 5), val = columns(model.get("val"), 3);
-    (model.get("compare") || []).forEach((c, i) => {
-      const cc = columns(c.data, 5);
-      if (cc) out.push({ name: c.name, xs: xsOf(cc, axis), ys: smooth(cc[4], w),
-                         color: COLORS[(i + 1) % COLORS.length], width: 1.4, kind: "compare" });
-    });
-    let marks = [];
-    if (live) {
-      const xs = xsOf(live, axis), name = model.get("name");
-      out.push({ name: name + " train (raw)", xs, ys: live[4], color: COLORS[0], width: 0.8, opacity: 0.3, kind: "raw",
-                 legend: false, cols: live });
-      out.push({ name: `${name} train (smoothed ${w})`, xs, ys: smooth(live[4], w), color: COLORS[0], width: 1.8,
-                 kind: "smooth", cols: live });
-      if (val) {
-        const vx = axis === "epochs" ? val[0] : Array.from(val[1], (s) => axis === "steps" ? s : atStep(live, xs, s));
-        out.push({ name: name + " validation", xs: vx, ys: val[2], color: "#d62728", width: 1.2, kind: "val" });
-      }
-      marks = (model.get("marks") || []).map(([s, label]) => [axis === "steps" ? s : atStep(live, xs, s), label]);
+  function run(name, cols, val, marks, color, scale, axis, w, out, allMarks, live) {
+    // one model's curves: raw (the live run only), smoothed, validation diamonds, and its marks, in its colour
+    const xs = xsOf(cols, axis), ys = cols[4].map((v) => v * scale);
+    if (live) out.push({ name: name + " train (raw)", xs, ys, color, width: 0.8, opacity: 0.3, kind: "raw",
+                         legend: false, cols, run: name });
+    out.push({ name: `${name} train (smoothed ${num(w)})`, xs, ys: smooth(ys, w), color, width: live ? 1.8 : 1.4,
+               kind: live ? "smooth" : "compare", cols, run: name, raw: ys });
+    if (val) {
+      const vx = axis === "epochs" ? val[0] : Array.from(val[1], (s) => axis === "steps" ? s : atStep(cols, xs, s));
+      out.push({ name: name + " validation", xs: vx, ys: val[2].map((v) => v * scale), color, width: 1.2,
+                 kind: "val", run: name, dash: "4 3" });
     }
+    for (const [s, label] of marks || []) allMarks.push([axis === "steps" ? s : atStep(cols, xs, s), label, color]);
+  }
+
+  function series() {  // everything drawn, in the units of the chosen axes
+    const axis = model.get("x_axis"), w = model.get("smoothing"), out = [], marks = [];
+    (model.get("compare") || []).forEach((c) => {
+      const cc = columns(c.data, 5);
+      if (cc) run(c.name, cc, columns(c.val, 3), c.marks, c.color || "#7f7f7f", c.scale || 1, axis, w, out, marks,
+                  false);
+    });
+    const live = columns(model.get("live"), 5);
+    if (live) run(model.get("name"), live, columns(model.get("val"), 3), model.get("marks"), model.get("color"),
+                  model.get("scale"), axis, w, out, marks, true);
     return { axis, out, marks };
   }
 
@@ -176,25 +189,26 @@ function render({ model, el: host }) {
     el("rect", { x: M.left, y: M.top, width: pw, height: ph, class: "frame" }, g);
     const xlabel = axis === "minutes" ? "minutes of training" : axis;
     text(xlabel, { x: M.left + pw / 2, y: H - 6, "text-anchor": "middle" }, g);
-    text("loss (nats/token)" + (logY ? ", log scale" : ""), { x: 12, y: M.top + ph / 2, "text-anchor": "middle",
+    text((UNITS[model.get("unit")] || UNITS.nats) + (logY ? ", log scale" : ""), { x: 12, y: M.top + ph / 2, "text-anchor": "middle",
          transform: `rotate(-90 12 ${M.top + ph / 2})` }, g);
     const clipId = "cllm-clip-" + Math.random().toString(36).slice(2);
     el("rect", { x: M.left, y: M.top, width: pw, height: ph }, el("clipPath", { id: clipId }, svg));
     const plot = el("g", { "clip-path": `url(#${clipId})` }, svg);
     const merged = [];  // marks closer than 8 pixels share one line: "resumed · grew to 3 layers"
-    for (const [x, label] of marks.filter(([x]) => x >= x0 && x <= x1).sort((p, q) => p[0] - q[0])) {
+    for (const [x, label, color] of marks.filter(([x]) => x >= x0 && x <= x1).sort((p, q) => p[0] - q[0])) {
       const last = merged[merged.length - 1];
       if (last && sx(x) - sx(last[0]) < 8) last[1] += " · " + label;
-      else merged.push([x, label]);
+      else merged.push([x, label, color]);
     }
-    for (const [x, label] of merged) {
-      el("line", { x1: sx(x), x2: sx(x), y1: M.top, y2: M.top + ph, class: "mark" }, plot);
+    for (const [x, label, color] of merged) {
+      el("line", { x1: sx(x), x2: sx(x), y1: M.top, y2: M.top + ph, class: "mark", stroke: color || "gray" }, plot);
       const ly = M.top + ph - 4;  // written upwards from the bottom, away from the legend
       text(label, { x: sx(x) - 3, y: ly, class: "mark-label", transform: `rotate(-90 ${sx(x) - 3} ${ly})` }, plot);
     }
     for (const s of out) {
       el("path", { d: pathOf(s.xs, s.ys, sx, sy), stroke: s.color, "stroke-width": s.width, fill: "none",
-                   "stroke-opacity": s.opacity || 1, class: "series-" + s.kind }, plot);
+                   "stroke-opacity": s.opacity || 1, "stroke-dasharray": s.dash || "none",
+                   class: "series-" + s.kind }, plot);
       if (s.kind === "val") s.xs.forEach((x, i) => {
         const X = sx(x), Y = sy(s.ys[i]);
         if (X === X && Y === Y) el("path", { d: `M${X},${Y - 6}L${X + 6},${Y}L${X},${Y + 6}L${X - 6},${Y}Z`,
@@ -206,13 +220,15 @@ function render({ model, el: host }) {
     el("rect", { x: lx, y: M.top + 3, width: lw, height: 14 * shown.length + 4, class: "legend-box" }, legend);
     shown.forEach((s, i) => {
       const ly = M.top + 16 + 14 * i;
-      el("line", { x1: lx + 6, x2: lx + 26, y1: ly - 4, y2: ly - 4, stroke: s.color, "stroke-width": 2 }, legend);
+      el("line", { x1: lx + 6, x2: lx + 26, y1: ly - 4, y2: ly - 4, stroke: s.color, "stroke-width": 2,
+                   "stroke-dasharray": s.dash || "none" }, legend);
       text(s.name, { x: lx + 30, y: ly }, legend);
     });
     text(zoom ? "zoomed: double-click shows the whole run" : "hover for values · drag across to zoom",
          { x: M.left + 4, y: M.top - 7, class: "hint" }, svg);
     view = { out, sx, sy, x0, x1, pw, ph, axis };
     svg.appendChild(cursor);
+    leave();  // a tooltip of the view before (zoom, reset) would be stale
   }
 
   const cursor = el("g", { class: "cursor", visibility: "hidden" });
@@ -237,7 +253,10 @@ function render({ model, el: host }) {
     }
     if (px < M.left || px > M.left + view.pw) return leave();
     const x = view.x0 + (px - M.left) / view.pw * (view.x1 - view.x0);
-    const sm = view.out.find((s) => s.kind === "smooth"), raw = view.out.find((s) => s.kind === "raw");
+    const runs = view.out.filter((s) => s.kind === "smooth" || s.kind === "compare");
+    const inside = (s) => s.xs.length && x >= Math.min(s.xs[0], s.xs[s.xs.length - 1]) - 1e-9
+                          && x <= Math.max(s.xs[0], s.xs[s.xs.length - 1]) + 1e-9;
+    const sm = runs.find((s) => s.kind === "smooth" && inside(s)) || runs.find(inside);
     const lines = [];
     if (sm) {
       const i = nearest(sm.xs, x), c = sm.cols;
@@ -254,20 +273,26 @@ function render({ model, el: host }) {
       if (secs === secs) where.push(secs < 120 ? `${secs.toFixed(secs < 10 ? 1 : 0)} s`
                                                : `${(secs / 60).toFixed(1)} min`);
       lines.push(where.join(" · "));
-      lines.push(`loss ${raw.ys[i].toFixed(4)} (smoothed ${sm.ys[i].toFixed(4)})`);
+    }
+    for (const s of runs.filter(inside)) {  // every run at that x: its loss, smoothed, and the value at its point
+      const i = nearest(s.xs, x);
+      lines.push({ text: `${s.run}: loss ${s.raw[i].toFixed(4)} (smoothed ${s.ys[i].toFixed(4)})`, color: s.color });
     }
     for (const s of view.out) {
       if (s.kind === "val") {
         const i = nearest(s.xs, x);
-        if (i >= 0 && Math.abs(view.sx(s.xs[i]) - px) < 10) lines.push(`validation ${s.ys[i].toFixed(4)}`);
-      } else if (s.kind === "compare") {
-        const i = nearest(s.xs, x);
-        if (i >= 0 && Math.abs(view.sx(s.xs[i]) - px) < 20) lines.push(`${s.name} ${s.ys[i].toFixed(4)} (smoothed)`);
+        if (i >= 0 && Math.abs(view.sx(s.xs[i]) - px) < 10)
+          lines.push({ text: `${s.run}: validation ${s.ys[i].toFixed(4)}`, color: s.color });
       }
     }
-    tip.replaceChildren(...lines.map((l) => Object.assign(document.createElement("div"), { textContent: l })));
+    tip.replaceChildren(...lines.map((l) => {
+      const d = Object.assign(document.createElement("div"), { textContent: l.text || l });
+      if (l.color) d.style.borderLeft = `3px solid ${l.color}`;
+      return d;
+    }));
     tip.style.display = lines.length ? "block" : "none";
-    tip.style.left = Math.min(px + 14, r.width - 260) + "px";
+    const tw = tip.offsetWidth;  // beside the pointer, on the side where it fits
+    tip.style.left = (px + 14 + tw > r.width ? Math.max(0, px - 14 - tw) : px + 14) + "px";
     tip.style.top = Math.max(0, py - 50) + "px";
   }
 
@@ -304,7 +329,8 @@ function render({ model, el: host }) {
     draw();
   };
   svg.addEventListener("dblclick", unzoom);
-  for (const k of ["live", "val", "marks", "compare", "smoothing", "log_y", "name"]) model.on("change:" + k, draw);
+  for (const k of ["live", "val", "marks", "compare", "smoothing", "log_y", "name", "color", "scale", "unit"])
+    model.on("change:" + k, draw);
   model.on("change:x_axis", unzoom);
   const ro = new ResizeObserver(() => draw());
   ro.observe(root);

@@ -7,6 +7,7 @@ from __future__ import annotations
 import html, inspect, io, math, os, re, shlex, signal, subprocess, threading, time
 from pathlib import Path
 from dataclasses import asdict, fields
+from typing import Callable
 import anywidget, traitlets
 import numpy as np
 import ipywidgets as W
@@ -15,12 +16,12 @@ import crystalline_nb
 from .core import one_line
 from .config import (PRESETS, POSITIONALS, ATTENTION_BIASES, EMBEDDING_INITS, MAX_DIM, MAX_EPOCHS,
                                    MAX_LAYERS, MAX_SEQ, PRECISIONS, TOKENIZERS, CrawlSettings, GenerateSettings,
-                                   ModelSettings, TrainSettings, param_count, preset)
+                                   ModelSettings, TrainSettings, param_count, preset, setting_help)
 from .tokenizer import ByteTokenizer
 from .device import available_devices
 from .ingest import corpus_texts
 from .workspace import Workspace, model_lock
-from .history import history, plot_history, StepFollower, bits_per_byte, events
+from .history import history, StepFollower, bits_per_byte, events
 from .evaluate import evaluate, evaluations
 from .generate import stream
 from .crawler import Crawler, normalize_url
@@ -28,9 +29,9 @@ from .trainer import Trainer, describe_step, describe_end
 from .distributed import start_distributed
 
 # %% auto #0
-__all__ = ['ASSETS', 'X_AXES', 'PLOT_POINTS', 'LOST', 'shell_line', 'fig_png', 'guard', 'smooth', 'packed', 'LossView',
-           'LossPlot', 'PanelTab', 'ModelsTab', 'DataTab', 'TrainTab', 'GenerateTab', 'HistoryTab', 'Link',
-           'ControlPanel']
+__all__ = ['ASSETS', 'X_AXES', 'PLOT_POINTS', 'UNITS', 'PALETTE', 'LOST', 'STYLE', 'shell_line', 'fig_png', 'guard',
+           'model_color', 'unit_scale', 'smooth', 'packed', 'LossView', 'LossPlot', 'points_of', 'PanelTab',
+           'ModelsTab', 'DataTab', 'TrainTab', 'GenerateTab', 'HistoryTab', 'runs_table', 'Link', 'ControlPanel']
 
 # %% ../nbs/16_panel.ipynb #310fcfa7
 def shell_line(*parts) -> str:
@@ -97,6 +98,22 @@ def guard(fn):
 ASSETS = Path(crystalline_nb.__file__).parent  # lossplot.js and lossplot.css: the chart's script and style
 X_AXES = {"epochs": "epochs", "steps": "step", "tokens": "tokens", "minutes": "time"}
 PLOT_POINTS = 4000  # the most points of one curve sent to the browser
+UNITS = {"nats": "nats/token", "bits": "bits/byte"}  # the loss as trained, or comparable across tokenizers
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f",
+           "#d62728")
+
+
+def model_color(names, name: str) -> str:
+    "The colour of model `name` in every plot of the panel: from its place among the workspace's models, sorted."
+    s = sorted(names)
+    return PALETTE[s.index(name) % len(PALETTE)] if name in s else PALETTE[-2]
+
+
+def unit_scale(unit: str, bytes_per_token: float | None) -> float:
+    "What a loss in nats per token is multiplied by to be in `unit` (bits per byte need the data's bytes per token)."
+    if unit == "nats" or not bytes_per_token:
+        return 1.0
+    return 1 / (math.log(2) * bytes_per_token)
 
 
 def smooth(y, weight: float) -> list[float]:
@@ -126,7 +143,10 @@ class LossView(anywidget.AnyWidget):
     live = traitlets.Bytes(b"").tag(sync=True)     # epochs, step, tokens, time, loss
     val = traitlets.Bytes(b"").tag(sync=True)      # epoch, step, validation loss
     marks = traitlets.List([]).tag(sync=True)      # [step, label]
-    compare = traitlets.List([]).tag(sync=True)    # {name, data: as live}
+    compare = traitlets.List([]).tag(sync=True)    # {name, data: as live, val, marks, color, scale}
+    color = traitlets.Unicode(PALETTE[0]).tag(sync=True)  # the live model's colour
+    scale = traitlets.Float(1.0).tag(sync=True)  # what its losses are multiplied by (see `unit_scale`)
+    unit = traitlets.Unicode("nats").tag(sync=True)
     smoothing = traitlets.Float(0.6).tag(sync=True)
     log_y = traitlets.Bool(False).tag(sync=True)
     x_axis = traitlets.Unicode("epochs").tag(sync=True)
@@ -136,19 +156,21 @@ class LossPlot:
     "The live loss plot: its points kept here, drawn in the browser by a `LossView`, as a matplotlib `figure` on call."
     COLS = ("epochs", "step", "tokens", "time", "y")
 
-    def __init__(self):
+    def __init__(self, color_of: Callable[[str], str] | None = None):
         self.view = LossView(layout=W.Layout(width="100%", max_width="1000px"))
         self.caption = W.HTML()
         self.live = self._empty("")
         self._cols, self._converted, self._converted_of = np.zeros((len(self.COLS), 0)), 0, None  # for sending
         self._compare, self._compared = [], []
-        self.smoothing, self.log_y, self.x_axis = 0.6, False, "epochs"
+        self.smoothing, self.log_y, self.x_axis, self.unit = 0.6, False, "epochs", "nats"
+        self.color_of = color_of or (lambda name: PALETTE[0])  # a model's colour (`model_color`)
         self.lock = threading.Lock()
         self.last, self.cost, self.renders = 0.0, 0.0, 0
 
     @staticmethod
-    def _empty(name: str) -> dict:
-        return dict(epochs=[], step=[], tokens=[], time=[], y=[], vx=[], vy=[], vstep=[], marks=[], name=name)
+    def _empty(name: str, bytes_per_token: float | None = None) -> dict:
+        return dict(epochs=[], step=[], tokens=[], time=[], y=[], vx=[], vy=[], vstep=[], marks=[], name=name,
+                    bpt=bytes_per_token)
 
     @property
     def compare(self) -> list:
@@ -158,34 +180,41 @@ class LossPlot:
     @compare.setter
     def compare(self, datasets: list):
         self._compare = [ds for ds in datasets if ds.sizes.get("step", 0)]
-        self._compared = [dict(name=ds.attrs.get("model", ""),
-                               data=packed([ds.epochs_trained.values, ds.step.values, ds.tokens.values,
-                                            ds.time.values, ds.loss.values])) for ds in self._compare]
+        self._compared = []
+        for ds in self._compare:
+            P = points_of(ds)
+            self._compared.append(dict(name=P["name"], data=packed([P[k] for k in self.COLS]), bpt=P["bpt"],
+                                       val=packed([P["vx"], P["vstep"], P["vy"]]) if P["vy"] else b"",
+                                       marks=[[s, label] for s, label in P["marks"]]))
 
 # %% ../nbs/16_panel.ipynb #c8e105ce
 @patch
 def reset(self: LossPlot, name: str, history=None):
     "Start the live curve of model `name`, seeded with its saved history (an xarray Dataset) if given."
     with self.lock:
-        L = self.live = self._empty(name)
-        if history is None:
-            return
-        if history.sizes.get("step", 0):
-            L["epochs"] = history.epochs_trained.values.tolist()
-            L["step"] = history.step.values.astype(float).tolist()
-            L["tokens"] = history.tokens.values.tolist()
-            L["time"] = history.time.values.tolist()
-            L["y"] = history.loss.values.tolist()
-        if history.sizes.get("epoch", 0):
-            m = history.val_loss.notnull().values
-            L["vx"] = history.epoch.values[m].astype(float).tolist()
-            L["vstep"] = history.epoch_step.values[m].tolist()
-            L["vy"] = history.val_loss.values[m].tolist()
-        starts = [e for e in events(history) if e.get("type") == "start" and e.get("step", 0) > 0]
-        L["marks"] = [(e["step"], "resumed") for e in starts]
-        L["marks"] += [(e["step"], f"grew to {e.get('to_layers')} layers") for e in events(history)
-                       if e.get("type") == "growth"]
-        L["marks"].sort(key=lambda m: m[0])
+        self.live = self._empty(name) if history is None else dict(points_of(history), name=name)
+
+
+def points_of(history) -> dict:
+    "The points of a model's history (an xarray Dataset) as the plot keeps them: losses, validation, marks."
+    L = LossPlot._empty(history.attrs.get("model", ""), history.attrs.get("bytes_per_token"))
+    if history.sizes.get("step", 0):
+        L["epochs"] = history.epochs_trained.values.tolist()
+        L["step"] = history.step.values.astype(float).tolist()
+        L["tokens"] = history.tokens.values.tolist()
+        L["time"] = history.time.values.tolist()
+        L["y"] = history.loss.values.tolist()
+    if history.sizes.get("epoch", 0):
+        m = history.val_loss.notnull().values
+        L["vx"] = history.epoch.values[m].astype(float).tolist()
+        L["vstep"] = history.epoch_step.values[m].tolist()
+        L["vy"] = history.val_loss.values[m].tolist()
+    starts = [e for e in events(history) if e.get("type") == "start" and e.get("step", 0) > 0]
+    L["marks"] = [(e["step"], "resumed") for e in starts]
+    L["marks"] += [(e["step"], f"grew to {e.get('to_layers')} layers") for e in events(history)
+                   if e.get("type") == "growth"]
+    L["marks"].sort(key=lambda m: m[0])
+    return L
 
 # %% ../nbs/16_panel.ipynb #eec41802
 @patch
@@ -262,7 +291,9 @@ def render(self: LossPlot):
             v.live = packed(self._columns()) if L["y"] else b""
             v.val = packed([L["vx"], L["vstep"], L["vy"]]) if L["vy"] else b""
             v.marks = [[step, label] for step, label in L["marks"]]
-            v.compare = self._compared
+            v.color, v.scale, v.unit = self.color_of(L["name"]), unit_scale(self.unit, L["bpt"]), self.unit
+            v.compare = [dict(c, color=self.color_of(c["name"]), scale=unit_scale(self.unit, c.pop("bpt", None)))
+                         for c in map(dict, self._compared)]
             v.smoothing, v.log_y, v.x_axis = self.smoothing, self.log_y, self.x_axis
         self.cost, self.last = time.perf_counter() - t0, time.monotonic()
         self.renders += 1
@@ -277,27 +308,26 @@ def figure(self: LossPlot, width: int = 720, height: int = 330):
     from matplotlib.figure import Figure
     fig = Figure(figsize=(width / 80, height / 80), dpi=80)
     ax, w, axis = fig.add_subplot(111), self.smoothing, self.x_axis
-    for i, ds in enumerate(self.compare):
-        other = self._empty(ds.attrs.get("model", ""))
-        other.update(epochs=ds.epochs_trained.values.tolist(), step=ds.step.values.astype(float).tolist(),
-                     tokens=ds.tokens.values.tolist(), time=ds.time.values.tolist())
-        ax.plot(_xs(other, axis), smooth(ds.loss.values.tolist(), w), color=f"C{i + 1}", lw=1.2, alpha=0.9,
-                label=other["name"])
-    L = self.live
-    if L["y"]:
-        xs = _xs(L, axis)
-        ax.plot(xs, L["y"], color="C0", lw=0.8, alpha=0.25)
-        ax.plot(xs, smooth(L["y"], w), color="C0", lw=1.8, label=f"{L['name']} train (smoothed {w:g})")
-    if L["vy"]:
-        vx = L["vx"] if axis == "epochs" else _at_steps(L, axis, L["vstep"])
-        ax.plot(vx, L["vy"], "D-", color="C3", ms=7, lw=1.2, label=f"{L['name']} validation")
-    for (step, label), x in zip(L["marks"], _at_steps(L, axis, [m[0] for m in L["marks"]])):
-        if x == x:
-            ax.axvline(x, color="gray", ls=":", lw=1)
-            ax.annotate(label, (x, 1), xycoords=("data", "axes fraction"), rotation=90, va="top", ha="right",
-                        fontsize=7, color="gray")
+    runs = [(points_of(ds), False) for ds in self.compare] + [(self.live, True)]
+    for L, live in runs:  # each model in its colour: the compared runs, then the live one over them
+        if not L["y"]:
+            continue
+        xs, c, k = _xs(L, axis), self.color_of(L["name"]), unit_scale(self.unit, L["bpt"])
+        ys = [y * k for y in L["y"]]
+        if live:
+            ax.plot(xs, ys, color=c, lw=0.8, alpha=0.25)
+        ax.plot(xs, smooth(ys, w), color=c, lw=1.8 if live else 1.2,
+                label=f"{L['name']} train (smoothed {round(w, 3):g})")
+        if L["vy"]:
+            vx = L["vx"] if axis == "epochs" else _at_steps(L, axis, L["vstep"])
+            ax.plot(vx, [y * k for y in L["vy"]], "D--", color=c, ms=6, lw=1.0, label=f"{L['name']} validation")
+        for (step, label), x in zip(L["marks"], _at_steps(L, axis, [m[0] for m in L["marks"]])):
+            if x == x:
+                ax.axvline(x, color=c, ls=":", lw=1)
+                ax.annotate(label, (x, 1), xycoords=("data", "axes fraction"), rotation=90, va="top", ha="right",
+                            fontsize=7, color="gray")
     ax.set_xlabel("minutes of training" if axis == "minutes" else axis)
-    ax.set_ylabel("loss (nats/token)")
+    ax.set_ylabel(f"loss ({UNITS[self.unit]})")
     ax.set_yscale("log" if self.log_y else "linear")
     ax.grid(alpha=0.3, which="both")
     if L["y"] or self.compare:
@@ -392,6 +422,9 @@ class ModelsTab(PanelTab):
                                        layout=W.Layout(display="none", width="auto"))
         self.delete_cancel = W.Button(description="Cancel", layout=W.Layout(display="none"))
         self._resetting = False
+        docs = setting_help(ModelSettings)
+        for name, w in self.fields.items():  # each field's one-line help on hover, as `cllm new --help` says it
+            w.tooltip = docs[name][2]
         self.reset_form()
         self.new_preset.observe(lambda ch: self.reset_form(ch["new"]), names="value")
         for name, w in self.fields.items():
@@ -488,7 +521,7 @@ def show_size(self: ModelsTab):
         bpe = s.tokenizer == "bpe"
         cfg = s.config(s.vocab_size if bpe else ByteTokenizer.vocab_size)
     except ValueError as e:
-        self.size.value = f"<small style='color:#b00020'>this model cannot be made: {html.escape(one_line(e))}</small>"
+        self.size.value = f"<small class='cllm-err'>this model cannot be made: {html.escape(one_line(e))}</small>"
         return
     what = f"{s.preset_name}, {len(changed)} field{'s' * (len(changed) != 1)} changed" if changed else s.preset_name
     vocab = f"a bpe tokenizer of up to {cfg.vocab_size:,} tokens" if bpe else f"bytes ({cfg.vocab_size} tokens)"
@@ -634,6 +667,18 @@ def show_queue(self: DataTab, name: str | None):
     self.queue_table.value = head + refused + table + more
 
 
+def _left_out(pages: list[tuple], n: int = 50) -> str:
+    "The pages a crawl did not queue (duplicates, skipped, failed, disallowed), each with its reason, folded."
+    if not pages:
+        return ""
+    rows = "".join(f"<tr><td>{html.escape(u[-80:])}</td><td>{html.escape(st)}</td><td>{html.escape(why)}</td></tr>"
+                   for u, st, why in pages[-n:])
+    more = f" (the last {n})" if len(pages) > n else ""
+    return (f"<details><summary>{len(pages):,} page{'s' * (len(pages) != 1)} not queued, with the reasons{more}"
+            f"</summary><table class='cllm-table'><tr><th>page</th><th>outcome</th><th>reason</th></tr>{rows}"
+            "</table></details>")
+
+
 def _refused_list(refused: list[dict], n: int = 50) -> str:
     "The refused sources with their reasons, folded under one line (the latest `n`)."
     if not refused:
@@ -652,9 +697,11 @@ def _report(self: DataTab, rep):
     self.show_queue(self.name)
     self.app.show_summary(self.name)
     extra = "".join(f"<br>skipped {html.escape(s)}: {html.escape(r)}" for s, r in rep.rejected[:20])
-    dup = f"<br>{len(rep.duplicates)} already in the queue" if rep.duplicates else ""
-    color = "#1b5e20" if not rep.rejected else "#8a5a00" if rep.added or rep.duplicates else "#b00020"
-    self.app.message.value = f"<span style='color:{color}'>{html.escape(rep.summary())}{dup}{extra}</span>"
+    same = lambda s, d: "" if d == s else f" ({d})" if "near-duplicate" in d else f" (same text as {d})"
+    dup = "".join(f"<br>already in the queue: {html.escape(s + same(s, d))}" for s, d in rep.duplicates[:10])
+    dup += f"<br>and {len(rep.duplicates) - 10:,} more already in the queue" if len(rep.duplicates) > 10 else ""
+    kind = "cllm-ok" if not rep.rejected else "cllm-warn" if rep.added or rep.duplicates else "cllm-err"
+    self.app.message.value = f"<span class='{kind}'>{html.escape(rep.summary())}{dup}{extra}</span>"
 
 # %% ../nbs/16_panel.ipynb #75693e42
 @patch
@@ -732,7 +779,7 @@ def _crawl(self: DataTab, cr: Crawler, name: str, url: str):
                                    f"{html.escape(ev['url'])}</small>")
     try:
         rep = cr.run([url], progress=show)
-        self.crawl_status.value = f"{html.escape(rep.reason)}: {html.escape(rep.summary())}"
+        self.crawl_status.value = f"{html.escape(rep.reason)}: {html.escape(rep.summary())}" + _left_out(rep.left_out)
     except Exception as e:
         self.app.say(one_line(e), error=True)
     finally:
@@ -786,8 +833,10 @@ class TrainTab(PanelTab):
                                        continuous_update=False, **_FIELD)
         self.log_y = W.Checkbox(description="log scale", value=False, indent=False)
         self.x_axis = W.Dropdown(description="x axis", options=list(X_AXES), value="epochs", **_FIELD)
+        self.unit = W.Dropdown(description="Loss unit", options=[(v, k) for k, v in UNITS.items()], value="nats",
+                               **_FIELD)
         self.compare = W.SelectMultiple(description="Compare with", options=[], rows=3, **_FIELD)
-        self.plot = LossPlot()
+        self.plot = LossPlot(color_of=app.color_of)
         self.trainer = self.thread = self.proc = None
         self.run_name = None  # the model the run trains (the selected one may change meanwhile)
         self.run_note = W.HTML()
@@ -801,12 +850,12 @@ class TrainTab(PanelTab):
         self.start_btn.on_click(lambda _: self.start())
         self.stop_btn.on_click(lambda _: self.stop())
         self.compare.observe(lambda ch: self.set_compare(ch["new"]), names="value")
-        for w in (self.smoothing, self.log_y, self.x_axis):
+        for w in (self.smoothing, self.log_y, self.x_axis, self.unit):
             w.observe(lambda ch: self.set_view(), names="value")
         settings = _columns([self.batch, self.seq, self.epochs, self.device, self.tensorboard],
                             [self.lr, self.layers, self.layers_note, self.nproc, self.precision])
         buttons = W.HBox([self.start_btn, self.stop_btn, self.progress], layout=W.Layout(align_items="center"))
-        view = _columns([self.x_axis, self.smoothing], [self.compare, self.log_y])
+        view = _columns([self.x_axis, self.unit, self.smoothing], [self.compare, self.log_y])
         self.widget.children = [settings, buttons, self.locked_note, self.run_note, self.status, self.plot.view,
                                 self.plot.caption, view]
 
@@ -972,6 +1021,8 @@ def on_event(self: TrainTab, ev: dict):
         self.plot.mark(ev["step"], "resumed")
     if t == "step":
         self._steps += 1
+        if self.plot.live["bpt"] is None and ev.get("bits_per_byte"):  # the run's data: what bits per byte need
+            self.plot.live["bpt"] = ev["loss"] / math.log(2) / ev["bits_per_byte"]
         self.plot.add(ev["epochs_trained"], ev["loss"], ev["step"], ev.get("tokens"), ev["time"])
         now = time.monotonic()
         if now - self._last_ui >= 0.25:
@@ -1078,15 +1129,21 @@ def _finish(self: TrainTab, end: tuple | None = None):
 @guard
 def set_view(self: TrainTab):
     "Redraw the plot with the chosen x axis, smoothing and scale (also during a run: it costs the run nothing)."
-    self.plot.x_axis, self.plot.smoothing, self.plot.log_y = self.x_axis.value, self.smoothing.value, self.log_y.value
-    self.plot.render()
+    p = self.plot
+    p.x_axis, p.smoothing, p.log_y, p.unit = self.x_axis.value, self.smoothing.value, self.log_y.value, self.unit.value
+    p.render()
 
 # %% ../nbs/16_panel.ipynb #06ad0635
 @patch
 @guard
 def set_compare(self: TrainTab, names):
-    "Overlay the histories of other models on the live plot."
+    """Overlay the histories of other models on the live plot; when their tokenizers differ from this model's, the
+    losses are shown in bits per byte (nats per token do not compare across tokenizers)."""
     self.plot.compare = [h for h in (_history_or_none(self.ws, n) for n in names) if h is not None]
+    mine = self.run_name or self.name
+    kinds = {self.ws.info(n)["tokenizer"] for n in [*names, mine] if n}
+    if len(kinds) > 1 or len({self.ws.config(n).vocab_size for n in [*names, mine] if n}) > 1:
+        self.unit.value = "bits"  # redraws (set_view)
     self.plot.render()
 
 # %% ../nbs/16_panel.ipynb #a8cd9482
@@ -1172,79 +1229,134 @@ def generate(self: GenerateTab):
 
 # %% ../nbs/16_panel.ipynb #8adf68ae
 class HistoryTab(PanelTab):
-    "Loss curves and last values of several models, and evaluation of the selected model on files."
+    """Runs compared, as a W&B runs page: the loss curves of the models chosen, drawn in the browser like the Train
+    tab's (one colour per model everywhere, validation and growth/resume marks for each, a hover that lists every
+    run at that x), a table of their settings side by side with what differs marked, their last losses and
+    evaluations; and evaluation of the chosen models on files."""
     title = "History"
 
     def __init__(self, app):
         super().__init__(app)
         self.models = W.SelectMultiple(description="Models", options=[], rows=5, **_FIELD)
-        self.x_axis = W.Dropdown(description="x axis", options=["epoch", "tokens", "step"], **_FIELD)
-        self.unit = W.Dropdown(description="Loss unit", options=[("nats/token", "nats"), ("bits/byte", "bits")],
-                               value="nats", **_FIELD)
-        self.button = W.Button(description="Plot", icon="line-chart")
-        self.image = W.Image(format="png", layout=W.Layout(display="none"))  # shown with its first plot
-        self.table = W.HTML("<small>choose models (none: the selected one) and press Plot</small>")
+        self.x_axis = W.Dropdown(description="x axis", options=["tokens", "epochs", "steps"], value="tokens",
+                                 **_FIELD)
+        self.unit = W.Dropdown(description="Loss unit", options=[(v, k) for k, v in UNITS.items()], value="bits",
+                               **_FIELD)
+        self.smoothing = W.FloatSlider(description="Smoothing", min=0, max=0.99, step=0.01, value=0.6,
+                                       continuous_update=False, **_FIELD)
+        self.log_y = W.Checkbox(description="log scale", value=False, indent=False)
+        self.button = W.Button(description="Compare", icon="line-chart")
+        self.chart = LossPlot(color_of=app.color_of)
+        self.table = W.HTML("<small>choose models (none: the selected one) and press Compare</small>")
         self.eval_paths = W.Text(description="Evaluate on", placeholder="files or folders, separated by ;",
                                  layout=W.Layout(width="520px"), style=_FIELD["style"])
         self.eval_btn = W.Button(description="Evaluate", icon="check")
         self.eval_out = W.HTML()
+        self.shown = []  # the models compared now
         self.button.on_click(lambda _: self.plot())
         self.eval_btn.on_click(lambda _: self.evaluate())
-        controls = W.HBox([self.models, W.VBox([self.x_axis, self.unit, self.button])],
-                          layout=W.Layout(align_items="center"))
+        for w in (self.x_axis, self.unit, self.smoothing, self.log_y):
+            w.observe(lambda ch: self.set_view(), names="value")
+        controls = _columns([self.models], [self.x_axis, self.unit, self.smoothing,
+                                            W.HBox([self.log_y, self.button])])
         evaluation = W.HBox([self.eval_paths, self.eval_btn], layout=W.Layout(align_items="center"))
-        self.widget.children = [controls, self.image, self.table, evaluation, self.eval_out]
+        self.widget.children = [controls, self.chart.view, self.table, evaluation, self.eval_out]
 
     def select(self, name: str | None):
         "Offer every model of the workspace for comparison."
         self.models.options = self.ws.names()
 
 # %% ../nbs/16_panel.ipynb #a1606dd2
+_SETTINGS = (("tokenizer", "tokenizer"), ("layers", "n_layer"), ("width", "d_model"), ("heads", "n_head"),
+             ("parameters", "n_params"), ("positions", "positional"), ("batch", "batch_size"),
+             ("seq len", "seq_len"), ("lr", "lr"), ("schedule", "schedule"))
+
+
+def runs_table(ws, names: list[str], hs: dict, unit: str = "bits", color_of=None) -> str:
+    """The runs of `names` side by side (HTML): their settings, a setting that differs between them marked, then
+    steps, tokens and epochs, the last train and validation loss in `unit`, and the last evaluation."""
+    rows = []
+    for n in names:
+        info, h = ws.info(n), hs.get(n)
+        flat = {**info["config"], **info["training"], "n_params": f"{info['n_params']:,}",
+                "tokenizer": f"{info['tokenizer']} {info['vocab_size']}"}
+        last = lambda var, dim: float(h[var].values[-1]) if h is not None and h.sizes.get(dim, 0) else float("nan")
+        k = unit_scale(unit, h.attrs.get("bytes_per_token") if h is not None else None)
+        val = float("nan")
+        if h is not None and h.sizes.get("epoch", 0) and h.val_loss.notnull().any():
+            val = float(h.val_loss.values[h.val_loss.notnull().values][-1])
+        ev = evaluations(ws, n)
+        rows.append(dict(name=n, settings=[flat[key] for _, key in _SETTINGS], steps=info["steps"],
+                         tokens=info["tokens_seen"], epochs=info["epochs_trained"], train=last("loss", "step") * k,
+                         val=val * k, eval=ev[-1]["total"] if ev else None))
+    differ = [len({str(r["settings"][i]) for r in rows}) > 1 for i in range(len(_SETTINGS))]
+    num = lambda v, f=".4f": "–" if v != v else format(v, f)
+    head = "".join(f"<th>{h}</th>" for h in ["model", *(s for s, _ in _SETTINGS), "steps", "tokens", "epochs",
+                                               f"train ({UNITS[unit]})", f"val ({UNITS[unit]})",
+                                               "last evaluation (bits/byte)"])
+    body = ""
+    for r in rows:
+        dot = f"<span style='color:{color_of(r['name'])}'>■</span> " if color_of else ""
+        cells = "".join(f"<td class='{'cllm-differs' if d else ''}'>{html.escape(str(v))}</td>"
+                        for v, d in zip(r["settings"], differ))
+        e = r["eval"]
+        ev = ("–" if e is None else f"{e['bits_per_byte']:.3f}" + (
+            " <span class='cllm-warn'>includes training data</span>" if e["trained_on"] else ""))
+        body += (f"<tr><td>{dot}{html.escape(r['name'])}</td>{cells}<td>{r['steps']:,}</td><td>{r['tokens']:,}</td>"
+                 f"<td>{r['epochs']:.3f}</td><td>{num(r['train'])}</td><td>{num(r['val'])}</td><td>{ev}</td></tr>")
+    note = ("<small>a marked setting differs between the runs; losses in bits per byte compare models whose "
+            "tokenizers differ</small>" if any(differ) else "")
+    return f"<table class='cllm-table cllm-runs'><tr>{head}</tr>{body}</table>{note}"
+
+
 @patch
 @guard
 def plot(self: HistoryTab):
-    "Plot the loss curves of the models chosen (the selected model if none is)."
-    import matplotlib.pyplot as plt
+    "Compare the models chosen (the selected model if none is): their curves in the browser, and the runs table."
     names = list(self.models.value) or ([self.name] if self.name else [])
     if not names:
         raise ValueError("choose one or more models")
     hs = {n: h for n in names if (h := _history_or_none(self.ws, n)) is not None}
-    fig = plot_history(list(hs.values()), x=self.x_axis.value, unit=self.unit.value)
-    self.image.value = fig_png(fig)
-    self.image.layout.display = ""
-    plt.close(fig)
-    last = lambda h, var, dim: h[var].values[-1] if h.sizes.get(dim, 0) else float("nan")
-    num = lambda v, f=".4f": "–" if v != v else format(v, f)
+    self.shown, self._hs = names, hs
+    self.chart.compare = [hs[n] for n in names if n in hs]
+    self.set_view()
+    self.table.value = runs_table(self.ws, names, hs, self.unit.value, self.app.color_of)
+    x = dict(epochs="epoch", steps="step", tokens="tokens")[self.x_axis.value]  # `cllm history --x`'s words
+    self.app.show_cli("history", *names, "--plot", "loss.png", "--x", x, "--unit", self.unit.value)
 
-    def row(n, h):
-        ev = evaluations(self.ws, n)
-        e = (num(ev[-1]["total"]["bits_per_byte"], ".3f") + (" (trained on)" if ev[-1]["total"]["trained_on"] else "")
-             if ev else "–")
-        val = last(h, "val_loss", "epoch")
-        return (f"<tr><td>{html.escape(n)}</td><td>{h.sizes.get('step', 0)}</td><td>{num(last(h, 'loss', 'step'))}</td>"
-                f"<td>{num(val)}</td><td>{num(float(bits_per_byte(h, val)), '.3f')}</td><td>{e}</td></tr>")
 
-    head = ("<tr><th>model</th><th>steps</th><th>last loss</th><th>last val loss</th><th>val bits/byte</th>"
-            "<th>last evaluation, bits/byte</th></tr>")
-    self.table.value = f"<table class='cllm-table'>{head}{''.join(row(n, h) for n, h in hs.items())}</table>"
-    self.app.show_cli("history", *names, "--plot", "loss.png", "--x", self.x_axis.value, "--unit", self.unit.value)
+@patch
+def set_view(self: HistoryTab):
+    "Redraw the comparison with the chosen x axis, unit, smoothing and scale."
+    c = self.chart
+    c.x_axis, c.unit, c.smoothing, c.log_y = self.x_axis.value, self.unit.value, self.smoothing.value, self.log_y.value
+    c.render()
+    if self.shown:
+        self.table.value = runs_table(self.ws, self.shown, self._hs, self.unit.value, self.app.color_of)
 
-# %% ../nbs/16_panel.ipynb #b2810d04
+
 @patch
 @guard
 def evaluate(self: HistoryTab):
-    "Evaluate the selected model on the files or folders in the box; show the table and record the results."
-    name = self.require_model()
+    """Evaluate the models chosen (the selected one if none is) on the files or folders in the box: each one's table
+    below, the results recorded beside its history and shown in the runs table."""
+    names = list(self.models.value) or [self.require_model()]
     paths = [p.strip() for p in self.eval_paths.value.split(";") if p.strip()]
     if not paths:
         raise ValueError("enter one or more files or folders to evaluate on (separated by ;)")
-    if self.app.training and name == self.app.train.run_name:
-        raise ValueError(f"evaluating {name} waits for its run to end (its weights change with every step)")
-    rep = evaluate(self.ws, name, paths)
-    self.eval_out.value = f"<pre>{html.escape(rep.table())}</pre>"
-    self.app.show_cli("eval", name, *paths)
-    self.app.say(f"evaluated {name} on {len(rep.files)} file(s): {rep.total.bits_per_byte:.3f} bits/byte"
-                 + ("; includes training data" if rep.total.trained_on else ""), error=False)
+    run = self.app.train.run_name if self.app.training else None
+    if run in names:
+        raise ValueError(f"evaluating {run} waits for its run to end (its weights change with every step)")
+    reps = {n: evaluate(self.ws, n, paths) for n in names}
+    self.eval_out.value = "".join(f"<b>{html.escape(n)}</b><pre>{html.escape(r.table())}</pre>"
+                                  for n, r in reps.items())
+    self.app.show_cli("eval", names[-1], *paths)
+    said = "; ".join(f"{n} {r.total.bits_per_byte:.3f} bits/byte" for n, r in reps.items())
+    seen = [n for n, r in reps.items() if r.total.trained_on]
+    self.app.say(f"evaluated on {len(reps[names[0]].files)} file(s): {said}"
+                 + (f"; the files include training data of {', '.join(seen)}" if seen else ""), warn=bool(seen))
+    if self.shown:
+        self.table.value = runs_table(self.ws, self.shown, self._hs, self.unit.value, self.app.color_of)
 
 # %% ../nbs/16_panel.ipynb #2ac24f8a
 LOST = ("This panel no longer hears from its kernel: the kernel was restarted or stopped, or the page lost its link "
@@ -1273,6 +1385,12 @@ class Link(anywidget.AnyWidget):
 
 # %% ../nbs/16_panel.ipynb #3ff02986
 _PANELS = {}  # workspace folder -> the last panel made for it in this kernel
+STYLE = (".cllm-table td, .cllm-table th {padding: 1px 10px 1px 0; text-align: left} "
+         ".cllm-changed .widget-label, .cllm-changed.widget-checkbox label {font-weight: bold; "
+         "color: var(--jp-brand-color1, #1976d2)} "  # a form field that differs from the preset
+         ".cllm-ok {color: var(--jp-success-color1, #1b5e20)} .cllm-warn {color: var(--jp-warn-color1, #8a5a00)} "
+         ".cllm-err {color: var(--jp-error-color1, #b00020)} "  # the theme's colours: readable in light and dark
+         ".cllm-differs {background: rgba(255, 167, 38, 0.22)}")  # a setting that differs between compared runs
 
 
 class ControlPanel(W.VBox):
@@ -1298,9 +1416,10 @@ class ControlPanel(W.VBox):
         self.model = W.Dropdown(description="Model", options=[], **_FIELD)
         self.refresh_btn = W.Button(description="Refresh", icon="refresh",
                                     layout=W.Layout(width="auto", min_width="100px"))
-        self.summary, self.cli = W.HTML(), W.HTML(layout=W.Layout(min_height="22px"))
-        # a long report scrolls inside its line instead of pushing the tabs down
-        self.message = W.HTML(layout=W.Layout(min_height="22px", max_height="66px", overflow="auto"))
+        self.summary, self.cli = W.HTML(), W.HTML(layout=W.Layout(height="44px", overflow="auto"))
+        # the lines above the tabs keep their height whatever they say (a long report scrolls inside its line): the
+        # tabs never move under the pointer
+        self.message = W.HTML(layout=W.Layout(height="44px", overflow="auto"))
         self.models, self.data, self.train = ModelsTab(self), DataTab(self), TrainTab(self)
         self.gen, self.hist = GenerateTab(self), HistoryTab(self)
         self.tabs = W.Tab(children=[t.widget for t in self.all_tabs])
@@ -1313,9 +1432,7 @@ class ControlPanel(W.VBox):
         self.refresh_btn.on_click(lambda _: self.refresh())
         self.link = Link()
         head = W.HBox([self.model, self.refresh_btn, self.summary], layout=W.Layout(align_items="center"))
-        style = W.HTML("<style>.cllm-table td, .cllm-table th {padding: 1px 10px 1px 0; text-align: left} "
-                       ".cllm-changed .widget-label, .cllm-changed.widget-checkbox label {font-weight: bold; "
-                       "color: var(--jp-brand-color1, #1976d2)}</style>")
+        style = W.HTML(f"<style>{STYLE}</style>")
         super().__init__(children=[style, self.link, W.VBox([head, self.message, self.cli]), self.tabs], **kw)
         self.refresh()
         self.tabs.selected_index = 2 if self.model.value else 0  # a new workspace opens where the first step is
@@ -1332,6 +1449,10 @@ class ControlPanel(W.VBox):
         "Whether a training run started from this panel is running."
         return self.train.training
 
+    def color_of(self, name: str) -> str:
+        "Model `name`'s colour in every plot of this panel (see `model_color`)."
+        return model_color(self.ws.names(), name)
+
     @property
     def busy(self) -> str:
         "What this panel has going on in the background (a run, a crawl, a generation), in words; empty if nothing."
@@ -1342,12 +1463,13 @@ class ControlPanel(W.VBox):
 
 # %% ../nbs/16_panel.ipynb #9d19c179
 @patch
-def say(self: ControlPanel, text: str, error: bool = False):
-    "Show `text` on the message line (in red, after `error:`, for an error); empty text clears it."
-    color = "#b00020" if error else "#1b5e20"
+def say(self: ControlPanel, text: str, error: bool = False, warn: bool = False):
+    """Show `text` on the message line: in the theme's colour for an error (after `error:`), for a warning (`warn`)
+    or for what went well; empty text clears it."""
+    kind = "cllm-err" if error else "cllm-warn" if warn else "cllm-ok"
     text = re.sub(r"add data with `cllm add [^`]*`", "add data in the Data tab (upload, inbox or a path)", text)
     body = f"{'error: ' if error else ''}{html.escape(text)}"
-    self.message.value = f"<span style='color:{color}'>{body}</span>" if text else ""
+    self.message.value = f"<span class='{kind}'>{body}</span>" if text else ""
 
 # %% ../nbs/16_panel.ipynb #d812e0dc
 @patch
@@ -1376,7 +1498,7 @@ def _models(self: ControlPanel, names: list[str], cur: str | None):
     run = self.train.run_name
     self._quiet = True
     try:
-        self.model.options = [(f"{n}  ● training" if n == run else n, n) for n in names]
+        self.model.options = [(f"{n}  ● training" if n == run else n, n) for n in names] if run else names
         self.model.value = cur
     finally:
         self._quiet = False
@@ -1428,7 +1550,7 @@ def _header(self: ControlPanel, name: str, info: dict, live: dict | None):
 def lock(self: ControlPanel, running: bool):
     """Tell every tab that a run started (`running`) or ended. The selector stays free: other models can be browsed
     while one trains, and the one that trains is marked in it."""
-    self._models([v for _, v in self.model.options], self.model.value)
+    self._models([o[1] if isinstance(o, tuple) else o for o in self.model.options], self.model.value)
     for tab in self.all_tabs:
         tab.lock(running)
 

@@ -27,9 +27,9 @@ from .epochs import Corpus, EpochPlan, gather, missing_tokens
 from .history import HistoryWriter, TensorBoardSink, check_tensorboard
 
 # %% auto #0
-__all__ = ['FREE', 'REACCOUNTED', 'ARCH', 'lr_at', 'classify_changes', 'describe_changes', 'optimizer_for', 'optimizer_state',
-           'load_optimizer_state', 'EpochCursor', 'Trainer', 'batch_split', 'describe_step', 'describe_batch',
-           'describe_end', 'ConsoleProgress']
+__all__ = ['FREE', 'REACCOUNTED', 'ARCH', 'ETA_AFTER', 'lr_at', 'classify_changes', 'describe_changes', 'optimizer_for',
+           'optimizer_state', 'load_optimizer_state', 'EpochCursor', 'Trainer', 'batch_split', 'describe_step',
+           'describe_batch', 'describe_end', 'ConsoleProgress']
 
 # %% ../nbs/14_trainer.ipynb #a62c5de9
 def lr_at(s: TrainSettings, step: int, progress: float) -> float:
@@ -61,7 +61,7 @@ def _target_change(state: dict, target: float) -> tuple[str, str]:
     if target < done - 1e-9:
         return "refused", (f"target epochs {target:g} is below the {done:.3f} epochs already trained "
                            f"(training cannot be undone): set a target above {done:.3f} to train on")
-    return "free", f"target_epochs {state['target_epochs']:g} -> {target:g}"
+    return "free", f"target epochs {state['target_epochs']:g} -> {target:g}"
 
 # %% ../nbs/14_trainer.ipynb #63b24485
 def _layers_change(cfg: CLLMConfig, layers: int) -> tuple[str, str]:
@@ -82,7 +82,7 @@ def classify_changes(cfg: CLLMConfig, state: dict, settings: TrainSettings, targ
     for k in FREE + REACCOUNTED:
         a, b = getattr(old, k), getattr(settings, k)
         if a != b:
-            out["free" if k in FREE else "reaccounted"].append(f"{k} {a} -> {b}")
+            out["free" if k in FREE else "reaccounted"].append(f"{k.replace('_', ' ')} {a} -> {b}")
     if target_epochs is not None and target_epochs != state["target_epochs"]:
         kind, text = _target_change(state, target_epochs)
         out[kind].append(text)
@@ -96,10 +96,15 @@ def classify_changes(cfg: CLLMConfig, state: dict, settings: TrainSettings, targ
     return out
 
 # %% ../nbs/14_trainer.ipynb #3abbf627
+_SAID = dict(free="changed from this run on: {}",
+             reaccounted="changed from this run on: {} (the epoch in progress goes on from its place in the data: "
+                         "nothing is repeated or skipped)",
+             transformed="the model changes: {}", refused="refused: {}")
+
+
 def describe_changes(ch: dict) -> str:
-    "One line per kind of change, for the console and the panel."
-    names = dict(free="free", reaccounted="re-accounted", transformed="transformed", refused="refused")
-    lines = [f"{names[k]:>12}: " + "; ".join(v) for k, v in ch.items() if v]
+    "What a run changes since the last one, a line for each kind of change, in words that say what it means."
+    lines = [_SAID[k].format("; ".join(v)) for k, v in ch.items() if v]
     return "\n".join(lines) if lines else "no changes since the last run"
 
 # %% ../nbs/14_trainer.ipynb #158eb61f
@@ -224,6 +229,7 @@ class Trainer:
         self.cursor = EpochCursor.from_state(self.state)
         self._epoch_ended = False  # an epoch ended since the last checkpoint
         self._tps = None  # smoothed tokens/s of the run
+        self._ticks = 0  # steps of the run so far
         self._bpt = None  # UTF-8 bytes per token of the current epoch's data (for bits per byte)
 
 # %% ../nbs/14_trainer.ipynb #5206c0e2
@@ -581,6 +587,9 @@ def _grow(self: Trainer):
     self._checkpoint()
 
 # %% ../nbs/14_trainer.ipynb #d615ac19
+ETA_AFTER = 5  # steps of a run before its ETA is said: the first ones are slower (warm-up, compilation)
+
+
 @patch
 def _record_step(self: Trainer, loss: float, gn: float, n_tok: int, dt: float, fpt: float, peak: float):
     "Account one step: state counters, history row and `step` event."
@@ -592,6 +601,7 @@ def _record_step(self: Trainer, loss: float, gn: float, n_tok: int, dt: float, f
     self.cursor.loss_tokens += n_tok
     tps = n_tok / dt
     self._tps = tps if self._tps is None else 0.9 * self._tps + 0.1 * tps  # smoothed for the display
+    self._ticks += 1
     lr = self.opt.param_groups[0]["lr"]
     self.history.step(time=time.time(), epoch=st["epochs_trained"], step=st["steps"], tokens=st["tokens_seen"],
                       loss=loss, lr=lr, batch_size=s.batch_size, seq_len=s.seq_len, grad_norm=gn, tokens_per_s=tps)
@@ -600,7 +610,7 @@ def _record_step(self: Trainer, loss: float, gn: float, n_tok: int, dt: float, f
     self._emit("step", loss=loss, lr=lr, grad_norm=gn, tokens=st["tokens_seen"], epochs_trained=st["epochs_trained"],
                target_epochs=self.target, tokens_per_s=self._tps, mfu=util, peak_flops=peak,
                bits_per_byte=loss / math.log(2) / self._bpt if self._bpt else None,
-               eta=remaining / self._tps if self._tps else None)
+               eta=remaining / self._tps if self._tps and self._ticks >= ETA_AFTER else None)
 
 # %% ../nbs/14_trainer.ipynb #a4fe7fcf
 @patch
@@ -615,7 +625,7 @@ def _train_loop(self: Trainer, max_steps: int | None, max_time: float | None, t0
                        n_params=self.lm.model.n_params, peak_flops=peak, device=device_label(self.device),
                        precision=self.precision, compile=self.compile, processes=self.world, notes=self.notes)
     self.history.event(**start)
-    run_steps, run_tokens, first, last, self._tps = 0, 0, None, None, None
+    run_steps, run_tokens, first, last, self._tps, self._ticks = 0, 0, None, None, None, 0
     last_save, last_save_t, reason = st["steps"], time.time(), "target"
     warmup, steady_t0, first_tokens = None, None, 0  # the first step (where compilation happens): seconds, tokens
     while True:
@@ -709,7 +719,7 @@ def describe_step(ev: dict, val_loss: float | None = None, processes: int = 1) -
         parts.append(f"{ev['tokens_per_s']:,.0f} tokens/s")
     if ev.get("mfu") is not None:
         parts.append(f"MFU {ev['mfu']:.1%}")
-    if "eta" in ev:
+    if ev.get("eta") is not None:
         parts.append(f"ETA {fmt_duration(ev['eta'])}")
     if processes > 1:
         parts.insert(0, f"{processes} processes")

@@ -169,9 +169,9 @@ def test_panel_in_a_real_browser(lab, tmp_path):
             # the plot is drawn in the browser: a smoothed curve, values under the pointer, drag to zoom
             page.wait_for_function("""() => { const p = document.querySelector('.cllm-lossplot path.series-smooth');
                 return p && (p.getAttribute('d').match(/L/g) || []).length >= 1; }""", timeout=60_000)
-            box = page.locator(".cllm-lossplot svg").bounding_box()
+            box = page.locator(".cllm-lossplot:visible svg").bounding_box()
             page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.5)
-            tip = page.locator(".cllm-lossplot-tip")
+            tip = page.locator(".cllm-lossplot:visible .cllm-lossplot-tip")
             tip.wait_for(state="visible", timeout=10_000)
             assert re.search(r"step \d+ · epoch [0-9.]+", tip.inner_text()) and "loss" in tip.inner_text()
             page.screenshot(path=str(art / "panel-training.png"), full_page=True)
@@ -208,6 +208,12 @@ def test_panel_in_a_real_browser(lab, tmp_path):
             page.locator("button[title='Stop']").click()
             page.wait_for_selector("text=/stopped: \\d+ steps, [0-9,]+ tokens/", timeout=60_000)
             assert not field("Target epochs").is_disabled()
+            # one source for the numbers: the header and the status say the final state alike
+            page.wait_for_selector("text=/of 200 epochs in/", timeout=30_000)
+            body = page.locator(".widget-tab").first.inner_text() + page.locator("body").inner_text()
+            head = re.search(r"epoch ([0-9.]+)/200 · step (\d+),", body)
+            status = re.search(r"([0-9.]+) of 200 epochs in ([0-9,]+) steps", body)
+            assert head and status and head[1] == status[1] and head[2] == status[2].replace(",", ""), (head, status)
             page.screenshot(path=str(art / "panel-stopped.png"), full_page=True)
 
             # a kernel restart during a run: the panel says it lost its kernel; the cell run again says where the
@@ -235,11 +241,36 @@ def test_panel_in_a_real_browser(lab, tmp_path):
             page.set_viewport_size(dict(width=1100, height=800))  # a laptop with the file browser open
             page.wait_for_timeout(500)
             page.screenshot(path=str(art / "panel-1100x800.png"), full_page=True)
-            page.locator(".cllm-lossplot").scroll_into_view_if_needed()
+            page.locator(".cllm-lossplot:visible").scroll_into_view_if_needed()
             page.screenshot(path=str(art / "panel-1100x800-plot.png"), full_page=True)
             page.locator(".lm-TabBar-tab:has-text('Data')").first.click()
             page.wait_for_timeout(300)
             page.screenshot(path=str(art / "panel-1100x800-data.png"), full_page=True)
+
+            # History: the runs compared in the browser chart, in bits per byte, with the runs table beside
+            page.locator(".lm-TabBar-tab:has-text('History')").first.click()
+            field("Models", "select").select_option(["browser"])
+            page.locator("button:has-text('Compare')").click()
+            page.wait_for_selector(".cllm-runs", timeout=30_000)
+            assert "history browser --plot loss.png --x tokens --unit bits" in page.locator("body").inner_text()
+            chart = ".cllm-lossplot:visible"
+            page.wait_for_selector(f"{chart} text:has-text('loss (bits/byte)')", timeout=30_000)
+            assert page.locator(f"{chart} path.series-compare").count() == 1
+            assert page.locator(f"{chart} path.val-point").count() >= 1  # the run's validation, in its colour
+            assert page.locator(f"{chart} text.mark-label:has-text('grew to 3 layers')").count() == 1
+            page.locator(f"{chart} svg").scroll_into_view_if_needed()
+            box = page.locator(f"{chart} svg").bounding_box()
+            page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
+            page.wait_for_selector("text=/browser: loss [0-9.]+ \\(smoothed/", timeout=10_000)  # every run at that x
+            page.screenshot(path=str(art / "panel-1100x800-history.png"), full_page=True)
+            # the dark theme: the same panel, readable
+            page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
+            page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'", timeout=30_000)
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(art / "panel-1100x800-history-dark.png"), full_page=True)
+            page.locator(".lm-TabBar-tab:has-text('Train')").first.click()
+            page.wait_for_timeout(300)
+            page.screenshot(path=str(art / "panel-1100x800-train-dark.png"), full_page=True)
         except Exception:
             page.screenshot(path=str(art / "panel-failure.png"), full_page=True)
             raise

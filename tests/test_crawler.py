@@ -257,6 +257,9 @@ def test_panel_crawl(ws, site):
         "depth limit reached" in panel.data.crawl_status.value and "4 queued" in panel.data.crawl_status.value
     ), panel.data.crawl_status.value
     assert len(ws.queue("web").rows()) == 4  # /a, /b, /c and /slow (15 s timeout here)
+    status = panel.data.crawl_status.value  # the pages left out are listed, each with its reason
+    assert "pages not queued, with the reasons" in status and "content type image/png is not text" in status
+    assert "/short" in status and "too short" in status and "disallowed by robots.txt" in status
     assert "crawl web" in panel.cli.value
     panel.data.crawl_url.value = "ftp://nope"
     panel.data.start_crawl()

@@ -190,7 +190,7 @@ def test_panel_evaluates_and_compares(home, tmp_path):
     assert "trained on" in p.hist.eval_out.value and "cllm" in p.cli.value and " eval m " in p.cli.value
     p.hist.unit.value = "bits"
     p.hist.plot()
-    assert "val bits/byte" in p.hist.table.value and "(trained on)" in p.hist.table.value
+    assert "val (bits/byte)" in p.hist.table.value and "includes training data" in p.hist.table.value
     p.hist.eval_paths.value = "  "
     p.hist.evaluate()
     assert "enter one or more files" in p.message.value

@@ -4,7 +4,8 @@ would."""
 import re, time
 from pathlib import Path
 import pytest
-from crystalline_nb.panel import ControlPanel, _safe_filename
+import math
+from crystalline_nb.panel import PALETTE, ControlPanel, _safe_filename
 from crystalline_nb.workspace import Workspace
 
 CORPUS = "".join(
@@ -39,6 +40,7 @@ def test_a_preset_resets_the_form_marks_changes_says_the_size_and_create_clears_
     m.new_preset.value = "nano"  # a nano baseline: nothing of the previous choices stays
     assert m.changed() == [] and m.new_corpus.value == "" and m.new_tokenizer.value == "byte"
     assert (m.new_pos.value, m.new_bias.value, m.new_layers.value, m.new_width.value) == ("rope", "none", 2, 64)
+    assert m.new_pos.tooltip.startswith("position encoding: rope") and m.new_bias.tooltip  # help on hover
     assert not any("cllm-changed" in w._dom_classes for w in m.fields.values())
     assert f"{param_count(preset('nano')):,} parameters" in text(m.size) and "2 layers, width 64" in text(m.size)
     m.new_heads.value = 3  # 64 is not divisible by 3: said at once, before Create
@@ -78,7 +80,9 @@ def test_upload_goes_through_ingestion(panel):
     assert "2</b> sources" in panel.data.queue_table.value
     assert " ingest toy" in text(panel.cli)
     panel.data.upload([dict(name="again.txt", content=CORPUS)])
-    assert "1 already in the queue" in text(panel.message)
+    msg = text(panel.message)  # the duplicate is named, with the source that holds its text, and counted once
+    assert "1 already in the queue" in msg and "already in the queue: inbox/again.txt (same text as inbox/" in msg
+    assert msg.count("1 already") == 1
     short = (
         b"<html><body><main><p>"
         + b"A page of 115 characters, less main text than any route accepts. " * 2
@@ -134,7 +138,7 @@ def test_train_stop_and_disk(panel):
     # the final state, read from disk, in the status and the header alike; nothing says "stopping" any more
     assert f"{st['epochs_trained']:.3f} of 30 epochs in {st['steps']:,} steps" in text(panel.train.status)
     assert f"epoch {st['epochs_trained']:.3f}/30 · step {st['steps']}," in text(panel.summary)
-    assert "stopping" not in text(panel.train.status) and dict(panel.model.options) == {"toy": "toy", "other": "other"}
+    assert "stopping" not in text(panel.train.status) and list(panel.model.options) == ["other", "toy"]
 
 
 def test_layers_grow_never_shrink(panel):
@@ -180,7 +184,7 @@ def test_not_enough_data_is_shown(panel):
 def test_state_belongs_to_the_selected_model(home):
     p = ControlPanel(home)
     assert p.tabs.selected_index == 0 and "create a first model" in text(p.message)   # a new workspace opens on Models
-    assert p.train.plot.view.live == b"" and p.hist.image.layout.display == "none"  # no broken images, an empty plot
+    assert p.train.plot.view.live == b"" and p.hist.chart.view.compare == []  # empty plots, no broken images
     for n in ("first", "second"):
         p.models.new_name.value, p.models.new_preset.value, p.models.new_layers.value = n, "nano", 2
         p.models.create()
@@ -239,8 +243,18 @@ def test_generate_rename_compare_history_delete(panel):
     panel.train.compare.value = ("twin",)
     assert len(panel.train.plot.compare) == 1
     panel.hist.models.value = ("toy", "twin")
-    panel.hist.plot()
-    assert panel.hist.image.value[:4] == b"\x89PNG" and "twin" in panel.hist.table.value
+    panel.hist.plot()  # drawn in the browser, each model in its colour, its validation and marks with it
+    runs = panel.hist.chart.view.compare
+    assert [r["name"] for r in runs] == ["toy", "twin"] and runs[0]["val"] and "twin" in panel.hist.table.value
+    assert [r["color"] for r in runs] == [panel.color_of("toy"), panel.color_of("twin")] == [PALETTE[0], PALETTE[1]]
+    assert panel.train.plot.view.color == panel.color_of("toy")  # the same colour on the Train tab
+    assert panel.hist.chart.view.unit == "bits" and abs(runs[0]["scale"] - 1 / math.log(2)) < 1e-3  # bytes
+    panel.hist.unit.value = "nats"
+    assert panel.hist.chart.view.compare[0]["scale"] == 1.0 and "train (nats/token)" in panel.hist.table.value
+    panel.hist.eval_paths.value = str(panel.ws.path("toy") / "ingested" / "c.txt")
+    panel.hist.evaluate()  # every chosen model, and the warning in the warning's colour
+    assert "cllm-warn" in panel.message.value and "training data of toy, twin" in text(panel.message)
+    assert panel.hist.eval_out.value.count("<pre>") == 2 and "includes training data" in panel.hist.table.value
     panel.models.rename_to.value = "renamed"
     panel.models.rename()
     assert set(panel.ws.names()) == {"renamed", "twin"} and panel.model.value == "renamed"

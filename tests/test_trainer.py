@@ -226,7 +226,8 @@ def test_cli_train_history_and_errors(home):
     def cllm(*a): return subprocess.run([str(BIN / "cllm"), *a], capture_output=True, text=True, env=env, timeout=300)
     r = cllm("train", "m", "--epochs", "1", "--batch-size", "4", "--seq-len", "32", "--lr", "3e-3", "--threads", "1")
     assert r.returncode == 0, r.stderr
-    assert "re-accounted: batch_size 8 -> 4; seq_len 64 -> 32" in r.stdout and "target reached" in r.stderr
+    assert "changed from this run on: batch size 8 -> 4; seq len 64 -> 32 (the epoch in progress" in r.stdout
+    assert "target reached" in r.stderr
     r = cllm("train", "m")
     assert r.returncode == 0 and "already trained to its target" in r.stdout
     for args, msg in [(["--seq-len", "65"], "seq-len must be between 2 and the model's max_seq_len (64)"),
