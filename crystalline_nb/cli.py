@@ -487,10 +487,11 @@ def cmd_demo(args):
     prompt = "Return the "
     sample = generate(lm.model, lm.tokenizer, prompt, max_tokens=100, temperature=0.7, seed=0)
     _say(f"\nsample before (epochs {st['epochs_trained']:.2f}): {sample!r}\n")
-    args.epochs, args.layers, args.max_steps, args.save_every, args.threads = target, None, None, 100, None
+    steps = int(os.environ.get("CLLM_DEMO_STEPS", 0)) or args.steps  # a number of steps: the same work on any machine
+    args.epochs, args.layers, args.max_steps, args.save_every, args.threads = target, None, steps, 100, None
     for k in setting_help():
         setattr(args, k, dict(batch_size=16, seq_len=128, lr=2e-3, warmup=50).get(k))
-    seconds = float(os.environ.get("CLLM_DEMO_SECONDS", args.seconds))
+    seconds = None if steps else float(os.environ.get("CLLM_DEMO_SECONDS", args.seconds))
     summary = _train(ws, name, args, max_time=seconds, quiet=True)
     lm = ws.load(name)
     sample = generate(lm.model, lm.tokenizer, prompt, max_tokens=100, temperature=0.7, seed=0)
@@ -783,6 +784,8 @@ def _training_verbs(verb):
     s.add_argument("--name", default="demo", help="model name (default demo)")
     s.add_argument("--seconds", type=float, default=60,
                    help="training time of this run (default 60; env CLLM_DEMO_SECONDS overrides)")
+    s.add_argument("--steps", type=int, default=None,
+                   help="train this many steps instead of a time (env CLLM_DEMO_STEPS overrides)")
 
 # %% ../nbs/17_cli.ipynb #7b3e5233
 def build_parser() -> argparse.ArgumentParser:

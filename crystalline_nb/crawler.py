@@ -16,9 +16,9 @@ from .ingest import head_kind, html_pieces, looks_like_html, text_pieces, Reject
 from .workspace import Workspace
 
 # %% auto #0
-__all__ = ['TRACKING', 'SCHEMA', 'COLUMNS', 'FLUSH_PAGES', 'FLUSH_SECONDS', 'TEXT_TYPES', 'COUNTERS', 'normalize_url', 'host_of',
-           'Scope', 'Frontier', 'address_kind', 'resolve', 'Response', 'sniff_type', 'fetch', 'extract_links',
-           'CrawlReport', 'Crawler', 'robots_crawl_delay']
+__all__ = ['TRACKING', 'SCHEMA', 'COLUMNS', 'NAT64', 'SHARED', 'SITE_LOCAL', 'FLUSH_PAGES', 'FLUSH_SECONDS', 'TEXT_TYPES',
+           'COUNTERS', 'normalize_url', 'host_of', 'Scope', 'Frontier', 'embedded_ipv4', 'address_kind', 'resolve',
+           'Response', 'sniff_type', 'fetch', 'extract_links', 'CrawlReport', 'Crawler', 'robots_crawl_delay']
 
 # %% ../nbs/13_crawler.ipynb #1bc21c84
 TRACKING = {
@@ -217,15 +217,33 @@ class Frontier:
         self.db.close()
 
 # %% ../nbs/13_crawler.ipynb #e994f53e
+NAT64 = ipaddress.ip_network("64:ff9b::/96")  # IPv6 addresses that carry an IPv4 one in their last 32 bits
+SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT (a cloud's metadata service lives there too)
+SITE_LOCAL = ipaddress.ip_network("fec0::/10")  # deprecated, never global
+
+
+def embedded_ipv4(a) -> ipaddress.IPv4Address | None:
+    "The IPv4 address that an IPv6 address carries (IPv4-mapped, 6to4, NAT64), else None."
+    if a.version != 6:
+        return None
+    if a.ipv4_mapped or a.sixtofour:
+        return a.ipv4_mapped or a.sixtofour
+    return ipaddress.IPv4Address(int(a) & 0xFFFFFFFF) if a in NAT64 else None
+
+
 def address_kind(ip: str) -> str:
-    "'public', or the kind of a special address: loopback, link-local, multicast, private or reserved."
+    """'public' for a global address, else its kind: loopback, link-local, multicast, private, shared, site-local or
+    reserved. An IPv6 address that carries an IPv4 one (IPv4-mapped, 6to4, NAT64) is of that address's kind."""
     a = ipaddress.ip_address(ip.split("%", 1)[0])
-    if getattr(a, "ipv4_mapped", None):
-        a = a.ipv4_mapped
+    a = embedded_ipv4(a) or a
     for kind in ("loopback", "link_local", "multicast", "unspecified", "private", "reserved"):
         if getattr(a, f"is_{kind}"):
             return {"link_local": "link-local", "unspecified": "reserved"}.get(kind, kind)
-    return "public"
+    if a in SHARED:
+        return "shared"
+    if a.version == 6 and a in SITE_LOCAL:
+        return "site-local"
+    return "public" if a.is_global else "reserved"
 
 
 def resolve(host: str, port: int) -> list[tuple[str, int]]:
@@ -412,7 +430,7 @@ class Crawler:
         self.report: CrawlReport | None = None  # its counts and notes
         self.fr: Frontier | None = None  # the frontier, open while it runs
         self.ing = None  # the queue's open `Ingestion` the pages go into
-        self._unwritten: list[tuple] = []  # pages in the ingestion, not yet written: (first URL, URL, HTTP status)
+        self._unwritten: list[tuple] = []  # pages in the ingestion, not yet written: (first URL, URL, HTTP, aliases)
         self._flushed = 0.0  # when the ingestion was last written (time.monotonic)
         self._fetched: set[str] = set()  # URLs fetched in this run (redirect chains included)
 
@@ -637,21 +655,23 @@ def _page(self: Crawler, url: str, depth: int) -> str:
         return self._settle(first, "skipped" if r.refused else "failed", r.status, r.error, retry=r.retry)
     if r.ctype not in TEXT_TYPES:
         return self._settle(first, "skipped", r.status, f"content type {r.ctype or 'unknown'} is not text")
-    for alias in chain[1:]:  # a redirect target is fetched once, under the first name
-        self.fr.add(alias, depth, parent=first)
-        self.fr.mark(alias, "duplicate", r.status, f"reached through {first}")
+    aliases = (chain[1:], depth, r.status)  # a redirect target is fetched once, under the first name
     if r.ctype != "text/plain":
         self.fr.add_links(extract_links(r.body, url), depth + 1, parent=url)
     try:
         pieces = self._text_of(r)
     except Rejected as e:
+        self._aliases(first, *aliases)
         return self._settle(first, "skipped", r.status, str(e))
     status, detail = self.ing.add(url, "url", lambda: iter(pieces))
-    if status == "duplicate":
-        return self._settle(first, "duplicate", r.status, f"same text as {detail}")
-    if status == "rejected":
+    if status in ("duplicate", "rejected"):
+        self._aliases(first, *aliases)
+        if status == "duplicate":
+            return self._settle(first, "duplicate", r.status, f"same text as {detail}")
         return self._settle(first, "skipped", r.status, detail)
-    self._unwritten.append((first, url, r.status))  # `queued` once its text is written (see `_flush`)
+    # `queued` once its text is written (see `_flush`), and its redirect targets settled then, not before: a crawl
+    # killed meanwhile fetches the page again on its next run
+    self._unwritten.append((first, url, r.status, aliases))
     self._fetched.update(chain)
     self.report.queued += 1
     if len(self._unwritten) >= FLUSH_PAGES or time.monotonic() - self._flushed > FLUSH_SECONDS:
@@ -660,16 +680,25 @@ def _page(self: Crawler, url: str, depth: int) -> str:
 
 # %% ../nbs/13_crawler.ipynb #8550aeb4
 @patch
+def _aliases(self: Crawler, first: str, aliases: list[str], depth: int, http: int | None):
+    "Settle the URLs that `first` redirected to as reached through it (once `first` itself is settled)."
+    for alias in aliases:
+        self.fr.add(alias, depth, parent=first)
+        self.fr.mark(alias, "duplicate", http, f"reached through {first}")
+
+
+@patch
 def _flush(self: Crawler):
     "Write the queued pages' text to the queue, then mark them `queued` in the frontier."
     kept, dups = self.ing.flush()
     kept, dups = {r["source"]: r for r in kept}, dict(dups)
     self.report.queued -= len(self._unwritten)
-    for first, url, http in self._unwritten:
+    for first, url, http, aliases in self._unwritten:
         if url in kept:
             self._settle(first, "queued", http, tokens=kept[url]["tokens"])
         else:  # another writer added the same text meanwhile
             self._settle(first, "duplicate", http, f"same text as {dups.get(url, 'a source added meanwhile')}")
+        self._aliases(first, *aliases)
     self._unwritten, self._flushed = [], time.monotonic()
 
 # %% ../nbs/13_crawler.ipynb #ca9caffe

@@ -213,6 +213,22 @@ def test_a_crawl_never_reaches_an_address_kind_it_did_not_start_on(ws, monkeypat
     assert rep.queued == 1
 
 
+@pytest.mark.parametrize("ip,kind", [("100.100.100.200", "shared"), ("2002:a9fe:a9fe::1", "link-local"),
+                                     ("fec0::1", "site-local"), ("64:ff9b::a9fe:a9fe", "link-local"),
+                                     ("::ffff:10.1.2.3", "private"), ("2001:db8::1", "private")])
+def test_what_is_not_global_is_refused_embedded_ipv4_included(ws, monkeypatch, ip, kind):
+    "Shared, site-local, and IPv6 addresses that carry a non-global IPv4 one (6to4, NAT64, IPv4-mapped)."
+    real = crawler.resolve
+    monkeypatch.setattr(crawler, "resolve", lambda h, p: [(ip, p)] if h == "odd.test" else real(h, p))
+    routes = {"/": (200, HTML, page("Home", ["http://odd.test/x"]))}
+    with serve(routes) as (base, log):
+        rep = crawl(ws, [base + "/"], include=("http://odd.test/*",), allow_private=False)
+        st = statuses(ws, base)
+    assert st["http://odd.test/x"][0] == "skipped" and f"a {kind} address ({ip})" in st["http://odd.test/x"][1]
+    assert rep.queued == 1
+    assert crawler.address_kind("2002:808:808::1") == crawler.address_kind("64:ff9b::808:808") == "public"
+
+
 def test_cli_crawl_failures_exit_1_and_a_closed_pipe_is_quiet(ws, capsys):
     from crystalline_nb.cli import main
     env = cllm_env(ws.home)
@@ -237,3 +253,18 @@ def test_cli_crawl_failures_exit_1_and_a_closed_pipe_is_quiet(ws, capsys):
     fr = {x["url"]: x["status"] for x in Crawler(ws, "web").frontier().rows()}
     queued = [u for u, s in fr.items() if s == "queued"]
     assert len(queued) == len(ws.queue("web").rows()) >= 1  # what was fetched before the pipe closed is kept
+
+
+def test_a_page_reached_through_a_redirect_survives_a_crawl_killed_before_it_was_written(ws, monkeypatch):
+    "The redirect's target is settled only once the page's text is written: a killed crawl fetches it again."
+    from crystalline_nb.queue import Ingestion
+    routes = {"/": (200, HTML, page("Home", ["/old"])), "/old": (301, {"Location": "/new"}, ""),
+              "/new": (200, HTML, page("The page that moved"))}
+    with serve(routes) as (base, log):
+        with monkeypatch.context() as m:  # killed before its pages were written: nothing reached the queue
+            m.setattr(Ingestion, "flush", lambda self: ([], []))
+            m.setattr(Crawler, "_flush", lambda self: None)
+            crawl(ws, [base + "/"])
+        assert not ws.queue("web").rows()
+        crawl(ws, [base + "/"])  # the next run
+    assert {r["source"] for r in ws.queue("web").rows()} == {base + "/", base + "/new"}
