@@ -635,6 +635,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'crystalline_nb.queue.Queue': ('queue.html#queue', 'crystalline_nb/queue.py'),
                                       'crystalline_nb.queue.Queue.__init__': ('queue.html#queue.__init__', 'crystalline_nb/queue.py'),
                                       'crystalline_nb.queue.Queue.__repr__': ('queue.html#queue.__repr__', 'crystalline_nb/queue.py'),
+                                      'crystalline_nb.queue.Queue._collect_shards': ( 'queue.html#queue._collect_shards',
+                                                                                      'crystalline_nb/queue.py'),
                                       'crystalline_nb.queue.Queue._ensure_dirs': ( 'queue.html#queue._ensure_dirs',
                                                                                    'crystalline_nb/queue.py'),
                                       'crystalline_nb.queue.Queue._locked': ('queue.html#queue._locked', 'crystalline_nb/queue.py'),

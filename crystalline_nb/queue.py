@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_queue.ipynb #dd3bbd5e
 from __future__ import annotations
-import collections, fnmatch, gc, hashlib, math, os, shutil, threading, time, uuid
+import collections, fnmatch, gc, hashlib, math, os, re, shutil, threading, time, uuid
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -318,6 +318,27 @@ def writers_busy_message(model_dir) -> str:
             "try again when it finishes")
 
 
+_SHARD_REF = re.compile(rb'"shard": "([^"]+)"')
+
+
+@patch
+def _collect_shards(self: Queue):
+    """Remove the committed shards that no manifest row references: a writer killed between its shard's commit and
+    its rows, whose source is in no epoch yet. Only with the writer lock held alone (no writer between the two)."""
+    try:
+        names = {e.name for e in os.scandir(self.shards) if e.name.endswith(".bin") and not e.name.startswith(".")}
+    except FileNotFoundError:
+        return
+    if not names:
+        return
+    try:
+        used = {m.decode() for m in _SHARD_REF.findall(self.manifest.read_bytes())}
+    except FileNotFoundError:
+        used = set()
+    for name in names - used:
+        (self.shards / name).unlink(missing_ok=True)
+
+
 @patch
 @contextmanager
 def _writing(self: Queue):
@@ -328,6 +349,7 @@ def _writing(self: Queue):
         with busy_lock(lock, writers_busy_message(self.model_dir)):  # alone: leftovers of killed writers can go
             for tmp in self.shards.glob(".tmp-*"):
                 tmp.unlink(missing_ok=True)
+            self._collect_shards()
     except ValueError:  # other writers are at work; their temporary files are theirs
         pass
     with file_lock(lock, shared=True):
@@ -692,6 +714,8 @@ class Ingestion:
                     r.update(id=self._count + len(keep), shard=name)
                     keep.append(r)
                 append_jsonl(self.q.manifest, keep)
+                if not keep:  # every source of the shard was another writer's meanwhile: the shard holds nothing used
+                    (self.q.shards / name).unlink(missing_ok=True)
                 recs = self._read_paragraphs()  # other writers' paragraphs
                 recs = recs if self.near_duplicates else recs[:0]
                 ids, which = np.unique(recs["id"], return_inverse=True)

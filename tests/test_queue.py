@@ -755,3 +755,19 @@ def test_small_files_read_ahead_in_groups_store_the_same(home, tmp_path, monkeyp
     rows, _, rejected, dups, _ = results["groups"]
     assert len(rows) == 5 + 10 and len(rows) + len(dups) + len(rejected) == 10 * 11     # m0's five, each own.txt
     assert len(rejected) == 30 and {Path(f).name for f, _ in rejected} == {"e.txt", "f.txt", "pic.png"}
+
+
+def test_no_shard_is_left_that_no_row_references(ws):
+    "A shard whose sources all went in through another writer meanwhile, and one a killed writer committed: removed."
+    q = ws.queue("m")
+    with q.ingestion() as a, q.ingestion() as b:
+        assert a.add("a1", "text", lambda: iter(["the same text, written by two writers at once"]))[0] == "added"
+        assert b.add("b1", "text", lambda: iter(["the same text, written by two writers at once"]))[0] == "added"
+        b.flush()
+        kept, dups = a.flush()
+        assert not kept and dups == [("a1", "b1")]
+    shards = lambda: sorted(p.name for p in q.shards.iterdir())
+    assert shards() == sorted({r["shard"] for r in q.rows()})  # a's shard, which nothing used, is gone
+    (q.shards / "0123456789abcdef.bin").write_bytes(b"committed, then the writer was killed before its rows")
+    q.add_text("a later ingestion, alone", source="later")
+    assert shards() == sorted({r["shard"] for r in q.rows()}) and len(q.rows()) == 2
