@@ -539,16 +539,48 @@ def _raise_interrupt(*_):
     raise KeyboardInterrupt
 
 
-def _running_panel(record: Path) -> str | None:
-    "The address of the panel server recorded in `record` if it still runs and answers, else None."
+def _cmdline(pid: int) -> str:
+    "The command line of process `pid` (empty if it is gone or not readable)."
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _running_panel(record: Path) -> dict | None:
+    """The panel server recorded in `record` if it still runs, is ours (a JupyterLab serving this workspace) and
+    answers, with `owned`: whether the `cllm panel` that started it still runs (a killed one leaves it behind)."""
     import urllib.request
     try:
         info = json.loads(record.read_text())
-        os.kill(int(info["pid"]), 0)
+        pid = int(info["pid"])
+        os.kill(pid, 0)
+        if "jupyter" not in _cmdline(pid) or f"--ServerApp.root_dir={record.parent}" not in _cmdline(pid):
+            return None  # the pid was given to another process since
         urllib.request.urlopen(f"{info['base']}/api/status?token={info['token']}", timeout=3)
-        return info["url"]
     except (OSError, ValueError, KeyError, IndexError):
         return None
+    owner = _cmdline(int(info["owner"])) if info.get("owner") else ""
+    info["owned"] = owner == info.get("owner_cmdline")  # the same process as when the record was written
+    info["port"] = int(info["base"].rsplit(":", 1)[1])
+    return info
+
+
+def _stop_server(pid: int, seconds: float = 15):
+    "Stop the server process `pid` (SIGTERM, then SIGKILL), waiting until it is gone."
+    import signal, time
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
 
 
 def _lab_settings(home: Path) -> dict:
@@ -576,9 +608,16 @@ def cmd_panel(args):
     ws.home.mkdir(parents=True, exist_ok=True)
     record = ws.home / "panel-server.json"
     running = _running_panel(record)
-    if running:  # one server per workspace: two would train the same models from two kernels
-        _say(f"a control panel already runs for this workspace: {running}")
+    if running and running["owned"]:  # one server per workspace: two would train the same models from two kernels
+        if args.port and args.port != running["port"]:
+            raise ValueError(f"a control panel already runs for this workspace on port {running['port']} "
+                             f"({running['url']}); stop it (Ctrl-C where `cllm panel` runs) to start one on port "
+                             f"{args.port}")
+        _say(f"a control panel already runs for this workspace: {running['url']}")
         return
+    if running:  # its `cllm panel` was killed: nothing would stop it; a new one, with the port asked, replaces it
+        _stop_server(int(running["pid"]))
+        _say(f"stopped the control panel server that a killed `cllm panel` left running (pid {running['pid']})")
     nb = panel_notebook(ws.home)
     token = secrets.token_hex(16)
     log_path = ws.home / "panel-server.log"
@@ -596,7 +635,8 @@ def cmd_panel(args):
     url = f"{base}/lab/tree/{nb.name}?token={token}"
     fd = os.open(record, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the token: the owner's eyes only
     with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(dict(pid=proc.pid, url=url, base=base, token=token)))
+        f.write(json.dumps(dict(pid=proc.pid, owner=os.getpid(), owner_cmdline=_cmdline(os.getpid()), url=url,
+                                base=base, token=token)))
     _say(f"control panel: {url}")
     _say("open it in a browser and run the cell; Ctrl-C here stops the server")
     try:

@@ -1,5 +1,5 @@
 "`cllm` as a user runs it: real subprocesses, one-line errors, exit codes 2 (usage) and 1 (the rest), no traceback."
-import json, subprocess, sys
+import json, os, subprocess, sys
 from pathlib import Path
 import pytest
 from conftest import BIN, cllm_env
@@ -117,3 +117,41 @@ def test_panel_notebook_is_written_once(tmp_path):
                         "source": ["print('my own cell')"]})
     p.write_text(json.dumps(nb))
     assert panel_notebook(tmp_path / "home") == p and "my own cell" in p.read_text()
+
+
+def test_a_panel_server_left_by_a_killed_cllm_panel_is_replaced(home, tmp_path):
+    "`cllm panel` killed with SIGKILL leaves its JupyterLab behind: the next one stops it and honours --port."
+    import re, signal
+    from crystalline_nb.core import free_port
+    env = cllm_env(home)
+    jdir = tmp_path / "jupyter"
+    env.update(JUPYTER_CONFIG_DIR=str(jdir / "config"), JUPYTER_DATA_DIR=str(jdir / "data"),
+               JUPYTER_RUNTIME_DIR=str(jdir / "runtime"), IPYTHONDIR=str(jdir / "ipython"), JUPYTER_PLATFORM_DIRS="1")
+
+    def start(*extra):
+        p = subprocess.Popen([str(BIN / "cllm"), "panel", *extra], env=env, stdout=subprocess.PIPE, text=True)
+        said = []
+        for line in p.stdout:  # until it says where it is
+            said.append(line)
+            if "control panel: http" in line:
+                break
+        return p, "".join(said)
+
+    first, _ = start()
+    server = json.loads((home / "panel-server.json").read_text())["pid"]
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    os.kill(server, 0)  # its JupyterLab is still there, with no owner
+    port = free_port()
+    second, said = start("--port", str(port))
+    try:
+        assert "stopped the control panel server that a killed `cllm panel` left running" in said, said
+        assert re.search(rf"control panel: http://127\.0\.0\.1:{port}/", said), said
+        with pytest.raises(ProcessLookupError):
+            os.kill(server, 0)
+        other = subprocess.run([str(BIN / "cllm"), "panel", "--port", str(free_port())], env=env,
+                               capture_output=True, text=True, timeout=60)  # the live one is not replaced
+        assert other.returncode == 1 and f"already runs for this workspace on port {port}" in other.stderr
+    finally:
+        second.terminate()
+        second.wait(30)
