@@ -11,14 +11,14 @@ import torch
 from safetensors.torch import save_file
 from .core import fsync_tree
 from .config import CLLMConfig
-from .tokenizer import SPECIALS
+from .tokenizer import SPECIALS, byte_symbols
 from .workspace import Workspace
 from .history import history, bits_per_byte
 from .evaluate import evaluations
 
 # %% auto #0
-__all__ = ['ExportError', 'hf_architecture', 'neox_weights', 'gpt2_weights', 'hf_config', 'byte_chars', 'hf_tokenizer',
-           'model_card', 'export_hf']
+__all__ = ['EXPORT_FILES', 'ExportError', 'hf_architecture', 'neox_weights', 'gpt2_weights', 'hf_config', 'byte_chars',
+           'hf_tokenizer', 'model_card', 'export_hf']
 
 # %% ../nbs/12_export.ipynb #5ffa5990
 class ExportError(ValueError):
@@ -105,16 +105,9 @@ def hf_config(cfg: CLLMConfig, tok) -> dict:
 
 # %% ../nbs/12_export.ipynb #ac6f82a0
 def byte_chars() -> list[str]:
-    "The printable character that byte-level tokenizers use for each byte 0..255 (GPT-2's table)."
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    out, extra = {}, 0
-    for b in range(256):
-        if b in keep:
-            out[b] = chr(b)
-        else:
-            out[b] = chr(256 + extra)
-            extra += 1
-    return [out[b] for b in range(256)]
+    "The printable character that byte-level tokenizers use for each byte 0..255 (see `byte_symbols`)."
+    of = {b: c for c, b in byte_symbols().items()}
+    return [of[b] for b in range(256)]
 
 
 def hf_tokenizer(tok):
@@ -176,11 +169,25 @@ def model_card(ws: Workspace, name: str, arch: str) -> str:
     return "\n".join(lines) + "\n"
 
 # %% ../nbs/12_export.ipynb #b80a20e3
+EXPORT_FILES = ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                "special_tokens_map.json", "README.md")  # what an export writes: all that `--force` may replace
+
+
 def export_hf(ws: Workspace, name: str, dest, overwrite: bool = False) -> Path:
-    "Write model `name` to the folder `dest` in the Hugging Face format (refused if it exists and is not empty)."
+    """Write model `name` to the folder `dest` in the Hugging Face format: a new or empty folder, or with `overwrite`
+    an earlier export (a folder of nothing but `EXPORT_FILES`); anything else is refused, never deleted."""
     dest = Path(dest)
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())) and not overwrite:
-        raise ExportError(f"{dest} exists and is not empty; choose a new folder, or replace it (--force)")
+    if dest.exists() and not dest.is_dir():
+        raise ExportError(f"{dest} is a file, not a folder: give a folder to write the export into")
+    held = sorted(p.name for p in dest.iterdir()) if dest.is_dir() else []
+    if held and not overwrite:
+        raise ExportError(f"{dest} exists and is not empty; choose a new folder, or replace an earlier export there "
+                          "(--force)")
+    others = [n for n in held if n not in EXPORT_FILES]
+    if others:
+        raise ExportError(f"{dest} holds what an export does not write ({', '.join(others[:3])}"
+                          f"{', ...' if len(others) > 3 else ''}): --force replaces only an earlier export, so "
+                          "nothing else is deleted; choose another folder")
     lm = ws.load(name)
     arch = hf_architecture(lm.model.cfg)
     weights = neox_weights(lm.model) if arch == "gpt_neox" else gpt2_weights(lm.model)
@@ -200,7 +207,9 @@ def export_hf(ws: Workspace, name: str, dest, overwrite: bool = False) -> Path:
         specials = dict(pad_token="<pad>", bos_token="<bos>", eos_token="<eos>")
         (tmp / "tokenizer_config.json").write_text(json.dumps(dict(
             tokenizer_class="PreTrainedTokenizerFast", model_max_length=lm.model.cfg.max_seq_len,
-            add_bos_token=False, add_eos_token=False, clean_up_tokenization_spaces=False, **specials), indent=1))
+            add_bos_token=False, add_eos_token=False, clean_up_tokenization_spaces=False,
+            split_special_tokens=True,  # "<eos>" written in a text is text, as cllm's tokenizers read it
+            **specials), indent=1))
         (tmp / "special_tokens_map.json").write_text(json.dumps(specials, indent=1))
         (tmp / "README.md").write_text(model_card(ws, name, arch))
         fsync_tree(tmp)

@@ -101,8 +101,8 @@ def test_export_loads_in_transformers_with_the_same_logits_tokens_and_ids(home, 
     ours = list(generate_ids(lm.model, prompt, max_tokens=20, temperature=0, eos_id=lm.tokenizer.eos_id))
     theirs = hf.generate(torch.tensor([prompt]), max_new_tokens=20, do_sample=False)[0, len(prompt):].tolist()
     assert theirs[: len(ours)] == ours
-    text = "Grüße, 世界 🙂\ttabs and\nnewlines"
-    assert tk.encode(text, add_special_tokens=False) == lm.tokenizer.encode(text)
+    for text in ("Grüße, 世界 🙂\ttabs and\nnewlines", "a literal <eos> and <pad> in a text"):
+        assert tk.encode(text, add_special_tokens=False) == lm.tokenizer.encode(text)
     assert tk.decode(lm.tokenizer.encode(text)) == text
     card = (out / "README.md").read_text()
     assert "m-train.txt" in card and "## Data" in card and f"{ws.read_state('m')['steps']:,}" in card
@@ -115,14 +115,25 @@ def test_export_bpe_tokenizer_ids_and_refusals(home, tmp_path):
     export_hf(ws, "b", tmp_path / "b")
     tk = transformers.AutoTokenizer.from_pretrained(tmp_path / "b")
     lm = ws.load("b")
-    for text in ["Line 42: the clock lattice", "unseen wörds ünd 🙂", "  spaces   and\ttabs\n"]:
-        assert tk.encode(text, add_special_tokens=False) == lm.tokenizer.encode(text)
+    for text in ["Line 42: the clock lattice", "unseen wörds ünd 🙂", "  spaces   and\ttabs\n", "a literal <eos> here"]:
+        assert tk.encode(text, add_special_tokens=False) == lm.tokenizer.encode(text)  # "<eos>" written is text
     ws.create("ang", preset_name="nano", attention_bias="angular")
     r = cllm(home, "export", "ang", tmp_path / "ang")
     assert r.returncode == 1 and "angular" in r.stderr and not (tmp_path / "ang").exists()
     r = cllm(home, "export", "b", tmp_path / "b")
     assert r.returncode == 1 and "not empty" in r.stderr
-    assert cllm(home, "export", "b", tmp_path / "b", "--force").returncode == 0
+    assert cllm(home, "export", "b", tmp_path / "b", "--force").returncode == 0  # an earlier export: replaced
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "ideas.md").write_text("a folder of notes")
+    r = cllm(home, "export", "b", notes, "--force")  # anything else is never deleted
+    assert r.returncode == 1 and "holds what an export does not write (ideas.md)" in r.stderr
+    assert (notes / "ideas.md").read_text() == "a folder of notes" and len(r.stderr.strip().splitlines()) == 1
+    (tmp_path / "afile").write_text("x")
+    for extra in ([], ["--force"]):
+        r = cllm(home, "export", "b", tmp_path / "afile", *extra)
+        assert r.returncode == 1 and r.stderr.strip().endswith("is a file, not a folder: give a folder to write the "
+                                                               "export into")
     r = cllm(home, "export", "b", "/proc/nowhere")
     assert r.returncode == 1 and r.stderr.strip() == "error: cannot write /proc/nowhere: No such file or directory"
 
