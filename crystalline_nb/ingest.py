@@ -381,13 +381,37 @@ def _is_chrome(el, text: Callable, lens: dict) -> bool:
     return False
 
 
+def _marker(li) -> str:
+    "What starts list item `li`: its number in an ordered list (`1. `), a dash in another; indented by nesting."
+    parent = li.getparent()
+    depth = sum(1 for a in li.iterancestors() if isinstance(a.tag, str) and a.tag.lower() in ("ul", "ol")) - 1
+    pad = "  " * max(depth, 0)
+    if parent is None or not isinstance(parent.tag, str) or parent.tag.lower() != "ol":
+        return pad + "- "
+    try:
+        start = int(parent.get("start") or 1)
+    except ValueError:
+        start = 1
+    before = sum(1 for s in li.itersiblings(preceding=True) if isinstance(s.tag, str) and s.tag.lower() == "li")
+    return f"{pad}{start + before}. "
+
+
+def _is_footnote_mark(sup) -> bool:
+    "Whether a `<sup>` is a footnote marker (a link within the page, or so classed) rather than an exponent."
+    cls = (sup.get("class") or "").lower()
+    return "footnote" in cls or any((a.get("href") or "").startswith("#") for a in sup.iter("a"))
+
+
 def _layout(root, text: Callable) -> str:
     "Paragraphs of `root` (see above): `text` gives an element's text, with all it holds."
     out, run, lens = [], [], {}  # finished pieces, inline text of the current paragraph, lengths of links' text
+    marker = []  # a list item's number or dash, waiting for the item's first words
 
     def brk(n):
         text = " ".join("".join(run).split())
         run.clear()
+        if text and marker:
+            text = marker.pop() + text
         if text:
             out.append(text)
         if out and isinstance(out[-1], int):
@@ -406,17 +430,25 @@ def _layout(root, text: Callable) -> str:
             out.append(2)
         elif tag == "br":
             brk(1)
+        elif tag in ("sup", "sub"):  # 2^8, H_2O, and a footnote marker set apart from its word: "tables [1]"
+            inner = " ".join(text(el).split())
+            mark = f" [{inner}]" if tag == "sup" and _is_footnote_mark(el) else ("^" if tag == "sup" else "_") + inner
+            run.append(mark if inner else "")
         else:
             n = 2 if tag in _BLOCK2 else 1 if tag in _BLOCK1 else 0
             if n:
                 brk(n)
             if tag in ("td", "th") and el.getprevious() is not None:
                 run.append(" | ")
+            if tag == "li":
+                marker[:] = [_marker(el)]
             run.append(el.text or "")
             for child in el:
                 walk(child)
             if n:
                 brk(n)
+            if tag == "li":
+                marker.clear()  # an empty item leaves nothing
         run.append(el.tail or "")
 
     walk(root)
@@ -426,6 +458,23 @@ def _layout(root, text: Callable) -> str:
 
 
 MIN_HTML_CHARS = 200  # less main text than this is a menu, an index of links or a stub, by every route
+_GUTTERS = ("src-line-numbers", "line-numbers", "linenos", "lineno", "hljs-ln-numbers", "gutter")
+_GUTTER_XPATH = "//*[@data-nosnippet]" + "".join(
+    f" | //*[contains(concat(' ', normalize-space(@class), ' '), ' {c} ')]" for c in _GUTTERS)
+
+
+def _drop_gutters(doc):
+    "Remove the line-number gutters of code listings (rustdoc's, Pygments', Prism's ...), keeping the text after them."
+    for el in doc.xpath(_GUTTER_XPATH):
+        parent = el.getparent()
+        if parent is None:
+            continue
+        prev, tail = el.getprevious(), el.tail or ""
+        if prev is not None:
+            prev.tail = (prev.tail or "") + tail
+        else:
+            parent.text = (parent.text or "") + tail
+        parent.remove(el)
 
 
 def html_to_text(html) -> str:
@@ -440,6 +489,7 @@ def html_to_text(html) -> str:
             raise etree.ParserError("Document is empty")
     except (etree.ParserError, ValueError) as e:
         raise Rejected(f"cannot parse HTML: {one_line(e)}") from None
+    _drop_gutters(doc)
     string = etree.XPath("string()", smart_strings=False)  # an element's text: what lxml.html's text_content gives
     for xp in _MAIN:
         found = doc.xpath(xp)
@@ -703,6 +753,8 @@ def extractor_for(path):
         return extract_ipynb
     if suf in TEXT_SUFFIXES:
         return extract_text
+    if suf == ".svg":
+        raise Rejected("an SVG drawing: XML that draws a picture, not text")
     if suf in BINARY_SUFFIXES:
         raise Rejected(f"unsupported file type {suf!r} ({_SUPPORTED})")
     # no suffix or an unknown one (README, Apache-2.0, notes.2024, RECORD, a saved page): decided by the content,
