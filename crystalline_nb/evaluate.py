@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from .core import append_jsonl, read_jsonl, now
 from .device import resolve_device, resolve_precision, check_model_device, autocast, to_device
 from .ingest import extract, Rejected
-from .queue import iter_files, clean_source
+from .queue import iter_files, clean_source, near_duplicate
 from .workspace import Workspace
 
 # %% auto #0
@@ -71,6 +71,7 @@ class FileScore:
     bytes: int  # UTF-8 bytes of the cleaned text
     nats: float  # summed loss
     trained_on: bool = False  # its content is in the model's queue (it trained, or will train, on it)
+    seen: float = 0.0  # the share of its paragraphs in the queue (flagged trained on as an ingestion refuses it)
 
     @property
     def loss(self) -> float:
@@ -113,12 +114,14 @@ class EvalReport:
     def table(self) -> str:
         "A text table: one line per file, the total, and a warning when training data was evaluated."
         w = max([len(_short(f.path)) for f in self.files] + [5])
-        head = f"{'file':<{w}}  {'tokens':>9}  {'bytes':>10}  {'nats/token':>10}  {'perplexity':>10}  {'bits/byte':>9}"
+        head = (f"{'file':<{w}}  {'tokens':>9}  {'bytes':>10}  {'nats/token':>10}  {'perplexity':>10}  "
+                f"{'bits/byte':>9}  {'in queue':>8}")
         lines = [head]
         for f in self.files + ([self.total] if len(self.files) > 1 else []):
             mark = "  trained on" if f.trained_on and f.path != "total" else ""
+            seen = f"{f.seen:>8.0%}" if f.path != "total" else " " * 8
             lines.append(f"{_short(f.path):<{w}}  {f.tokens:>9,}  {f.bytes:>10,}  {f.loss:>10.4f}  "
-                         f"{f.perplexity:>10.2f}  {f.bits_per_byte:>9.4f}{mark}")
+                         f"{f.perplexity:>10.2f}  {f.bits_per_byte:>9.4f}  {seen}{mark}")
         n = sum(f.trained_on for f in self.files)
         if n:
             lines.append(f"warning: {n} of {len(self.files)} file(s) are in {self.model}'s training data: their "
@@ -149,7 +152,8 @@ def evaluate(ws: Workspace, name: str, paths, seq_len: int | None = None, stride
     prec = resolve_precision(precision, dev)
     check_model_device(cfg, dev)
     model, tok = lm.model.to(dev), lm.tokenizer
-    known = {r["hash"] for r in ws.queue(name).rows()}
+    q = ws.queue(name)
+    known = {r["hash"] for r in q.rows()}
     rep = EvalReport(name, st["steps"], st["epochs_trained"], L, S)
     for f in iter_files(paths, _Skips(rep.skipped)):
         try:
@@ -164,8 +168,9 @@ def evaluate(ws: Workspace, name: str, paths, seq_len: int | None = None, stride
         for i, d in enumerate(docs):
             ids += tok.encode(d) + ([tok.eos_id] if i < len(docs) - 1 else [])
         nats = score_tokens(model, ids, L, S, batch_size, dev, prec)
+        seen, _, n = q.seen_share(docs)  # the same text in other words: another copy, a crawled page, an edit
         rep.files.append(FileScore(str(f), len(ids) - 1, sum(len(d.encode("utf-8")) for d in docs), nats,
-                                   digest in known))
+                                   digest in known or near_duplicate(seen, n), seen))
     if not rep.files:
         why = f": {rep.skipped[0][0]}: {rep.skipped[0][1]}" if len(rep.skipped) == 1 else ""
         raise ValueError(f"nothing to evaluate ({len(rep.skipped)} file(s) skipped{why})")

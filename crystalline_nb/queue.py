@@ -22,7 +22,7 @@ from .epochs import UTF8, Corpus
 # %% auto #0
 __all__ = ['ENCODE_BATCH', 'BATCH_CHARS', 'SHARD_MAX', 'NEAR_SHARE', 'NEAR_MIN_PARAS', 'WRITERS', 'PARAGRAPHS', 'WEB_ASSETS',
            'SETTLE', 'AddReport', 'Queue', 'clean_source', 'bytes_per_token', 'writers_busy_message', 'StoredSource',
-           'Ingestion', 'iter_files', 'select_files', 'ledger', 'queue_summary', 'epoch_record']
+           'Ingestion', 'near_duplicate', 'iter_files', 'select_files', 'ledger', 'queue_summary', 'epoch_record']
 
 # %% ../nbs/07_queue.ipynb #478e89f5
 @dataclass
@@ -818,6 +818,40 @@ def add(self: Queue, sources: Iterable, progress: Callable | None = None, min_ch
         except KeyboardInterrupt:  # the sources read whole are kept (flushed on leaving `ing`), the rest is not
             ing.rep.interrupted = True
     return ing.rep
+
+# %% ../nbs/07_queue.ipynb #cd903a05
+@patch
+def seen_share(self: Queue, docs: list[str]) -> tuple[float, str | None, int]:
+    """The share (by bytes) of the paragraphs of `docs` (cleaned documents) that this queue holds already, the source
+    that holds most of them, and how many paragraphs count: the test by which an ingestion refuses a near-duplicate
+    (`near_duplicate`). Used by evaluation to flag files the model trained on in other words."""
+    paras = Paragraphs()
+    for d in docs:
+        paras.feed(d.encode("utf-8"))
+        paras.finish()
+    hs, sizes = _para_arrays(paras)
+    if not len(hs):
+        return 0.0, None, 0
+    pos = (self.dir / PARAGRAPHS).stat().st_size if (self.dir / PARAGRAPHS).exists() else 0
+    if getattr(self, "_seen", (None, -1))[1] != pos:  # the index of the queue's paragraphs, made once while unchanged
+        recs = np.fromfile(self.dir / PARAGRAPHS, dtype=_PARA_DT) if pos else np.zeros(0, _PARA_DT)
+        names = [r["source"] for r in self.rows()]
+        ids, which = np.unique(recs["id"], return_inverse=True)
+        index = _ParaIndex()
+        index.add(recs["h"].astype(np.uint64), [names[i] if i < len(names) else "" for i in ids.tolist()], which)
+        self._seen = (index, pos)
+    index = self._seen[0]
+    first = index.first(hs)
+    seen = first >= 0
+    if not seen.any():
+        return 0.0, None, len(hs)
+    top = collections.Counter(first[seen].tolist()).most_common(1)[0][0]
+    return int(sizes[seen].sum()) / int(sizes.sum()), index.names[top], len(hs)
+
+
+def near_duplicate(share: float, paragraphs: int) -> bool:
+    "Whether a text with `paragraphs` counted paragraphs, `share` of them in a queue, is a near-duplicate of it."
+    return paragraphs >= NEAR_MIN_PARAS and share >= NEAR_SHARE
 
 # %% ../nbs/07_queue.ipynb #3e36cd3f
 @patch

@@ -205,3 +205,23 @@ def test_panel_evaluates_and_compares(home, tmp_path):
     p.hist.eval_paths.value = "  "
     p.hist.evaluate()
     assert "enter one or more files" in p.message.value
+
+
+def test_eval_flags_a_file_whose_paragraphs_are_in_the_queue_as_an_ingestion_would(home, tmp_path):
+    "A file that `cllm add` refuses as a near-duplicate is flagged as trained on, with the share of its paragraphs."
+    paras = [f"Paragraph {i}: the clock lattice turns its rings at {i * 7} different speeds, and the hours follow."
+             for i in range(8)]
+    ws, _ = make(home, text="\n\n".join(paras) + "\n")
+    edited = tmp_path / "edited.md"  # the same text with a new title and one line more: not byte-identical
+    edited.write_text("# A copy\n\n" + "\n\n".join(paras) + "\n\nOne line that was not there before, in the copy.\n")
+    fresh = tmp_path / "fresh.md"
+    fresh.write_text("\n\n".join(f"A fresh paragraph number {i} about tides and the moon and nothing else at all."
+                                 for i in range(6)) + "\n")
+    assert "near-duplicate" in ws.queue("m").add_paths([edited]).duplicates[0][1]  # what ingestion says of it
+    r = cllm(home, "eval", "m", edited, fresh, "--json", "--no-record")
+    assert r.returncode == 0, r.stderr
+    files = {Path(f["path"]).name: f for f in json.loads(r.stdout)["files"]}
+    assert files["edited.md"]["trained_on"] and files["edited.md"]["seen"] >= 0.8
+    assert not files["fresh.md"]["trained_on"] and files["fresh.md"]["seen"] == 0
+    table = cllm(home, "eval", "m", edited, "--no-record").stdout
+    assert "in queue" in table and "trained on" in table
