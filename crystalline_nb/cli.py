@@ -156,7 +156,8 @@ class _Progress:
                 bar = f"[{'#' * full}{'.' * (24 - full)}] {done:,}/{total:,}"
             else:
                 bar = f"{done:,}"
-            sys.stderr.write(f"\r  {bar} {self.what}, {tokens:,} tokens ")
+            counted = "" if "token" in self.what else f", {tokens:,} tokens"  # what counts tokens says so once
+            sys.stderr.write(f"\r  {bar} {self.what}{counted} ")
             sys.stderr.flush()
 
     def close(self):
@@ -461,8 +462,12 @@ def cmd_export(args):
 # %% ../nbs/17_cli.ipynb #fdcf49d8
 def cmd_eval(args):
     from crystalline_nb.evaluate import evaluate
-    rep = evaluate(_ws(args), args.name, args.paths, seq_len=args.seq_len, stride=args.stride,
-                   batch_size=args.batch_size, device=args.device, record=not args.no_record)
+    prog = _Progress("tokens scored")  # a line on a terminal, as training and ingestion have
+    try:
+        rep = evaluate(_ws(args), args.name, args.paths, seq_len=args.seq_len, stride=args.stride,
+                       batch_size=args.batch_size, device=args.device, record=not args.no_record, progress=prog)
+    finally:
+        prog.close()
     _say(json.dumps(_finite(rep.to_dict()), indent=1) if args.json else rep.table())
 
 # %% ../nbs/17_cli.ipynb #b1184348

@@ -6,6 +6,7 @@ flagged."""
 # %% ../nbs/11_evaluate.ipynb #2da63245
 from __future__ import annotations
 import math, time
+from typing import Callable
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import numpy as np
@@ -36,8 +37,9 @@ def window_plan(n: int, seq_len: int, stride: int) -> list[tuple[int, int, int]]
 # %% ../nbs/11_evaluate.ipynb #74fbfa57
 @torch.no_grad()
 def score_tokens(model, ids, seq_len: int, stride: int, batch_size: int = 8, device: torch.device | None = None,
-                 precision: str = "fp32") -> float:
-    "Sum of the model's loss in nats over `ids[1:]`, each predicted from the tokens before it (sliding window)."
+                 precision: str = "fp32", progress: Callable | None = None) -> float:
+    """Sum of the model's loss in nats over `ids[1:]`, each predicted from the tokens before it (sliding window);
+    `progress(scored)` is told the targets scored so far after each batch of windows."""
     ids = torch.as_tensor(np.asarray(ids, dtype=np.int64))
     device = device or next(model.parameters()).device
     plan = window_plan(len(ids), seq_len, stride)
@@ -58,6 +60,9 @@ def score_tokens(model, ids, seq_len: int, stride: int, batch_size: int = 8, dev
                 logits = model(X)
             total += F.cross_entropy(logits.float().view(-1, logits.size(-1)), Y.view(-1), ignore_index=-100,
                                      reduction="sum").item()
+            if progress:
+                s, n, _ = group[-1]
+                progress(s + n)
     finally:
         model.train(was)
     return total
@@ -136,8 +141,9 @@ def _short(p: str, n: int = 48) -> str:
 # %% ../nbs/11_evaluate.ipynb #3e884b99
 def evaluate(ws: Workspace, name: str, paths, seq_len: int | None = None, stride: int | None = None,
              batch_size: int = 8, device: str | None = None, precision: str = "fp32",
-             record: bool = True) -> EvalReport:
-    "Evaluate model `name` on the files at `paths` (folders walked); records the results beside its history."
+             record: bool = True, progress: Callable | None = None) -> EvalReport:
+    """Evaluate model `name` on the files at `paths` (folders walked); records the results beside its history.
+    `progress(done=, total=, tokens=, source=)` follows the tokens scored of each file, as ingestion's progress does."""
     if not 1 <= batch_size <= 65536:
         raise ValueError(f"batch-size must be between 1 and 65536, got {batch_size}")
     lm = ws.load(name)
@@ -167,7 +173,8 @@ def evaluate(ws: Workspace, name: str, paths, seq_len: int | None = None, stride
         ids = [tok.eos_id]
         for i, d in enumerate(docs):
             ids += tok.encode(d) + ([tok.eos_id] if i < len(docs) - 1 else [])
-        nats = score_tokens(model, ids, L, S, batch_size, dev, prec)
+        tell = (lambda k, f=f, n=len(ids) - 1: progress(done=k, total=n, tokens=k, source=str(f))) if progress else None
+        nats = score_tokens(model, ids, L, S, batch_size, dev, prec, tell)
         seen, _, n = q.seen_share(docs)  # the same text in other words: another copy, a crawled page, an edit
         rep.files.append(FileScore(str(f), len(ids) - 1, sum(len(d.encode("utf-8")) for d in docs), nats,
                                    digest in known or near_duplicate(seen, n), seen))

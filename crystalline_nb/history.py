@@ -213,7 +213,10 @@ def check_tensorboard():
 class TensorBoardSink:
     "Trainer events as TensorBoard scalars in `logdir`, continuing a run from checkpoint step `start_step`."
 
-    SCALARS = ("loss", "lr", "grad_norm", "tokens_per_s", "mfu", "bits_per_byte")
+    # TensorBoard's name -> the step event's field; tokens/s is the step's own rate, as the history's column of that
+    # name (the event's `tokens_per_s` is smoothed for the console and the panel)
+    SCALARS = dict(loss="loss", lr="lr", grad_norm="grad_norm", tokens_per_s="step_tokens_per_s", mfu="mfu",
+                   bits_per_byte="bits_per_byte")
 
     def __init__(self, logdir, start_step: int = 0):
         check_tensorboard()
@@ -224,9 +227,9 @@ class TensorBoardSink:
     def __call__(self, ev: dict):
         t, step, w = ev["type"], ev["step"], self.writer
         if t == "step":
-            for k in self.SCALARS:
+            for name, k in self.SCALARS.items():
                 if ev.get(k) is not None and math.isfinite(ev[k]):
-                    w.add_scalar(f"train/{k}", ev[k], step)
+                    w.add_scalar(f"train/{name}", ev[k], step)
         elif t == "epoch":
             for k in ("train_loss", "val_loss", "val_bits_per_byte"):
                 if ev.get(k) is not None and math.isfinite(ev[k]):

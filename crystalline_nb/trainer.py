@@ -608,7 +608,7 @@ def _record_step(self: Trainer, loss: float, gn: float, n_tok: int, dt: float, f
     remaining = max(0.0, self.target - st["epochs_trained"]) * self.cursor.n_train
     util, peak = mfu(self._tps * fpt / self.world, self.device, self.precision)  # one device's share of the rate
     self._emit("step", loss=loss, lr=lr, grad_norm=gn, tokens=st["tokens_seen"], epochs_trained=st["epochs_trained"],
-               target_epochs=self.target, tokens_per_s=self._tps, mfu=util, peak_flops=peak,
+               target_epochs=self.target, tokens_per_s=self._tps, step_tokens_per_s=tps, mfu=util, peak_flops=peak,
                bits_per_byte=loss / math.log(2) / self._bpt if self._bpt else None,
                eta=remaining / self._tps if self._tps and self._ticks >= ETA_AFTER else None)
 

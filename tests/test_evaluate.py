@@ -165,6 +165,8 @@ def test_tensorboard_run_resumed_after_a_kill_has_every_step_once(home):
     want = history(ws, "m")
     assert [s for s, _ in got] == want.step.values.tolist() == list(range(1, killed_at + 6))
     assert max(abs(v - w) for (_, v), w in zip(got, want.loss.values)) < 1e-5
+    tps = [e.value for e in ea.Scalars("train/tokens_per_s")]  # one meaning per name: the step's own rate
+    assert max(abs(v - w) / w for v, w in zip(tps, want.tokens_per_s.values)) < 1e-4
 
 
 def test_history_compares_models_in_csv_json_table_and_plot(home, tmp_path):
@@ -225,3 +227,12 @@ def test_eval_flags_a_file_whose_paragraphs_are_in_the_queue_as_an_ingestion_wou
     assert not files["fresh.md"]["trained_on"] and files["fresh.md"]["seen"] == 0
     table = cllm(home, "eval", "m", edited, "--no-record").stdout
     assert "in queue" in table and "trained on" in table
+
+
+def test_eval_says_its_progress(home):
+    "A long evaluation says how far it is (cllm eval shows it on a terminal), up to every target of the file."
+    ws, src = make(home)
+    seen = []
+    evaluate(ws, "m", [src], seq_len=32, stride=16, batch_size=2, record=False, progress=lambda **k: seen.append(k))
+    done = [k["done"] for k in seen]
+    assert len(seen) > 3 and done == sorted(done) and done[-1] == seen[-1]["total"] and seen[-1]["source"] == str(src)
