@@ -167,6 +167,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                     'crystalline_nb/crawler.py'),
                                         'crystalline_nb.crawler.Frontier.unmark': ( 'crawler.html#frontier.unmark',
                                                                                     'crystalline_nb/crawler.py'),
+                                        'crystalline_nb.crawler.Frontier.waiting': ( 'crawler.html#frontier.waiting',
+                                                                                     'crystalline_nb/crawler.py'),
                                         'crystalline_nb.crawler.Response': ('crawler.html#response', 'crystalline_nb/crawler.py'),
                                         'crystalline_nb.crawler.Scope': ('crawler.html#scope', 'crystalline_nb/crawler.py'),
                                         'crystalline_nb.crawler.Scope.__contains__': ( 'crawler.html#scope.__contains__',

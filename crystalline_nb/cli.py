@@ -273,8 +273,13 @@ def cmd_crawl(args):
         why = f"  ({ev['why']})" if ev.get("why") else ""
         _say(f"[{ev['fetched'] + ev['disallowed']}/{st.max_pages}] {ev['status']:<10} {ev['url']}{why}")
 
-    with on_interrupt(cr.stop, "stopping after this request (Ctrl-C again to abort)..."):
-        rep = cr.run(args.urls, progress=show)
+    try:
+        with on_interrupt(cr.stop, "stopping after this request (Ctrl-C again to abort)..."):
+            rep = cr.run(args.urls, progress=show)
+    except BrokenPipeError:  # `cllm crawl ... | head`: the reader went away, and so does the crawl, saying so
+        print("note: the output was closed (| head?): the crawl stopped there; the pages fetched are kept, and a "
+              "rerun goes on", file=sys.stderr)
+        raise
     for note in rep.notes:
         _say(f"note: {note}")
     _say(f"{rep.reason}: {rep.summary()}")
@@ -282,6 +287,8 @@ def cmd_crawl(args):
         raise SystemExit(130)
     if rep.failed and not rep.queued and not rep.duplicates:
         raise ValueError(f"nothing was queued: {rep.first_failure}")
+    if not rep.fetched and not rep.queued and rep.waiting:  # nothing could be done now: not a success
+        raise ValueError(f"nothing was fetched: {rep.reason.split('; ')[-1]}")
 
 # %% ../nbs/17_cli.ipynb #3cc7ddcd
 def _trainer_kwargs(args) -> dict:

@@ -193,6 +193,12 @@ class Frontier:
                 "UPDATE urls SET status='pending' WHERE status='failed' AND retry_at IS NOT NULL AND retry_at<=? "
                 "AND attempts<?", (time.time(), max_attempts)).rowcount
 
+    def waiting(self, max_attempts: int) -> tuple[int, float | None]:
+        "(failures to be tried again on a later run, when the first of them may be), counting those not yet due."
+        n, first = self.db.execute("SELECT COUNT(*), MIN(retry_at) FROM urls WHERE status='failed' AND retry_at IS "
+                                   "NOT NULL AND attempts<?", (max_attempts,)).fetchone()
+        return n, first
+
     def status(self, url: str) -> str | None:
         "Status of `url`, or None if the frontier has never seen it."
         with self.lock:
@@ -399,6 +405,7 @@ class CrawlReport:
     first_failure: str = ""  # the first URL that failed, with the reason
     notes: list = field(default_factory=list)
     left_out: list = field(default_factory=list)  # (URL, outcome, reason) of each page this run did not queue
+    waiting: int = 0  # failures that wait to be tried again, not due yet
 
     def summary(self) -> str:
         s = (f"{self.fetched} fetched: {self.queued} queued ({self.tokens:,} tokens), {self.duplicates} duplicates, "
@@ -722,6 +729,11 @@ def _end_reason(self: Crawler) -> str:
            "a rerun with a larger depth goes on)" if beyond else "no more pages in scope")
     for host, reason in self._down.items():
         why += f"; {host} not crawled further in this run ({reason})"
+    n, at = self.fr.waiting(self.settings.max_attempts)
+    if n and at and at > time.time():  # failures not due yet: say when a rerun can try them
+        self.report.waiting = n
+        why += (f"; {n:,} page{'s' * (n != 1)} wait to be tried again, the first from "
+                f"{time.strftime('%H:%M', time.localtime(at))} (a failure is retried later, the wait doubling each try)")
     return why
 
 
@@ -783,6 +795,6 @@ def _loop(self: Crawler, progress):
             rep.reason = "stopped"
             return
         if progress:
-            counts = {k: v for k, v in asdict(rep).items() if k not in ("notes", "left_out")}
+            counts = {k: v for k, v in asdict(rep).items() if k not in ("notes", "left_out", "waiting")}
             why = rep.left_out[-1][2] if status != "queued" and rep.left_out else ""
             progress(dict(counts, url=url, status=status, why=why))

@@ -132,6 +132,19 @@ def test_a_host_that_does_not_answer_is_a_failure_retried_later_not_a_refusal(ws
     assert rep.failed == 1 and Crawler(ws, "web").frontier().row(dead + "/")["attempts"] == 2
 
 
+def test_a_rerun_before_a_retry_is_due_says_when_and_fails(ws, capsys):
+    "The first run promised a retry; a rerun before it is due tries nothing, says from when, and exits 1."
+    from crystalline_nb.cli import main
+    dead = f"http://127.0.0.1:{free_port()}"
+    assert crawl(ws, [dead + "/"], retry_base=3600).retry == 1
+    again = crawl(ws, [dead + "/"])
+    assert again.fetched == again.failed == 0 and again.waiting == 1
+    assert "1 page wait to be tried again, the first from" in again.reason
+    code = main(["--home", str(ws.home), "crawl", "web", dead + "/", "--delay", "0"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: nothing was fetched: 1 page wait to be tried again, the first from")
+
+
 def test_robots_txt_redirects_are_followed_and_server_errors_mean_not_now(ws):
     routes = {"/robots.txt": (301, {"Location": "/real-robots.txt"}, ""),
               "/real-robots.txt": (200, {"Content-Type": "text/plain"}, "User-agent: *\nDisallow: /private/\n"),
@@ -249,7 +262,8 @@ def test_cli_crawl_failures_exit_1_and_a_closed_pipe_is_quiet(ws, capsys):
             env=env,
             timeout=120,
         )
-        assert r.stderr == "" and len(r.stdout.splitlines()) == 2, r.stderr
+        assert len(r.stdout.splitlines()) == 2 and r.stderr.startswith("note: the output was closed"), r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
     fr = {x["url"]: x["status"] for x in Crawler(ws, "web").frontier().rows()}
     queued = [u for u, s in fr.items() if s == "queued"]
     assert len(queued) == len(ws.queue("web").rows()) >= 1  # what was fetched before the pipe closed is kept
