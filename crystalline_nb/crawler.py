@@ -193,11 +193,10 @@ class Frontier:
                 "UPDATE urls SET status='pending' WHERE status='failed' AND retry_at IS NOT NULL AND retry_at<=? "
                 "AND attempts<?", (time.time(), max_attempts)).rowcount
 
-    def waiting(self, max_attempts: int) -> tuple[int, float | None]:
-        "(failures to be tried again on a later run, when the first of them may be), counting those not yet due."
-        n, first = self.db.execute("SELECT COUNT(*), MIN(retry_at) FROM urls WHERE status='failed' AND retry_at IS "
-                                   "NOT NULL AND attempts<?", (max_attempts,)).fetchone()
-        return n, first
+    def waiting(self, max_attempts: int) -> list[tuple[str, float]]:
+        "(URL, when it may be tried) of each failure that a later run tries again and that is not due yet."
+        return self.db.execute("SELECT url, retry_at FROM urls WHERE status='failed' AND retry_at>? AND attempts<?",
+                               (time.time(), max_attempts)).fetchall()
 
     def status(self, url: str) -> str | None:
         "Status of `url`, or None if the frontier has never seen it."
@@ -729,11 +728,13 @@ def _end_reason(self: Crawler) -> str:
            "a rerun with a larger depth goes on)" if beyond else "no more pages in scope")
     for host, reason in self._down.items():
         why += f"; {host} not crawled further in this run ({reason})"
-    n, at = self.fr.waiting(self.settings.max_attempts)
-    if n and at and at > time.time():  # failures not due yet: say when a rerun can try them
+    wait = [at for u, at in self.fr.waiting(self.settings.max_attempts) if u in self.scope]
+    if wait:  # failures of this crawl's scope not due yet: say when a rerun can try them
+        n, at = len(wait), min(wait)
         self.report.waiting = n
         why += (f"; {n:,} page{'s' * (n != 1)} wait to be tried again, the first from "
-                f"{time.strftime('%H:%M', time.localtime(at))} (a failure is retried later, the wait doubling each try)")
+                f"{time.strftime('%H:%M', time.localtime(at))} (a failure is retried later, the wait doubling each "
+                "try)")
     return why
 
 

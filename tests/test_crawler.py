@@ -168,7 +168,7 @@ def test_resumed_crawl_fetches_nothing_twice_and_trains(ws, site):
     r3 = Crawler(ws, "web", delay=0.01, timeout=1.0, max_pages=100).run([base + "/"])
     assert r3.fetched == 0 and r3.reason.startswith("depth limit reached")
     r3 = Crawler(ws, "web", delay=0.01, timeout=1.0, max_pages=100, depth=5).run([base + "/"])
-    assert r3.fetched == 1 and r3.queued == 1 and r3.reason == "no more pages in scope"  # a deeper rerun goes on (/d)
+    assert r3.fetched == 1 and r3.queued == 1 and r3.reason.startswith("no more pages in scope")  # deeper: /d
     r4 = Crawler(ws, "web", delay=0.01, timeout=1.0, max_pages=100, refresh=True, depth=0).run([base + "/"])
     assert r4.fetched == 1  # --refresh fetches the start URL again
     Trainer(ws, "web", target_epochs=1, batch_size=4, seq_len=32, threads=1).run()
