@@ -173,13 +173,13 @@ def reason_kind(why: str) -> str:
 
 def _report(rep, single: str | None = None, verbose: bool = False, limit: int = 10):
     "Print an `AddReport`: every source when few (or `verbose`), else counts by reason; an error if nothing went in."
+    from crystalline_nb.queue import duplicate_line
     if single and not rep.added and rep.rejected:
         raise ValueError(f"{rep.rejected[0][0]}: {rep.rejected[0][1]}")
     _say(rep.summary())
     if verbose or len(rep.duplicates) <= limit:
         for src, dup in rep.duplicates:
-            what = "" if dup == src else f" ({dup})" if "near-duplicate" in dup else f" (same content as {dup})"
-            _say(f"  already in the queue: {src}{what}")
+            _say(f"  {duplicate_line(src, dup)}")
     else:
         _say(f"  {len(rep.duplicates):,} already in the queue, unchanged or with the same text (--verbose lists them)")
     if verbose or len(rep.rejected) <= limit:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_crawler.ipynb #de4bcac2
 from __future__ import annotations
-import fnmatch, http.client, ipaddress, re, socket, sqlite3, ssl, threading, time
+import bisect, fnmatch, http.client, ipaddress, re, socket, sqlite3, ssl, threading, time
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -16,9 +16,10 @@ from .ingest import head_kind, html_pieces, looks_like_html, text_pieces, Reject
 from .workspace import Workspace
 
 # %% auto #0
-__all__ = ['TRACKING', 'SCHEMA', 'COLUMNS', 'NAT64', 'SHARED', 'SITE_LOCAL', 'FLUSH_PAGES', 'FLUSH_SECONDS', 'TEXT_TYPES',
-           'COUNTERS', 'normalize_url', 'host_of', 'Scope', 'Frontier', 'embedded_ipv4', 'address_kind', 'resolve',
-           'Response', 'sniff_type', 'fetch', 'extract_links', 'CrawlReport', 'Crawler', 'robots_crawl_delay']
+__all__ = ['TRACKING', 'SCHEMA', 'COLUMNS', 'NAT64', 'SHARED', 'SITE_LOCAL', 'FLUSH_PAGES', 'FLUSH_SECONDS', 'HOLD_RATIO',
+           'HOLD_AFTER', 'HOLD_MAX', 'TEXT_TYPES', 'COUNTERS', 'normalize_url', 'host_of', 'Scope', 'Frontier',
+           'embedded_ipv4', 'address_kind', 'resolve', 'Response', 'sniff_type', 'fetch', 'extract_links',
+           'robots_directives', 'CrawlReport', 'Crawler', 'robots_crawl_delay']
 
 # %% ../nbs/13_crawler.ipynb #1bc21c84
 TRACKING = {
@@ -271,6 +272,7 @@ class Response:
     retry: bool = False  # a failure that may pass (no connection, timeout, 429, 5xx)
     refused: bool = False  # not requested: an address this crawl may not reach
     unreachable: bool = False  # no connection could be made (the host is left alone for the rest of the run)
+    robots: str = ""  # the X-Robots-Tag header (see `robots_directives`)
 
 
 def sniff_type(body: bytes) -> str:
@@ -307,7 +309,7 @@ def _exchange(conn, url: str, target: str, s: CrawlSettings) -> Response:
             return Response(url, st, ctype, error=f"larger than max-bytes ({s.max_bytes:,} bytes)")
         chunks.append(c)
     body = b"".join(chunks)
-    return Response(url, st, ctype or sniff_type(body), charset, body)
+    return Response(url, st, ctype or sniff_type(body), charset, body, robots=resp.getheader("X-Robots-Tag") or "")
 
 
 def fetch(url: str, s: CrawlSettings, stop: threading.Event | None = None, addr: tuple | None = None) -> Response:
@@ -387,6 +389,34 @@ def extract_links(body: bytes, base_url: str) -> list[str]:
             out.append(u)
     return out
 
+# %% ../nbs/13_crawler.ipynb #a5401f8d
+_META = re.compile(rb"<meta\s[^>]*>", re.I)
+_ATTR = re.compile(rb"""([a-z-]+)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""", re.I)
+
+
+_VALUED = {"unavailable_after", "max-snippet", "max-image-preview", "max-video-preview"}  # `name: value` directives
+
+
+def _directives(text: str) -> set[str]:
+    out = set()
+    for d in (d.strip().lower() for d in text.split(",")):
+        if ":" in d and d.split(":")[0].strip() not in _VALUED:
+            break  # `googlebot: noindex, ...`: the rest is for a named crawler
+        if d and ":" not in d:
+            out.add(d)
+    return out
+
+
+def robots_directives(body: bytes = b"", header: str = "") -> set[str]:
+    """The robots directives of a page, lower case (`noindex`, `nofollow`, `none`, ...): its `X-Robots-Tag` header and
+    its `<meta name="robots">` tags; those for a named crawler (`googlebot: noindex`) are left out."""
+    found = _directives(header)
+    for m in _META.finditer(body[:1 << 16]):
+        attrs = {k.lower(): a or b or c for k, a, b, c in _ATTR.findall(m.group())}
+        if attrs.get(b"name", b"").lower() == b"robots":
+            found |= _directives(attrs.get(b"content", b"").decode("latin-1"))
+    return found
+
 # %% ../nbs/13_crawler.ipynb #25dc1422
 @dataclass
 class CrawlReport:
@@ -413,6 +443,9 @@ class CrawlReport:
 
 # %% ../nbs/13_crawler.ipynb #bf4964ab
 FLUSH_PAGES, FLUSH_SECONDS = 32, 5.0  # crawled pages are written to the queue in batches
+# a page this many times the median size of the run's pages is added at the run's end (see `_hold`); the first
+# HOLD_AFTER pages wait for a median; at most HOLD_MAX characters wait
+HOLD_RATIO, HOLD_AFTER, HOLD_MAX = 2.0, 8, 1 << 25
 
 
 class Crawler:
@@ -439,6 +472,9 @@ class Crawler:
         self._unwritten: list[tuple] = []  # pages in the ingestion, not yet written: (first URL, URL, HTTP, aliases)
         self._flushed = 0.0  # when the ingestion was last written (time.monotonic)
         self._fetched: set[str] = set()  # URLs fetched in this run (redirect chains included)
+        self._held: list[tuple] = []  # large pages added at the end: (size, first URL, URL, HTTP, aliases, pieces)
+        self._sizes: list[int] = []  # characters of each page's text in this run, for the median
+        self._progress = None  # the run's progress callback
 
 # %% ../nbs/13_crawler.ipynb #e1bbbfe6
 @patch
@@ -662,27 +698,83 @@ def _page(self: Crawler, url: str, depth: int) -> str:
     if r.ctype not in TEXT_TYPES:
         return self._settle(first, "skipped", r.status, f"content type {r.ctype or 'unknown'} is not text")
     aliases = (chain[1:], depth, r.status)  # a redirect target is fetched once, under the first name
-    if r.ctype != "text/plain":
+    robots = robots_directives(r.body if r.ctype != "text/plain" else b"", r.robots)
+    if r.ctype != "text/plain" and not robots & {"nofollow", "none"}:
         self.fr.add_links(extract_links(r.body, url), depth + 1, parent=url)
+    if robots & {"noindex", "none"}:
+        self._aliases(first, *aliases)
+        return self._settle(first, "skipped", r.status, "the page asks crawlers not to keep it (robots noindex)")
     try:
         pieces = self._text_of(r)
     except Rejected as e:
         self._aliases(first, *aliases)
         return self._settle(first, "skipped", r.status, str(e))
-    status, detail = self.ing.add(url, "url", lambda: iter(pieces))
+    self._fetched.update(chain)
+    return self._hold(first, url, r.status, aliases, pieces)
+
+
+@patch
+def _queue_page(self: Crawler, first: str, url: str, http: int | None, aliases: tuple, pieces: list,
+                gathers: bool = False) -> str:
+    "Add a fetched page's text to the open ingestion (see `Ingestion.add` for `gathers`); returns its outcome."
+    status, detail = self.ing.add(url, "url", lambda: iter(pieces), gathers=gathers)
     if status in ("duplicate", "rejected"):
         self._aliases(first, *aliases)
         if status == "duplicate":
-            return self._settle(first, "duplicate", r.status, f"same text as {detail}")
-        return self._settle(first, "skipped", r.status, detail)
+            reason = detail if "near-duplicate" in detail else f"same text as {detail}"
+            return self._settle(first, "duplicate", http, reason)
+        return self._settle(first, "skipped", http, detail)
     # `queued` once its text is written (see `_flush`), and its redirect targets settled then, not before: a crawl
     # killed meanwhile fetches the page again on its next run
-    self._unwritten.append((first, url, r.status, aliases))
-    self._fetched.update(chain)
+    self._unwritten.append((first, url, http, aliases))
     self.report.queued += 1
     if len(self._unwritten) >= FLUSH_PAGES or time.monotonic() - self._flushed > FLUSH_SECONDS:
         self._flush()
     return "queued"
+
+# %% ../nbs/13_crawler.ipynb #17941fb2
+@patch
+def _hold(self: Crawler, first: str, url: str, http: int | None, aliases: tuple, pieces: list) -> str:
+    """Add a fetched page, or hold it to the run's end when it is large beside the run's pages (`HOLD_RATIO` times their
+    median or more): a page that gathers others, like a book's print page, then comes after them, and is found as
+    their near-duplicate whatever the order of fetching. Returns 'held': the outcome is told once added (`_event`)."""
+    size = sum(len(p) for p in pieces if isinstance(p, str))
+    bisect.insort(self._sizes, size)
+    self._held.append((size, first, url, http, aliases, pieces))
+    if len(self._sizes) < HOLD_AFTER:  # no median yet
+        return "held"
+    now, self._held = self._split_held()
+    while sum(h[0] for h in self._held) > HOLD_MAX:  # memory: the smallest held go now
+        self._held.sort()
+        now.append(self._held.pop(0))
+    self._release(now)
+    return "held"
+
+
+@patch
+def _split_held(self: Crawler) -> tuple[list, list]:
+    "The held pages under `HOLD_RATIO` times the median size (in the order fetched), and the others."
+    big = HOLD_RATIO * self._sizes[len(self._sizes) // 2] if self._sizes else 0
+    return [h for h in self._held if h[0] < big], [h for h in self._held if h[0] >= big]
+
+
+@patch
+def _release(self: Crawler, pages: list[tuple], gathers: bool = False):
+    "Add held pages, in the order given, saying the outcome of each."
+    for _, first, url, code, aliases, pieces in pages:
+        self._event(first, self._queue_page(first, url, code, aliases, pieces, gathers))
+    gone = set(map(id, pages))
+    self._held = [h for h in self._held if id(h) not in gone]
+
+
+@patch
+def _event(self: Crawler, url: str, status: str):
+    "Tell the run's progress callback the outcome of `url`, with the counts so far."
+    if self._progress:
+        rep = self.report
+        counts = {k: v for k, v in asdict(rep).items() if k not in ("notes", "left_out", "waiting")}
+        why = rep.left_out[-1][2] if status != "queued" and rep.left_out else ""
+        self._progress(dict(counts, url=url, status=status, why=why))
 
 # %% ../nbs/13_crawler.ipynb #8550aeb4
 @patch
@@ -699,11 +791,11 @@ def _flush(self: Crawler):
     kept, dups = self.ing.flush()
     kept, dups = {r["source"]: r for r in kept}, dict(dups)
     self.report.queued -= len(self._unwritten)
-    for first, url, http, aliases in self._unwritten:
+    for first, url, code, aliases in self._unwritten:
         if url in kept:
-            self._settle(first, "queued", http, tokens=kept[url]["tokens"])
+            self._settle(first, "queued", code, tokens=kept[url]["tokens"])
         else:  # another writer added the same text meanwhile
-            self._settle(first, "duplicate", http, f"same text as {dups.get(url, 'a source added meanwhile')}")
+            self._settle(first, "duplicate", code, f"same text as {dups.get(url, 'a source added meanwhile')}")
         self._aliases(first, *aliases)
     self._unwritten, self._flushed = [], time.monotonic()
 
@@ -764,11 +856,16 @@ def run(self: Crawler, urls: Iterable[str], progress: Callable[[dict], None] | N
         s = self.settings
         with self.queue.ingestion(s.min_chars, s.near_duplicates) as self.ing:
             self._unwritten, self._flushed, self._fetched = [], time.monotonic(), set()  # a run starts afresh
+            self._held, self._sizes, self._progress = [], [], progress
             self.fr.due_again(self.settings.max_attempts)
             for u in seeds:
                 self.fr.add(u, 0, refresh=self.settings.refresh)
             try:
-                self._loop(progress)
+                self._loop()
+                small, large = self._split_held()
+                self._release(small)
+                self._flush()  # the large pages last, smallest first, each left out if it gathers others
+                self._release(sorted(large, key=lambda h: h[:2]), gathers=True)
             finally:  # whatever ends the run (a closed pipe too), the pages fetched are kept
                 self._flush()
     finally:
@@ -777,7 +874,7 @@ def run(self: Crawler, urls: Iterable[str], progress: Callable[[dict], None] | N
 
 
 @patch
-def _loop(self: Crawler, progress):
+def _loop(self: Crawler):
     rep = self.report
     while True:
         if self._stop.is_set():
@@ -795,7 +892,5 @@ def _loop(self: Crawler, progress):
         if status == "stopped":
             rep.reason = "stopped"
             return
-        if progress:
-            counts = {k: v for k, v in asdict(rep).items() if k not in ("notes", "left_out", "waiting")}
-            why = rep.left_out[-1][2] if status != "queued" and rep.left_out else ""
-            progress(dict(counts, url=url, status=status, why=why))
+        if status != "held":  # a held page is told when it is added
+            self._event(url, status)

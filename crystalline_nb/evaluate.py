@@ -5,7 +5,7 @@ flagged."""
 
 # %% ../nbs/11_evaluate.ipynb #2da63245
 from __future__ import annotations
-import math, time
+import math
 from typing import Callable
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from .core import append_jsonl, read_jsonl, now
 from .device import resolve_device, resolve_precision, check_model_device, autocast, to_device
 from .ingest import extract, Rejected
-from .queue import iter_files, clean_source, near_duplicate
+from .files import iter_files
+from .queue import clean_source, near_duplicate
 from .workspace import Workspace
 
 # %% auto #0
@@ -161,7 +162,7 @@ def evaluate(ws: Workspace, name: str, paths, seq_len: int | None = None, stride
     q = ws.queue(name)
     known = {r["hash"] for r in q.rows()}
     rep = EvalReport(name, st["steps"], st["epochs_trained"], L, S)
-    for f in iter_files(paths, _Skips(rep.skipped)):
+    for f in iter_files(paths, rep.skipped):
         try:
             docs, digest = clean_source(lambda f=f: extract(f))
         except (Rejected, UnicodeError, ValueError) as e:
@@ -185,13 +186,6 @@ def evaluate(ws: Workspace, name: str, paths, seq_len: int | None = None, stride
         (ws.path(name) / "history").mkdir(exist_ok=True)
         append_jsonl(ws.path(name) / "history" / "evals.jsonl", [dict(time=now(), **rep.to_dict())])
     return rep
-
-
-class _Skips:
-    "Collects the refusals of `iter_files` (a list that looks like an `AddReport`'s `rejected`)."
-
-    def __init__(self, out: list):
-        self.rejected = out
 
 # %% ../nbs/11_evaluate.ipynb #de03a299
 def evaluations(ws: Workspace, name: str) -> list[dict]:

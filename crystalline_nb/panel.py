@@ -20,6 +20,7 @@ from .config import (PRESETS, POSITIONALS, ATTENTION_BIASES, EMBEDDING_INITS, MA
 from .tokenizer import ByteTokenizer
 from .device import available_devices
 from .ingest import corpus_texts
+from .queue import duplicate_line
 from .workspace import Workspace, model_lock
 from .history import history, StepFollower, bits_per_byte, events
 from .evaluate import evaluate, evaluations
@@ -697,8 +698,7 @@ def _report(self: DataTab, rep):
     self.show_queue(self.name)
     self.app.show_summary(self.name)
     extra = "".join(f"<br>skipped {html.escape(s)}: {html.escape(r)}" for s, r in rep.rejected[:20])
-    same = lambda s, d: "" if d == s else f" ({d})" if "near-duplicate" in d else f" (same text as {d})"
-    dup = "".join(f"<br>already in the queue: {html.escape(s + same(s, d))}" for s, d in rep.duplicates[:10])
+    dup = "".join(f"<br>{html.escape(duplicate_line(s, d))}" for s, d in rep.duplicates[:10])
     dup += f"<br>and {len(rep.duplicates) - 10:,} more already in the queue" if len(rep.duplicates) > 10 else ""
     kind = "cllm-ok" if not rep.rejected else "cllm-warn" if rep.added or rep.duplicates else "cllm-err"
     self.app.message.value = f"<span class='{kind}'>{html.escape(rep.summary())}{dup}{extra}</span>"

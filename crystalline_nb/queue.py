@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_queue.ipynb #dd3bbd5e
 from __future__ import annotations
-import collections, fnmatch, gc, hashlib, math, os, re, shutil, threading, time, uuid
+import collections, gc, hashlib, math, os, re, shutil, threading, time, uuid
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +12,8 @@ from typing import Callable, ContextManager, Iterable, Iterator
 import numpy as np
 from fastcore.basics import patch
 from .core import fsync_dir, file_lock, busy_lock, read_jsonl, parse_jsonl, append_jsonl, now
-from .ingest import CHUNK, DOC_BREAK, HTML_SUFFIXES, VERBATIM, Rejected, clean_pieces, extract
+from .ingest import CHUNK, DOC_BREAK, VERBATIM, Rejected, clean_pieces, extract
+from .files import file_meta, iter_files, select_files
 from .ingest import Paragraphs, Prepared, prepare, why_refused
 from .config import IngestSettings, settings_signature
 from .tokenizer import PARALLEL_MIN, ByteTokenizer
@@ -20,9 +21,9 @@ from .readahead import Ahead, FilePieces, reading_ahead
 from .epochs import UTF8, Corpus
 
 # %% auto #0
-__all__ = ['ENCODE_BATCH', 'BATCH_CHARS', 'SHARD_MAX', 'NEAR_SHARE', 'NEAR_MIN_PARAS', 'WRITERS', 'PARAGRAPHS', 'WEB_ASSETS',
-           'SETTLE', 'AddReport', 'Queue', 'clean_source', 'bytes_per_token', 'writers_busy_message', 'StoredSource',
-           'Ingestion', 'near_duplicate', 'iter_files', 'select_files', 'ledger', 'queue_summary', 'epoch_record']
+__all__ = ['ENCODE_BATCH', 'BATCH_CHARS', 'SHARD_MAX', 'NEAR_SHARE', 'NEAR_MIN_PARAS', 'WRITERS', 'PARAGRAPHS', 'SETTLE',
+           'AddReport', 'duplicate_line', 'Queue', 'clean_source', 'bytes_per_token', 'writers_busy_message',
+           'StoredSource', 'Ingestion', 'near_duplicate', 'ledger', 'queue_summary', 'epoch_record']
 
 # %% ../nbs/07_queue.ipynb #478e89f5
 @dataclass
@@ -53,6 +54,12 @@ class AddReport:
 
     def __repr__(self):
         return f"AddReport({self.summary()})"
+
+
+def duplicate_line(source: str, dup: str) -> str:
+    "A line for a source left out as a duplicate: unchanged, the same text as another source, or a near-duplicate."
+    what = "" if dup == source else f": {dup}" if "near-duplicate" in dup else f" (same text as {dup})"
+    return f"already in the queue: {source}{what}"
 
 # %% ../nbs/07_queue.ipynb #f05efcf7
 class Queue:
@@ -105,6 +112,11 @@ def refused(self: Queue) -> list[dict]:
 # %% ../nbs/07_queue.ipynb #6cf7391d
 def _rejection_key(source, reason, meta) -> tuple:
     return source, reason, (meta or {}).get("size"), (meta or {}).get("mtime_ns")
+
+
+def _for_good(reason: str) -> bool:
+    "Whether a file's refusal holds while it is unchanged, whatever the settings (not a length or near-duplicate test)."
+    return not reason.startswith("too short") and "near-duplicate" not in reason
 
 
 @patch
@@ -546,6 +558,7 @@ class Ingestion:
         self._catch_up()
         self._load_paragraphs()
         self._refused, self._refused_meta = {}, {}  # file -> (size, mtime, reason) of an earlier refusal; this run's
+        self._near, self._near_upto = [], 0  # near-duplicates left out, logged with the refusals
         log = q.rejected()
         self._logged = {_rejection_key(r.get("source"), r.get("reason"), r) for r in log}  # read once, not per flush
         for r in log:
@@ -600,19 +613,36 @@ class Ingestion:
         sources = collections.Counter(a[i] if i >= 0 else b[j] for i, j in zip(new[seen].tolist(), old[seen].tolist()))
         top = sources.most_common(1)[0][0]
         more = f" and {len(sources) - 1} other sources" if len(sources) > 1 else ""
-        return f"{top}{more}: a near-duplicate, {share:.0%} of its paragraphs are in the queue already"
+        return f"a near-duplicate of {top}{more} ({share:.0%} of its paragraphs are in the queue already)"
+
+    def _gathering(self, hs: np.ndarray) -> str | None:
+        "Why a text holding two or more of the queue's sources whole (a page that gathers others) is left out, or None."
+        if not self.near_duplicates or len(hs) < NEAR_MIN_PARAS:
+            return None
+        path = self.q.dir / PARAGRAPHS
+        recs = np.fromfile(path, dtype=_PARA_DT) if path.exists() else np.zeros(0, _PARA_DT)
+        total = np.bincount(recs["id"], minlength=len(self._names))[: len(self._names)]
+        inside = np.bincount(recs["id"][np.isin(recs["h"], hs)], minlength=len(total))[: len(total)]
+        whole = [self._names[i] for i in np.flatnonzero((total >= 2) & (inside >= NEAR_SHARE * total)).tolist()]
+        whole += [n for n, p in self._paras.items() if len(p) >= 2 and np.isin(p, hs).sum() >= NEAR_SHARE * len(p)]
+        if len(whole) < 2:
+            return None
+        return (f"a near-duplicate: it gathers {len(whole)} sources of the queue whole ({whole[0]} and "
+                f"{len(whole) - 1} other{'s' * (len(whole) > 2)}); they are kept, not the text that gathers them")
 
     def seen_file(self, name: str, meta: dict | None) -> tuple[str, str] | None:
         "('duplicate', name) for a file added before and unchanged, ('rejected', reason) for one refused so, else None."
         if meta and self.files.get(name) == (meta.get("size"), meta.get("mtime_ns")):
             return "duplicate", name
         old = self._refused.get(name)
-        if meta and old and old[:2] == (meta.get("size"), meta.get("mtime_ns")) and not old[2].startswith("too short"):
+        if meta and old and old[:2] == (meta.get("size"), meta.get("mtime_ns")) and _for_good(old[2]):
             return "rejected", old[2]
         return None
 
-    def add(self, name: str, kind: str, pieces: Callable, meta: dict | None = None) -> tuple[str, str]:
-        "Clean and tokenize one source: ('added' | 'duplicate' | 'rejected', the source it repeats or the reason)."
+    def add(self, name: str, kind: str, pieces: Callable, meta: dict | None = None, gathers: bool = False
+            ) -> tuple[str, str]:
+        """Clean and tokenize one source: ('added' | 'duplicate' | 'rejected', the source it repeats or the reason);
+        `gathers`: also a duplicate if it holds two of the queue's sources or more whole (a crawl's large pages)."""
         if (seen := self.seen_file(name, meta)) is not None:  # not read again
             if isinstance(pieces, Ahead):
                 pieces.drop()
@@ -655,10 +685,15 @@ class Ingestion:
             w.rewind(start)
             raise
         digest, (hs, sizes) = h, _para_arrays(paras)
-        dup = self.known.get(digest) or self._mine.get(digest) or self._near_duplicate(hs, sizes)
+        same = self.known.get(digest) or self._mine.get(digest)
+        dup = same or self._near_duplicate(hs, sizes) or (self._gathering(hs) if gathers else None)
         if dup is not None:
             w.rewind(start)
             self.rep.duplicates.append((name, dup))
+            if same is None:  # a near-duplicate: logged with the refusals (`Queue.refused`)
+                self._near.append((name, dup))
+                if meta:
+                    self._refused_meta[name] = meta
             return "duplicate", dup
         self._mine[digest] = name
         if self.near_duplicates:
@@ -744,8 +779,9 @@ class Ingestion:
 
     def _log_rejected(self):
         "Log the refusals since the last flush (see `Queue._log_rejected`)."
-        self.q._log_rejected(self.rep.rejected[self._logged_upto:], self._refused_meta, self._logged)
-        self._logged_upto = len(self.rep.rejected)
+        self.q._log_rejected(self.rep.rejected[self._logged_upto:] + self._near[self._near_upto:], self._refused_meta,
+                             self._logged)
+        self._logged_upto, self._near_upto = len(self.rep.rejected), len(self._near)
 
     def abort(self):
         "Drop what was not flushed."
@@ -860,98 +896,7 @@ def add_text(self: Queue, text: str, source: str = "text", kind: str = "text", *
     "Add one document given as a string."
     return self.add([(source, kind, lambda: iter([text]))], **kw)
 
-# %% ../nbs/07_queue.ipynb #8342def4
-def _leaves(p: Path, root: Path) -> bool:
-    "Whether the link `p` leads out of `root` (already resolved); a broken link or a loop is left to `check_file`."
-    try:
-        target = p.resolve(strict=True)
-    except (OSError, RuntimeError):  # broken, or a loop: refused later with that reason
-        return False
-    return not target.is_relative_to(root)
-
-
-def _walk(top: Path, root: Path, refuse) -> Iterator[Path]:
-    "Files under `top`: each folder's files by name, then its subfolders, depth first (one `scandir` per folder)."
-    stack = [str(top)]
-    while stack:
-        here = stack.pop()
-        try:
-            entries = sorted((e for e in os.scandir(here) if not e.name.startswith(".")), key=lambda e: e.name)
-        except OSError as e:
-            refuse(Path(here), f"cannot list this folder ({e.strerror or e})")
-            continue
-        dirs = []
-        for e in entries:
-            if e.is_symlink():
-                if os.path.isdir(e.path):
-                    refuse(Path(e.path), "a symbolic link to a folder (links inside a dropped folder are not followed)")
-                elif _leaves(Path(e.path), root):
-                    refuse(Path(e.path), "a symbolic link leading out of the dropped folder (not followed)")
-                else:
-                    yield Path(e.path)
-            elif e.is_dir(follow_symlinks=False):
-                dirs.append(e.path)
-            else:
-                yield Path(e.path)
-        stack += reversed(dirs)
-
-
-def iter_files(paths, report: AddReport | None = None) -> Iterator[Path]:
-    "Files under `paths` (folders walked, hidden entries skipped, links out of a folder refused; see above)."
-    def refuse(path, reason):
-        if report is None:
-            raise Rejected(f"{path}: {reason}")
-        report.rejected.append((str(path), reason))
-
-    for p in map(Path, paths):
-        if p.is_dir() and not p.is_symlink():
-            yield from _walk(p, p.resolve(), refuse)
-        elif p.exists() or p.is_symlink():
-            yield p
-        else:
-            refuse(p, "no such file or directory")
-
 # %% ../nbs/07_queue.ipynb #7e57118f
-def _file_meta(f: Path) -> dict | None:
-    "Size and modification time of `f`: a file added before and unchanged since is not read again."
-    try:
-        st = f.stat()
-    except OSError:
-        return None
-    return dict(size=st.st_size, mtime_ns=st.st_mtime_ns)
-
-
-WEB_ASSETS = {".js", ".mjs", ".css", ".map"}
-
-
-def _matches(rel: str, patterns) -> str | None:
-    "The first glob of `patterns` that the relative path `rel` (or its file name) matches."
-    return next((p for p in patterns if fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(rel.rsplit("/", 1)[-1], p)), None)
-
-
-def select_files(files: list[tuple[Path, Path]], include=(), exclude=()) -> tuple[list[Path], list[tuple[str, str]]]:
-    "Files to read among (file, dropped folder) pairs, and (file, reason) for those left out (see above)."
-    html_dirs = {f.parent for f, _ in files if f.suffix.lower() in HTML_SUFFIXES}
-    keep, out = [], []
-    for f, root in files:
-        rel = ""
-        if include or exclude:
-            rel = f.relative_to(root).as_posix() if f != root and f.is_relative_to(root) else f.name
-        if (pat := _matches(rel, exclude)) is not None:
-            out.append((str(f), f"excluded by --exclude {pat!r}"))
-        elif include and _matches(rel, include) is None:
-            out.append((str(f), "not matched by --include"))
-        elif include:
-            keep.append(f)
-        elif ".min." in f.name.lower():
-            out.append((str(f), "a minified file (--include takes it anyway)"))
-        elif f.suffix.lower() in WEB_ASSETS and any(d in html_dirs for d in (f.parent, *f.parent.parents)):
-            out.append((str(f), "a script or style sheet of HTML pages, not their text (--include takes it anyway)"))
-        else:
-            keep.append(f)
-    return keep, out
-
-
 @patch
 @settings_signature(IngestSettings)
 def add_paths(self: Queue, paths, progress: Callable | None = None, include=(), exclude=(), **kw) -> AddReport:
@@ -962,7 +907,7 @@ def add_paths(self: Queue, paths, progress: Callable | None = None, include=(), 
 
 def _add_paths(self: Queue, paths, progress, include, exclude, **kw) -> AddReport:
     pre = AddReport()
-    listed = [(f, top) for top in map(Path, paths) for f in iter_files([top], pre)]
+    listed = [(f, top) for top in map(Path, paths) for f in iter_files([top], pre.rejected)]
     files, left_out = select_files(listed, include, exclude)
     pre.rejected += left_out
     real = {}  # a dropped folder's real path: the files under it are named by it (no link was followed inside)
@@ -975,7 +920,7 @@ def _add_paths(self: Queue, paths, progress, include, exclude, **kw) -> AddRepor
         return real[top] + str(f)[len(str(top)):]
 
     tops = dict(listed)
-    srcs = [(name(f, tops[f]), "file", FilePieces(f), _file_meta(f)) for f in files]
+    srcs = [(name(f, tops[f]), "file", FilePieces(f), file_meta(f)) for f in files]
     rep = self.add(srcs, progress=(lambda **k: progress(total=len(files), **k)) if progress else None, **kw)
     rep.rejected = pre.rejected + rep.rejected
     self._log_rejected(pre.rejected)
@@ -1017,7 +962,7 @@ def ingest_inbox(self: Queue, progress: Callable | None = None, **kw) -> AddRepo
     with self._writing(), file_lock(self.dir / ".inbox.lock"):  # one scan at a time, so no file goes in twice
         inbox.mkdir(exist_ok=True)
         found = AddReport()
-        listed = list(iter_files([inbox], found))
+        listed = list(iter_files([inbox], found.rejected))
         files = sorted(_settled(listed))
         names = {f: f"inbox/{f.relative_to(inbox)}" for f in files}
         srcs = ((names[f], "file", (lambda f=f: extract(f))) for f in files)

@@ -282,3 +282,72 @@ def test_a_page_reached_through_a_redirect_survives_a_crawl_killed_before_it_was
         assert not ws.queue("web").rows()
         crawl(ws, [base + "/"])  # the next run
     assert {r["source"] for r in ws.queue("web").rows()} == {base + "/", base + "/new"}
+
+
+CHAPTER = "Chapter {c}, paragraph {i}: the lattice turns its rings at {n} different speeds, one sentence of many."
+
+
+def book(print_first: bool, noindex: bool = False):
+    "A book of 3 chapters of 5 paragraphs and a print page holding all of them, linked first or last from the index."
+    paras = {c: [CHAPTER.format(c=c, i=i, n=c * 10 + i) for i in range(5)] for c in (1, 2, 3)}
+    body = lambda title, ps: "<html><body><article><h1>" + title + "</h1>" + "".join(f"<p>{p}</p>" for p in ps)
+    head = '<html><head><meta name="robots" content="noindex"></head>' if noindex else ""
+    chapters = [f"/ch{c}.html" for c in (1, 2, 3)]
+    links = ["/print.html"] + chapters if print_first else chapters + ["/print.html"]
+    routes = {f"/ch{c}.html": (200, HTML, body(f"Chapter {c}", ps) + "</article></body></html>")
+              for c, ps in paras.items()}
+    routes["/print.html"] = (200, HTML, head + body("The book", [p for ps in paras.values() for p in ps])
+                             + "</article></body></html>")
+    routes["/"] = (200, HTML, page("Contents", links))
+    return routes
+
+
+@pytest.mark.parametrize("print_first", [True, False])
+def test_a_book_crawl_keeps_its_chapters_whatever_the_order_and_lists_the_print_page_as_refused(ws, print_first):
+    "The page that gathers the chapters is the near-duplicate, not the chapters; `--rejected` and the panel say so."
+    with serve(book(print_first)) as (base, log):
+        rep = crawl(ws, [base + "/"])
+        if print_first:
+            assert log.index("/print.html") < log.index("/ch1.html")  # fetched before the chapters
+    q = ws.queue("web")
+    assert sorted(r["source"].replace(base, "") for r in q.rows()) == ["/", "/ch1.html", "/ch2.html", "/ch3.html"]
+    assert rep.queued == 4 and rep.duplicates == 1
+    why = statuses(ws, base)["/print.html"]
+    assert why[0] == "duplicate" and why[1].startswith("a near-duplicate of " + base + "/ch1.html and 2 other sources")
+    refused = {r["source"].replace(base, ""): r["reason"] for r in q.refused()}
+    assert list(refused) == ["/print.html"] and "near-duplicate" in refused["/print.html"]
+    out = subprocess.run([str(BIN / "cllm"), "queue", "web", "--rejected"], capture_output=True, text=True,
+                         env=cllm_env(ws.home)).stdout
+    assert "/print.html: a near-duplicate of " in out and "nothing was refused" not in out
+
+
+def test_a_page_that_asks_not_to_be_kept_is_skipped_and_its_links_followed(ws):
+    "mdBook's print page says `noindex`: skipped with that reason; `nofollow` leaves its links alone."
+    routes = book(print_first=True, noindex=True)
+    routes["/"] = (200, HTML, page("Contents", ["/print.html"]))  # the chapters reached only through the print page
+    routes["/print.html"] = (200, HTML, routes["/print.html"][2].replace(
+        "</article>", "".join(f'<a href="/ch{c}.html">{c}</a>' for c in (1, 2, 3)) + "</article>"))
+    with serve(routes) as (base, log):
+        rep = crawl(ws, [base + "/"])
+        assert rep.queued == 4 and rep.skipped == 1
+        why = "the page asks crawlers not to keep it (robots noindex)"
+        assert statuses(ws, base)["/print.html"] == ("skipped", why)
+    ws.create("other", preset_name="nano")
+    routes["/"] = (200, {"Content-Type": "text/html", "X-Robots-Tag": "nofollow"},
+                   page("Contents", ["/ch1.html", "/ch2.html"]))
+    with serve(routes) as (base, log):
+        rep = Crawler(ws, "other", delay=0, timeout=2.0).run([base + "/"])
+        assert rep.queued == 1 and log == ["/robots.txt", "/"]
+
+
+def test_a_partial_book_crawl_leaves_out_the_page_that_gathers_the_chapters_it_fetched(ws):
+    "With 2 of 3 chapters fetched, the print page is not mostly in the queue, but it holds 2 of its sources whole."
+    with serve(book(print_first=True)) as (base, log):
+        rep = crawl(ws, [base + "/"], max_pages=4)  # the index, the print page, chapters 1 and 2
+        assert rep.queued == 3 and rep.duplicates == 1
+        why = statuses(ws, base)["/print.html"]
+        assert why[0] == "duplicate" and why[1].startswith(f"a near-duplicate: it gathers 2 sources of the queue whole")
+        rep = crawl(ws, [base + "/"])  # the rest: chapter 3 goes in (the print page is not in the queue)
+        assert rep.queued == 1 and "/print.html" not in log[log.index("/ch2.html"):]
+    assert sorted(r["source"].replace(base, "") for r in ws.queue("web").rows()) == [
+        "/", "/ch1.html", "/ch2.html", "/ch3.html"]

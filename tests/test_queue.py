@@ -373,7 +373,7 @@ def test_near_duplicates_are_reported_with_a_switch(ws, home):
     assert (
         not rep.added
         and rep.duplicates[0][0] == "print"
-        and "ch1 and 2 other sources: a near-duplicate, 9" in rep.duplicates[0][1]
+        and rep.duplicates[0][1].startswith("a near-duplicate of ch1 and 2 other sources (9")
     )
     mixed = "\n\n".join(
         [para(1, 0), para(1, 1)] + [f"A new paragraph number {i} with enough words to count as one." for i in range(4)]
@@ -384,13 +384,28 @@ def test_near_duplicates_are_reported_with_a_switch(ws, home):
     r = ws.queue("rev")
     r.add_text(whole, source="print")
     reps = [r.add_text(t, source=n) for n, t in chapters.items()]
-    assert all(not x.added and "print: a near-duplicate, 100%" in x.duplicates[0][1] for x in reps)
+    assert all(not x.added and "a near-duplicate of print (100%" in x.duplicates[0][1] for x in reps)
     with r.ingestion() as ing:                                        # a later ingestion reads them from disk
         assert (
             ing.add("again", "text", lambda: iter([chapters["ch2"] + "\n\nplus one more short line."]))[0]
             == "duplicate"
         )
 
+
+
+def test_a_near_duplicate_file_is_listed_as_refused_and_the_switch_still_adds_it(ws, tmp_path):
+    paras = [f"Paragraph {i}: the rings of the lattice turn at speeds that this sentence names." for i in range(6)]
+    a, b = str(tmp_path / "a.txt"), str(tmp_path / "b.txt")
+    (tmp_path / "a.txt").write_text("\n\n".join(paras))
+    (tmp_path / "b.txt").write_text("\n\n".join(paras) + "\n\nOne more line.")
+    q = ws.queue("m")
+    q.add_paths([tmp_path / "a.txt"])
+    rep = q.add_paths([tmp_path / "b.txt"])
+    assert not rep.added and rep.duplicates[0][1].startswith(f"a near-duplicate of {a} (")
+    assert [(r["source"], r["reason"][:20]) for r in q.refused()] == [(b, "a near-duplicate of ")]
+    assert q.add_paths([tmp_path / "b.txt"]).duplicates  # the same again: found again, not read as refused for good
+    assert q.add_paths([tmp_path / "b.txt"], near_duplicates=False).added  # the switch adds the unchanged file
+    assert len(q.rejected()) == 1  # logged once
 
 def test_near_duplicates_within_one_ingestion_and_from_another_open_one(ws):
     para = lambda c, i: f"Part {c}, paragraph {i}: a sentence long enough to count as a paragraph of its own, {c}-{i}."
@@ -399,14 +414,14 @@ def test_near_duplicates_within_one_ingestion_and_from_another_open_one(ws):
     with q.ingestion() as a, q.ingestion() as b:  # each holds the writer lock, shared
         assert a.add("a1", "text", lambda: iter([part(1)]))[0] == "added"
         got = a.add("a2", "text", lambda: iter([part(1) + "\n\nand one line more"]))  # the same run's paragraphs
-        assert got[0] == "duplicate" and got[1].startswith("a1: a near-duplicate, 100%")
+        assert got[0] == "duplicate" and got[1].startswith("a near-duplicate of a1 (100%")
         for c in (2, 3):
             assert b.add(f"b{c}", "text", lambda c=c: iter([part(c)]))[0] == "added"
         b.flush()
         a.flush()  # reads what b wrote meanwhile
         got = a.add("a3", "text", lambda: iter([part(2) + "\n\n" + part(3)]))
-        assert got[0] == "duplicate" and got[1] == "b2 and 1 other sources: a near-duplicate, 100% of its paragraphs" \
-            " are in the queue already"
+        why = "a near-duplicate of b2 and 1 other sources (100% of its paragraphs are in the queue already)"
+        assert got[0] == "duplicate" and got[1] == why
         assert a.add("a4", "text", lambda: iter([part(4)]))[0] == "added"
         a.flush()
     assert [r["source"] for r in q.rows()] == ["b2", "b3", "a1", "a4"]

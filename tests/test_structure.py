@@ -7,8 +7,9 @@ import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "crystalline_nb"
 # from the ground up: a module may import only modules before it
-LAYERS = ["core", "config", "device", "lattice", "model", "tokenizer", "ingest", "readahead", "epochs", "queue",
-          "workspace", "history", "generate", "evaluate", "export", "crawler", "trainer", "distributed", "panel", "cli"]
+LAYERS = ["core", "config", "device", "lattice", "model", "tokenizer", "ingest", "files", "readahead", "epochs",
+          "queue", "workspace", "history", "generate", "evaluate", "export", "crawler", "trainer", "distributed",
+          "panel", "cli"]
 MODULES = {p.stem: ast.parse(p.read_text()) for p in PKG.glob("*.py") if p.stem not in ("__init__", "_modidx")}
 
 
