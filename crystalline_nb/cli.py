@@ -8,8 +8,8 @@ import argparse, collections, json, math, os, re, sys, threading
 from pathlib import Path
 from .core import one_line, on_interrupt, free_port
 from dataclasses import fields
-from .config import (PRECISIONS, CrawlSettings, GenerateSettings, IngestSettings, ModelSettings,
-                                   TrainSettings, setting_help)
+from .config import (MASTER_PORT, PEER_TIMEOUT, PRECISIONS, CrawlSettings, GenerateSettings,
+                                   IngestSettings, ModelSettings, TrainSettings, setting_help)
 
 # %% auto #0
 __all__ = ['cmd_new', 'cmd_ls', 'cmd_show', 'cmd_mv', 'cmd_cp', 'cmd_rm', 'cmd_generate', 'reason_kind', 'cmd_add', 'cmd_ingest',
@@ -317,17 +317,21 @@ def _train(ws, name, args, max_time=None, quiet=False):
 # %% ../nbs/17_cli.ipynb #15e269b3
 def _train_distributed(args):
     "Check the settings here, then train through torchrun with --nproc processes (per node)."
-    import signal
+    import signal, subprocess
     from crystalline_nb.trainer import Trainer, describe_changes
-    from crystalline_nb.distributed import start_distributed
+    from crystalline_nb.distributed import start_distributed, relay, failure
     ws = _ws(args)
     kw = _trainer_kwargs(args)
     _say(describe_changes(Trainer(ws, args.name, **kw).changes))
     kw = {k: v for k, v in kw.items() if v is not None and k != "arch"}
-    _say(f"starting {args.nproc * args.nnodes} processes with torchrun ({args.nproc} on this node)")
-    p = start_distributed(ws.home, args.name, args.nproc, nnodes=args.nnodes, node_rank=args.node_rank,
-                          master_addr=args.master_addr, master_port=args.master_port, run={"max_steps": args.max_steps},
-                          **kw)
+    nodes = dict(nnodes=args.nnodes, node_rank=args.node_rank, master_addr=args.master_addr,
+                 master_port=args.master_port or (MASTER_PORT if args.nnodes > 1 else None),
+                 peer_timeout=args.peer_timeout)
+    where = (f"; node {args.node_rank} of {args.nnodes}, meeting at {args.master_addr}:{nodes['master_port']} "
+             f"(waiting up to {args.peer_timeout:g} s for the others)" if args.nnodes > 1 else "")
+    _say(f"starting {args.nproc * args.nnodes} processes with torchrun ({args.nproc} on this node){where}")
+    p = start_distributed(ws.home, args.name, args.nproc, run={"max_steps": args.max_steps}, stderr=subprocess.PIPE,
+                          tty=sys.stderr.isatty(), **nodes, **kw)
     stopping = []
 
     def stop():
@@ -338,10 +342,16 @@ def _train_distributed(args):
             pass
 
     with on_interrupt(stop, "stopping all processes after this step..."):
+        held = relay(p.stderr, sys.stderr)
         code = p.wait()
+    log = ws.path(args.name) / "torchrun.log"  # what was held back: PyTorch's own logging, a traceback
+    if held:
+        log.write_text(held)
+    else:
+        log.unlink(missing_ok=True)
     if code != 0 and not stopping:
-        raise ValueError(f"a training process failed (torchrun exit status {code}); the last checkpoint is intact: "
-                         "run the same command to resume")
+        raise ValueError(failure(held, **nodes) or f"a training process failed (torchrun exit status {code}; its "
+                         f"output is in {log}); the last checkpoint is intact: run the same command to resume")
     if stopping:
         raise SystemExit(130)
 
@@ -796,7 +806,11 @@ def _training_verbs(verb):
     s.add_argument("--node-rank", type=int, default=0, help="this machine's rank among --nnodes (default 0)")
     s.add_argument("--master-addr", default="127.0.0.1", help="address of the rank-0 machine (default 127.0.0.1)")
     s.add_argument("--master-port", type=int, default=None,
-                   help="port on the rank-0 machine (default: a free one; set it on clusters)")
+                   help=f"port on the rank-0 machine, the same on every node (default: a free one on one node, "
+                        f"{MASTER_PORT} on several)")
+    s.add_argument("--peer-timeout", type=float, default=PEER_TIMEOUT,
+                   help=f"seconds a node waits for the other nodes to join before it gives up, saying so (default "
+                        f"{PEER_TIMEOUT})")
     for hidden in ("--d-model", "--heads", "--d-ff", "--vocab-size"):  # refused with the reason, not as unknown
         s.add_argument(hidden, type=int, help=argparse.SUPPRESS)
     s = verb("history", cmd_history,

@@ -12,10 +12,10 @@ from fastcore.docments import docments
 
 # %% auto #0
 __all__ = ['EMBEDDING_INITS', 'POSITIONALS', 'ATTENTION_BIASES', 'MAX_DIM', 'MAX_LAYERS', 'MAX_SEQ', 'MAX_VOCAB', 'PRESETS',
-           'SCHEDULES', 'MAX_EPOCHS', 'DEVICES', 'PRECISIONS', 'TOKENIZERS', 'DEFAULT_UA', 'SCOPES', 'CLLMConfig',
-           'preset', 'param_count', 'flops_per_token', 'TrainingError', 'TrainSettings', 'field_type', 'setting_help',
-           'settings_of', 'settings_signature', 'check_target_epochs', 'ModelSettings', 'IngestSettings',
-           'GenerateSettings', 'CrawlSettings']
+           'SCHEDULES', 'MAX_EPOCHS', 'DEVICES', 'PRECISIONS', 'PEER_TIMEOUT', 'MASTER_PORT', 'TOKENIZERS',
+           'DEFAULT_UA', 'SCOPES', 'CLLMConfig', 'preset', 'param_count', 'flops_per_token', 'TrainingError',
+           'TrainSettings', 'field_type', 'setting_help', 'settings_of', 'settings_signature', 'check_target_epochs',
+           'ModelSettings', 'IngestSettings', 'GenerateSettings', 'CrawlSettings']
 
 # %% ../nbs/01_config.ipynb #822e76a8
 EMBEDDING_INITS = ("lattice", "normal")
@@ -145,6 +145,8 @@ SCHEDULES = ("cosine-after-warmup", "cosine", "linear", "constant")
 MAX_EPOCHS = 1e6
 DEVICES = ("auto", "cpu", "cuda", "mps")  # where a run computes (see the device module); "cuda:N" picks one GPU
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: bf16 on CUDA GPUs that have it, fp32 elsewhere
+PEER_TIMEOUT = 300  # seconds a node waits for the other nodes to join (torchrun's own default is 900)
+MASTER_PORT = 29500  # the port of node 0 when several nodes take part (each must name the same)
 
 
 class TrainingError(ValueError):

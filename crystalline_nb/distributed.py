@@ -4,32 +4,40 @@
 
 # %% ../nbs/15_distributed.ipynb #7bc5ca9a
 from __future__ import annotations
-import json, os, signal, subprocess, sys
+import json, math, os, re, signal, subprocess, sys
 from datetime import timedelta
 from pathlib import Path
 import torch
 import torch.distributed as dist
 from .core import free_port, one_line
+from .config import MASTER_PORT, PEER_TIMEOUT
 from .device import resolve_device, DeviceError
 from .workspace import Workspace
 from .trainer import Trainer, ConsoleProgress
 
 # %% auto #0
-__all__ = ['launch_command', 'process_device', 'worker', 'start_distributed', 'run_distributed']
+__all__ = ['launch_command', 'process_device', 'worker', 'start_distributed', 'run_distributed', 'relay', 'failure']
 
 # %% ../nbs/15_distributed.ipynb #3b69afc0
 def launch_command(home, name: str, nproc: int, nnodes: int = 1, node_rank: int = 0, master_addr: str = "127.0.0.1",
-                   master_port: int | None = None, run: dict | None = None, **trainer_kwargs) -> list[str]:
-    "The `torchrun` command line that trains model `name` of the workspace `home` with `nproc` processes per node."
+                   master_port: int | None = None, run: dict | None = None, peer_timeout: float = PEER_TIMEOUT,
+                   **trainer_kwargs) -> list[str]:
+    """The `torchrun` command line that trains model `name` of the workspace `home` with `nproc` processes per node,
+    on `nnodes` nodes (this one `node_rank`) meeting at node 0's `master_addr`:`master_port` within `peer_timeout`."""
     if not 1 <= nproc <= 1024:
         raise ValueError(f"nproc must be between 1 and 1024, got {nproc}")
     if not 1 <= nnodes <= 10000 or not 0 <= node_rank < nnodes:
         raise ValueError(f"node-rank must be in [0, nnodes); got {node_rank} of {nnodes}")
+    if not 1 <= peer_timeout <= 86400:
+        raise ValueError(f"peer-timeout must be between 1 and 86400 seconds, got {peer_timeout:g}")
+    if master_port is None:  # one node: any free port; several: the same port on every node
+        master_port = free_port() if nnodes == 1 else MASTER_PORT
     process_device(trainer_kwargs.get("device"), nproc)  # refused here, before torchrun starts
     spec = dict(home=str(Path(home).resolve()), name=name, trainer=trainer_kwargs, run=run or {})
     return [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", f"--nnodes={nnodes}",
-            f"--node-rank={node_rank}", f"--master-addr={master_addr}", f"--master-port={master_port or free_port()}",
-            "--max-restarts=0", "--monitor-interval=0.2", "-m", "crystalline_nb.distributed", json.dumps(spec)]
+            f"--node-rank={node_rank}", f"--master-addr={master_addr}", f"--master-port={master_port}",
+            f"--rdzv-conf=timeout={math.ceil(peer_timeout)}", "--max-restarts=0", "--monitor-interval=0.2",
+            "-m", "crystalline_nb.distributed", json.dumps(spec)]
 
 # %% ../nbs/15_distributed.ipynb #5bf352bc
 def process_device(spec: str | None, nproc: int, local_rank: int = 0) -> tuple[str, str]:
@@ -54,18 +62,16 @@ def worker(spec: dict) -> int:
     if backend == "nccl":
         torch.cuda.set_device(kw["device"])
     dist.init_process_group(backend, timeout=timedelta(seconds=60))
-    rank, world = dist.get_rank(), dist.get_world_size()
+    rank = dist.get_rank()
     kw["threads"] = kw.get("threads") or max(1, (os.cpu_count() or 1) // local)
     tr = Trainer(Workspace(spec["home"]), spec["name"], **kw)
-    if rank == 0:
-        tr.subscribe(ConsoleProgress())
+    if rank == 0:  # on the terminal of the command that started torchrun, if it relays to one (see `relay`)
+        tr.subscribe(ConsoleProgress(tty=True if os.environ.get("CLLM_TTY") == "1" else None))
     for sig in (signal.SIGINT, signal.SIGTERM):  # the launcher forwards Ctrl-C and the panel's Stop as signals
         signal.signal(sig, lambda *a: tr.stop())
     try:
-        s = tr.run(**spec.get("run", {}))
+        tr.run(**spec.get("run", {}))
         dist.barrier()  # leave together: rank 0 may still be writing its checkpoint
-        if rank == 0:
-            print(json.dumps(dict(summary=s, world_size=world)), flush=True)
         dist.destroy_process_group()
         return 0
     except ValueError as e:  # TrainingError and the other one-line refusals (a model in use, a damaged file)
@@ -74,10 +80,12 @@ def worker(spec: dict) -> int:
         return 1
 
 # %% ../nbs/15_distributed.ipynb #47336949
-def start_distributed(home, name: str, nproc: int, stdout=None, stderr=None, **kw) -> subprocess.Popen:
-    "Start training with `nproc` processes through torchrun (see `launch_command` for `kw`); returns the process."
+def start_distributed(home, name: str, nproc: int, stdout=None, stderr=None, tty: bool = False, **kw
+                      ) -> subprocess.Popen:
+    """Start training with `nproc` processes through torchrun (see `launch_command` for `kw`); returns the process.
+    `tty`: its error stream is relayed to a terminal (the progress line is then rewritten in place)."""
     cmd = launch_command(home, name, nproc, **kw)
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // nproc))}
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // nproc)), "CLLM_TTY": str(int(tty))}
     return subprocess.Popen(cmd, env=env, stdout=stdout, stderr=stderr, text=True)
 
 # %% ../nbs/15_distributed.ipynb #231ec120
@@ -87,6 +95,57 @@ def run_distributed(home, name: str, nproc: int, capture: bool = False, **kw) ->
     p = start_distributed(home, name, nproc, stdout=pipe, stderr=pipe, **kw)
     out, err = p.communicate()
     return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+
+# %% ../nbs/15_distributed.ipynb #8d09f281
+_HELD = re.compile(rb"\[[EWIF]\d{4} |Exception raised from |frame #\d+: |<omitting python frames>")  # C++ logs
+
+
+def _held_line(line: bytes) -> bool:
+    "Whether a line of torchrun's stream is PyTorch's C++ logging (held back): never a line of this package."
+    return _HELD.match(line.lstrip(b"\r")) is not None
+
+
+def relay(stream, out) -> str:
+    """Copy the byte stream `stream` (torchrun's stderr) to the text stream `out` as it comes, a line being written
+    in progress (`\\r`) included, except what is held back: PyTorch's C++ log lines, and everything from the first
+    traceback on. Returns what was held back."""
+    held, buf, tb = [], b"", False
+    while chunk := os.read(stream.fileno(), 1 << 16):
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            tb = tb or line.lstrip(b"\r").startswith(b"Traceback (most recent call last)")
+            if tb or _held_line(line):
+                held.append(line + b"\n")
+            else:
+                out.write((line + b"\n").decode("utf-8", "replace"))
+        part = buf.lstrip(b"\r")
+        if buf and not tb and len(part) > 30 and not _held_line(part):  # a line in progress: shown as it comes
+            out.write(buf.decode("utf-8", "replace"))
+            buf = b""
+        out.flush()
+    if tb or _held_line(buf):
+        held.append(buf)
+    else:
+        out.write(buf.decode("utf-8", "replace"))
+    return b"".join(held).decode("utf-8", "replace")
+
+
+def failure(held: str, nnodes: int = 1, node_rank: int = 0, master_addr: str = "127.0.0.1", master_port: int = 0,
+            peer_timeout: float = PEER_TIMEOUT) -> str | None:
+    "One line for what torchrun's held-back output says went wrong in meeting the other nodes, or None."
+    at = f"{master_addr}:{master_port}"
+    if m := re.search(r"(\d+)/(\d+) clients joined", held):
+        return (f"node 0 waited {peer_timeout:g} s at {at} for the other nodes and {int(m[1]) - 1} of "
+                f"{nnodes - 1} joined: start the same command on each other node with its --node-rank (1 to "
+                f"{nnodes - 1}), the same --nnodes, --master-addr and --master-port, and the workspace on storage "
+                "that every node shares")
+    if "EADDRINUSE" in held or "address already in use" in held.lower():
+        return f"port {master_port} is in use on this machine: choose another --master-port (the same on every node)"
+    if "trying to connect to" in held or "DistNetworkError" in held:
+        return (f"node {node_rank} could not reach node 0 at {at} within {peer_timeout:g} s: start the same command "
+                f"with --node-rank 0 on {master_addr} first, and check that this machine reaches that address and port")
+    return None
 
 # %% ../nbs/15_distributed.ipynb #53f1c2a5
 # torchrun runs `python -m crystalline_nb.distributed SPEC` in every process. Its work is on disk when `worker`

@@ -11,8 +11,8 @@ from .core import atomic_write_bytes
 from .queue import Queue, bytes_per_token
 
 # %% auto #0
-__all__ = ['STEP_COLS', 'EPOCH_COLS', 'TABLES', 'HistoryWriter', 'read_history', 'history', 'events', 'read_table',
-           'StepFollower', 'bits_per_byte', 'check_tensorboard', 'TensorBoardSink', 'plot_history']
+__all__ = ['STEP_COLS', 'EPOCH_COLS', 'TABLES', 'VARIABLES', 'HistoryWriter', 'read_history', 'seconds', 'history', 'events',
+           'read_table', 'StepFollower', 'bits_per_byte', 'check_tensorboard', 'TensorBoardSink', 'plot_history']
 
 # %% ../nbs/09_history.ipynb #1a2c21fb
 STEP_COLS = ["time", "epoch", "step", "tokens", "loss", "lr", "batch_size", "seq_len", "grad_norm", "tokens_per_s"]
@@ -132,22 +132,63 @@ class HistoryWriter:
             f.close()
 
 # %% ../nbs/09_history.ipynb #14f26de7
+# each variable of the dataset: (units, description); `time` and `epoch_time` are datetimes (UTC), without units
+VARIABLES = {
+    "time": (None, "when the step ended (UTC)"),
+    "epochs_trained": ("epochs", "epochs trained after the step, fractional"),
+    "tokens": ("tokens", "tokens trained on since the model was created (all processes)"),
+    "loss": ("nats/token", "training loss of the step (mean cross-entropy)"),
+    "lr": ("1", "learning rate of the step"),
+    "batch_size": ("sequences", "global batch of the step (all processes, accumulation included)"),
+    "seq_len": ("tokens", "sequence length of the step"),
+    "grad_norm": ("1", "gradient norm before clipping"),
+    "tokens_per_s": ("tokens/s", "the step's own rate (not smoothed)"),
+    "epoch_time": (None, "when the epoch ended (UTC)"),
+    "epoch_step": ("steps", "optimizer step at which the epoch ended"),
+    "epoch_tokens": ("tokens", "tokens trained on when the epoch ended"),
+    "train_loss": ("nats/token", "mean training loss over the epoch"),
+    "val_loss": ("nats/token", "loss on the held-out positions at the epoch's end"),
+    "n_rows": ("sources", "sources of the queue in the epoch"),
+}
+_INTS = {"tokens", "batch_size", "seq_len", "epoch_step", "epoch_tokens", "n_rows"}
+
+
+def _variable(name: str, dim: str, values: list[float]):
+    "One variable: datetimes for times, integers for counts (floats where a value is missing), units and description."
+    v = np.array(values, dtype=float)
+    if name in ("time", "epoch_time"):
+        t, ok = np.full(len(v), np.datetime64("NaT"), "datetime64[ns]"), ~np.isnan(v)
+        t[ok] = np.round(v[ok] * 1e9).astype(np.int64).astype("datetime64[ns]")
+        v = t
+    elif name in _INTS and not np.isnan(v).any():
+        v = v.astype(np.int64)
+    units, what = VARIABLES[name]
+    return dim, v, dict(description=what, **({"units": units} if units else {}))
+
+
 def read_history(model_dir, max_step: int | None = None, name: str | None = None):
-    "The history of the model in `model_dir` as an `xarray.Dataset` (dims `step` and `epoch`)."
+    """The history of the model in `model_dir` as an `xarray.Dataset` (dims `step` and `epoch`): each variable with
+    its `units` and `description` attributes (`VARIABLES`), times as datetimes, counts as integers."""
     import xarray as xr
     d = Path(model_dir) / "history"
     steps = _read_csv(d / "steps.csv", max_step)
     epochs = _read_csv(d / "epochs.csv", max_step)
-    sv = {("epochs_trained" if k == "epoch" else k): ("step", np.array([r[k] for r in steps], dtype=float))
+    sv = {(n := "epochs_trained" if k == "epoch" else k): _variable(n, "step", [r[k] for r in steps])
           for k in STEP_COLS if k != "step"}
-    ev = {(f"epoch_{k}" if k in ("time", "step", "tokens") else k):
-          ("epoch", np.array([r[k] for r in epochs], dtype=float)) for k in EPOCH_COLS if k != "epoch"}
-    coords = dict(step=np.array([int(r["step"]) for r in steps], dtype=int),
-                  epoch=np.array([int(r["epoch"]) for r in epochs], dtype=int))
+    ev = {(n := f"epoch_{k}" if k in ("time", "step", "tokens") else k): _variable(n, "epoch", [r[k] for r in epochs])
+          for k in EPOCH_COLS if k != "epoch"}
+    coords = dict(step=("step", np.array([int(r["step"]) for r in steps], dtype=np.int64), dict(units="steps")),
+                  epoch=("epoch", np.array([int(r["epoch"]) for r in epochs], dtype=np.int64), dict(units="epochs")))
     ds = xr.Dataset({**sv, **ev}, coords=coords)
     ds.attrs.update(model=name or Path(model_dir).name, events=json.dumps(_read_events(d / "events.jsonl", max_step)),
                     bytes_per_token=bytes_per_token(Queue(model_dir).rows()) or float("nan"))
     return ds
+
+
+def seconds(times) -> np.ndarray:
+    "Datetimes (a history's `time` or `epoch_time`) as seconds since 1970 (floats, NaN where missing)."
+    t = np.asarray(times).astype("datetime64[ns]")
+    return np.where(np.isnat(t), np.nan, t.astype("int64") / 1e9)
 
 # %% ../nbs/09_history.ipynb #9aac9bee
 def history(ws, name: str):

@@ -4,7 +4,7 @@
 
 # %% ../nbs/16_panel.ipynb #21a45356
 from __future__ import annotations
-import html, inspect, io, math, os, re, shlex, signal, subprocess, threading, time
+import collections, html, inspect, io, math, os, re, shlex, signal, subprocess, threading, time
 from pathlib import Path
 from dataclasses import asdict, fields
 from typing import Callable
@@ -22,12 +22,12 @@ from .device import available_devices
 from .ingest import corpus_texts
 from .queue import duplicate_line
 from .workspace import Workspace, model_lock
-from .history import history, StepFollower, bits_per_byte, events
+from .history import history, StepFollower, bits_per_byte, events, seconds
 from .evaluate import evaluate, evaluations
 from .generate import stream
 from .crawler import Crawler, normalize_url
 from .trainer import Trainer, describe_step, describe_end
-from .distributed import start_distributed
+from .distributed import start_distributed, relay, failure
 
 # %% auto #0
 __all__ = ['ASSETS', 'X_AXES', 'PLOT_POINTS', 'UNITS', 'PALETTE', 'LOST', 'STYLE', 'shell_line', 'fig_png', 'guard',
@@ -203,7 +203,7 @@ def points_of(history) -> dict:
         L["epochs"] = history.epochs_trained.values.tolist()
         L["step"] = history.step.values.astype(float).tolist()
         L["tokens"] = history.tokens.values.tolist()
-        L["time"] = history.time.values.tolist()
+        L["time"] = seconds(history.time.values).tolist()
         L["y"] = history.loss.values.tolist()
     if history.sizes.get("epoch", 0):
         m = history.val_loss.notnull().values
@@ -1067,6 +1067,20 @@ def _train_thread(self: TrainTab, tr: Trainer):
     finally:
         self._finish(end)
 
+# %% ../nbs/16_panel.ipynb #7dc1098b
+class _Tail:
+    "A text stream that keeps the last `n` lines written to it."
+
+    def __init__(self, n: int = 100):
+        self.lines, self.part = collections.deque(maxlen=n), ""
+
+    def write(self, s: str):
+        *done, self.part = (self.part + s).split("\n")
+        self.lines.extend(done)
+
+    def flush(self):
+        pass
+
 # %% ../nbs/16_panel.ipynb #225dd951
 @patch
 def _follow_processes(self: TrainTab, name: str, kw: dict, n: int):
@@ -1076,6 +1090,9 @@ def _follow_processes(self: TrainTab, name: str, kw: dict, n: int):
         run_kw = {k: v for k, v in kw.items() if v is not None}
         self.proc = start_distributed(self.ws.home, name, n, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                       **run_kw)
+        tail, held = _Tail(), []  # torchrun's error stream, read as it comes (a full pipe would stall the run)
+        reader = threading.Thread(target=lambda p=self.proc: held.append(relay(p.stderr, tail)), daemon=True)
+        reader.start()
         while True:
             done = self.proc.poll() is not None
             rows = follower.poll()
@@ -1091,16 +1108,16 @@ def _follow_processes(self: TrainTab, name: str, kw: dict, n: int):
             if done:
                 break
             time.sleep(0.5)
-        err = self.proc.stderr.read() if self.proc.stderr else ""
+        reader.join()
         epochs = self.ws.read_state(name)["epochs_trained"]
         if self.proc.returncode == 0:
             end = (f"training with {n} processes finished: epochs {epochs:.3f}; checkpoint saved", False)
         elif self._stopping:
             end = (f"stopped: epochs {epochs:.3f}; checkpoint saved", False)
         else:
-            last = [ln for ln in err.splitlines() if ln.startswith("error:")]
-            end = (last[-1][7:] if last else f"a training process failed (torchrun exit status "
-                   f"{self.proc.returncode}); the last checkpoint is intact", True)
+            last = [ln for ln in tail.lines if ln.startswith("error:")]
+            end = (last[-1][7:] if last else failure("".join(held)) or f"a training process failed (torchrun exit "
+                   f"status {self.proc.returncode}); the last checkpoint is intact", True)
     except Exception as e:
         end = (one_line(e), True)
     finally:

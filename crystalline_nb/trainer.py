@@ -747,11 +747,12 @@ def describe_end(s: dict) -> str:
 
 # %% ../nbs/14_trainer.ipynb #e6eb3352
 class ConsoleProgress:
-    "Print training events to a console stream (`every` seconds between step lines)."
+    """Print training events to a console stream (`every` seconds between step lines); on a terminal (`tty`, found
+    out when not given), the step line is rewritten in place."""
 
-    def __init__(self, file=None, every: float | None = None):
+    def __init__(self, file=None, every: float | None = None, tty: bool | None = None):
         self.file = file or sys.stderr
-        self.tty = hasattr(self.file, "isatty") and self.file.isatty()
+        self.tty = tty if tty is not None else hasattr(self.file, "isatty") and self.file.isatty()
         self.every = every if every is not None else (0.25 if self.tty else 5.0)
         self.last, self.val = 0.0, None
 

@@ -126,7 +126,6 @@ def paths(log): return [e["path"] for e in log if e["path"] != "/robots.txt"]
 
 def test_polite_crawl(ws, site):
     base, log, other_log = site
-    t0 = time.monotonic()
     rep = Crawler(ws, "web", delay=0.05, depth=2, timeout=1.0, max_bytes=1_000_000, max_pages=100).run([base + "/"])
     fr = {r["url"].replace(base, ""): r for r in Crawler(ws, "web").frontier().rows()}
     got = paths(log)
@@ -153,7 +152,6 @@ def test_polite_crawl(ws, site):
     text = ws.queue("web").tokenizer.decode(ws.queue("web").corpus().read(0, 400).tolist())
     assert "The clock lattice" in text and "Menu" not in text                               # main text, not navigation
     assert rep.queued == 3 and rep.disallowed == 1
-    assert time.monotonic() - t0 < 60
 
 
 def test_resumed_crawl_fetches_nothing_twice_and_trains(ws, site):
@@ -178,16 +176,15 @@ def test_resumed_crawl_fetches_nothing_twice_and_trains(ws, site):
 
 def test_stop_returns_promptly(ws, site):
     base, log, _ = site
-    cr = Crawler(ws, "web", delay=5.0, timeout=5.0, max_pages=100)
+    cr = Crawler(ws, "web", delay=300.0, timeout=5.0, max_pages=100)  # stopped in its wait before the next request
     out = {}
     th = threading.Thread(target=lambda: out.update(rep=cr.run([base + "/"])))
     th.start()
     while len(paths(log)) < 1:
         time.sleep(0.02)
-    t0 = time.monotonic()
     cr.stop()
-    th.join(10)
-    assert not th.is_alive() and time.monotonic() - t0 < 2
+    th.join(120)
+    assert not th.is_alive() and len(paths(log)) == 1  # well before the 300 s delay was out
     assert out["rep"].reason == "stopped"
     assert Crawler(ws, "web").frontier().counts().get("pending", 0) > 0  # the rest waits for a resume
 
@@ -235,15 +232,14 @@ def test_cli_crawl(ws, site, capsys):
 
 def test_cli_ctrl_c(ws, site):
     base, log, _ = site
-    p = subprocess.Popen([str(BIN / "cllm"), "crawl", "web", base + "/", "--delay", "3"], env=cllm_env(ws.home),
+    p = subprocess.Popen([str(BIN / "cllm"), "crawl", "web", base + "/", "--delay", "300"], env=cllm_env(ws.home),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while len(paths(log)) < 1 and time.time() < deadline:
         time.sleep(0.05)
-    t0 = time.time()
     p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=20)
-    assert p.returncode == 130 and time.time() - t0 < 3 and "stopped" in out
+    out, err = p.communicate(timeout=120)  # well before the 300 s delay was out
+    assert p.returncode == 130 and "stopped" in out
 
 
 def test_panel_crawl(ws, site):

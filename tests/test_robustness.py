@@ -112,13 +112,13 @@ def test_rename_and_delete_wait_for_no_writer_and_a_writer_never_revives_a_model
 
     t = threading.Thread(target=q.add, args=([("slow", "text", slow_pieces)],))
     t.start()
-    started.wait(10)
+    started.wait(600)
     with pytest.raises(ValueError, match="receiving data"):
         ws.rename("m", "n")
     with pytest.raises(ValueError, match="receiving data"):
         ws.delete("m")
     release.set()
-    t.join(10)
+    t.join(600)
     assert len(q.rows()) == 1
     ws.rename("m", "n")
     with pytest.raises(ValueError, match="renamed or deleted"):

@@ -59,6 +59,10 @@ def test_loss_falls_and_epochs_persist(home):
         Trainer(ws, "m", target_epochs=2)
     ds = history(ws, "m")
     assert ds.sizes["epoch"] == 3 and np.isfinite(ds.train_loss.values).all()
+    assert (ds.loss.attrs["units"], ds.tokens_per_s.attrs["units"], ds.epoch_tokens.attrs["units"]) == (
+        "nats/token", "tokens/s", "tokens")                                            # units, datetimes, integers
+    assert ds.time.dtype == "datetime64[ns]" and ds.epoch_time.values[0] > np.datetime64("2020-01-01")
+    assert {ds[v].dtype.name for v in ("tokens", "batch_size", "seq_len", "epoch_step", "n_rows")} == {"int64"}
     assert ws.ledger("m")[0]["epochs"] == 3.0 and ws.ledger("m")[0]["status"] == "trained"
 
 
@@ -141,20 +145,21 @@ def test_stop_returns_promptly_with_a_checkpoint(home):
     th.start()
     while len(steps) < 5:
         time.sleep(0.01)
-    t0 = time.time()
     tr.stop()
-    th.join(10)
-    assert not th.is_alive() and time.time() - t0 < 5
-    assert out["reason"] == "stop"
+    seen = len(steps)  # the step under way when stop() came is the last one (whatever the machine's speed)
+    th.join(600)
+    assert not th.is_alive() and out["reason"] == "stop" and out["total_steps"] <= seen + 1
     assert ws.read_state("m")["steps"] == out["total_steps"] >= 5
 
 
 def test_less_data_than_one_batch_is_a_clear_error(home):
     ws = make(home, text="too little")
-    t0 = time.time()
+    tr = Trainer(ws, "m", **SETTINGS)
+    events = []
+    tr.subscribe(events.append)
     with pytest.raises(TrainingError, match=r"has 10 training tokens .* needs 128: add 118 more tokens"):
-        Trainer(ws, "m", **SETTINGS).run()
-    assert time.time() - t0 < 10
+        tr.run()
+    assert not [e for e in events if e["type"] == "step"]  # refused before any step
 
 
 def test_nan_stops_without_touching_the_checkpoint(home, monkeypatch):
@@ -280,7 +285,7 @@ def test_cli_ctrl_c_stops_and_checkpoints(home):
         ) > 4:
             break
     p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=20)
+    out, err = p.communicate(timeout=600)
     assert p.returncode == 130, err
     assert "stopped" in err
     st = ws.read_state("m")
