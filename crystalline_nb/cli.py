@@ -177,6 +177,10 @@ def _report(rep, single: str | None = None, verbose: bool = False, limit: int = 
     if single and not rep.added and rep.rejected:
         raise ValueError(f"{rep.rejected[0][0]}: {rep.rejected[0][1]}")
     _say(rep.summary())
+    for note in rep.notes[:limit]:
+        _say(f"  {note}")
+    if len(rep.notes) > limit:
+        _say(f"  ... and {len(rep.notes) - limit:,} more files with rows without text")
     if verbose or len(rep.duplicates) <= limit:
         for src, dup in rep.duplicates:
             _say(f"  {duplicate_line(src, dup)}")
@@ -258,8 +262,10 @@ def cmd_queue(args):
         if shown is not led and i == 20:
             _say(f"  ... {len(led) - 40} more (--all shows them)")
         src = r["source"] if len(r["source"]) <= w else "..." + r["source"][-(w - 3) :]
+        rows = f"  {r['documents']:,} rows" if "documents" in r else ""
+        rows += f" ({r['empty_documents']:,} without text, left out)" if r.get("empty_documents") else ""
         _say(f"  {r['id']:>5}  {src.ljust(w)}  {r['tokens']:>10,} tok  {r['epochs']:>7.2f} ep  {r['status']:<8}  "
-             f"{r['added']}")
+             f"{r['added']}{rows}")
 
 # %% ../nbs/17_cli.ipynb #e2b804c0
 def cmd_crawl(args):
@@ -716,7 +722,7 @@ def options_of(cls, args) -> dict:
     for f in fields(cls):
         if hasattr(args, f.name):
             v = getattr(args, f.name)
-            out[f.name] = tuple(v or ()) if setting_help(cls)[f.name][0] is tuple else v
+            out[f.name] = tuple(v or ()) if setting_help(cls)[f.name][0] is tuple else v  # none given: the default
     return out
 
 # %% ../nbs/17_cli.ipynb #b5dd465e

@@ -306,11 +306,16 @@ class IngestSettings:
     min_chars: int = 1  # skip documents shorter than this after cleaning (HTML pages need 200 characters of main text)
     # texts whose paragraphs are mostly in the queue already are skipped (--keep-near-duplicates adds them)
     near_duplicates: bool = field(default=True, metadata=dict(flag="--keep-near-duplicates"))
+    # the field of a JSON, JSON lines, CSV or Parquet/Arrow row that holds its text, the first present (none: text, then
+    # content)
+    text_fields: tuple = field(default=(), metadata=dict(flag="--text-field", metavar="NAME"))
 
     def validate(self):
         if isinstance(self.min_chars, bool) or not isinstance(self.min_chars, (int, np.integer)) \
                 or not 0 <= self.min_chars <= 10**9:
             raise ValueError(f"min-chars must be an integer from 0, got {self.min_chars!r}")
+        if isinstance(self.text_fields, str) or not all(isinstance(f, str) and f for f in self.text_fields):
+            raise ValueError(f"text fields must be a list of names, got {self.text_fields!r}")
         return self
 
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_crawler.ipynb #de4bcac2
 from __future__ import annotations
-import bisect, fnmatch, http.client, ipaddress, re, socket, sqlite3, ssl, threading, time
+import bisect, fnmatch, http.client, io, ipaddress, re, socket, sqlite3, ssl, threading, time
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -12,13 +12,14 @@ from urllib.parse import urlsplit, urlunsplit, parse_qsl, urlencode, urljoin
 from urllib.robotparser import RobotFileParser
 from fastcore.basics import patch
 from .config import CrawlSettings, settings_of, settings_signature
-from .ingest import head_kind, html_pieces, looks_like_html, text_pieces, Rejected
+from .ingest import (head_kind, html_pieces, looks_like_html, text_pieces, extract_json, extract_jsonl,
+                                   Rejected)
 from .workspace import Workspace
 
 # %% auto #0
 __all__ = ['TRACKING', 'SCHEMA', 'COLUMNS', 'NAT64', 'SHARED', 'SITE_LOCAL', 'FLUSH_PAGES', 'FLUSH_SECONDS', 'HOLD_RATIO',
-           'HOLD_AFTER', 'HOLD_MAX', 'TEXT_TYPES', 'COUNTERS', 'normalize_url', 'host_of', 'Scope', 'Frontier',
-           'embedded_ipv4', 'address_kind', 'resolve', 'Response', 'sniff_type', 'fetch', 'extract_links',
+           'HOLD_AFTER', 'HOLD_MAX', 'JSON_TYPES', 'TEXT_TYPES', 'COUNTERS', 'normalize_url', 'host_of', 'Scope',
+           'Frontier', 'embedded_ipv4', 'address_kind', 'resolve', 'Response', 'sniff_type', 'fetch', 'extract_links',
            'robots_directives', 'CrawlReport', 'Crawler', 'robots_crawl_delay']
 
 # %% ../nbs/13_crawler.ipynb #1bc21c84
@@ -609,7 +610,9 @@ def _delay(self: Crawler, host: str) -> float:
     return max(self.settings.delay, self._robots.get(host, (None, 0.0))[1])
 
 # %% ../nbs/13_crawler.ipynb #7e1e26dc
-TEXT_TYPES = {"text/html", "application/xhtml+xml", "text/plain"}
+JSON_TYPES = {"application/json": "json", "application/x-ndjson": "jsonl", "application/jsonl": "jsonl",
+              "application/jsonlines": "jsonl"}  # read for their rows' text fields, as files of the same type are
+TEXT_TYPES = {"text/html", "application/xhtml+xml", "text/plain", *JSON_TYPES}
 COUNTERS = {"queued": "queued", "duplicate": "duplicates", "skipped": "skipped", "failed": "failed",
             "disallowed": "disallowed"}
 
@@ -676,6 +679,9 @@ def _text_of(self: Crawler, r: Response):
     plain text as written, HTML's main text as laid out; `Rejected` if none."""
     if r.ctype == "text/plain":
         return text_pieces(r.body, r.charset)
+    if r.ctype in JSON_TYPES:  # the text fields of its rows (`CrawlSettings.text_fields`), as `cllm add` reads a file
+        read = extract_jsonl if JSON_TYPES[r.ctype] == "jsonl" else extract_json
+        return list(read(io.BytesIO(r.body), self.settings.text_fields))
     return html_pieces(r.body)
 
 
@@ -698,8 +704,9 @@ def _page(self: Crawler, url: str, depth: int) -> str:
     if r.ctype not in TEXT_TYPES:
         return self._settle(first, "skipped", r.status, f"content type {r.ctype or 'unknown'} is not text")
     aliases = (chain[1:], depth, r.status)  # a redirect target is fetched once, under the first name
-    robots = robots_directives(r.body if r.ctype != "text/plain" else b"", r.robots)
-    if r.ctype != "text/plain" and not robots & {"nofollow", "none"}:
+    page = r.ctype in ("text/html", "application/xhtml+xml")
+    robots = robots_directives(r.body if page else b"", r.robots)
+    if page and not robots & {"nofollow", "none"}:
         self.fr.add_links(extract_links(r.body, url), depth + 1, parent=url)
     if robots & {"noindex", "none"}:
         self._aliases(first, *aliases)

@@ -17,8 +17,8 @@ from .history import history, bits_per_byte
 from .evaluate import evaluations
 
 # %% auto #0
-__all__ = ['EXPORT_FILES', 'ExportError', 'hf_architecture', 'neox_weights', 'gpt2_weights', 'hf_config', 'byte_chars',
-           'hf_tokenizer', 'model_card', 'export_hf']
+__all__ = ['CARD_LICENSE', 'EXPORT_FILES', 'ExportError', 'hf_architecture', 'neox_weights', 'gpt2_weights', 'hf_config',
+           'byte_chars', 'hf_tokenizer', 'model_card', 'export_hf']
 
 # %% ../nbs/12_export.ipynb #5ffa5990
 class ExportError(ValueError):
@@ -124,6 +124,9 @@ def hf_tokenizer(tok):
     return tk
 
 # %% ../nbs/12_export.ipynb #10324e5a
+CARD_LICENSE = "apache-2.0"  # the model card's license field (the package's license)
+
+
 def model_card(ws: Workspace, name: str, arch: str) -> str:
     "The README.md of an export of model `name`, written from its config, state, ledger, history and evaluations."
     st, cfg, led = ws.read_state(name), ws.config(name), ws.ledger(name)
@@ -131,7 +134,8 @@ def model_card(ws: Workspace, name: str, arch: str) -> str:
     last = lambda var, dim: float(h[var].values[-1]) if h.sizes.get(dim, 0) else float("nan")
     loss = lambda v: "–" if v != v else f"{v:.4f} nats/token ({float(bits_per_byte(h, v)):.3f} bits/byte)"
     t = st.get("training", {})
-    lines = [f"---\nlibrary_name: transformers\ntags:\n- crystalline_nb\n- {arch}\n---\n", f"# {name}\n",
+    lines = [f"---\nlibrary_name: transformers\nlicense: {CARD_LICENSE}\npipeline_tag: text-generation\ntags:\n"
+             f"- crystalline_nb\n- {arch}\n---\n", f"# {name}\n",
              f"A small causal language model trained with crystalline_nb and exported as `{arch}` "
              f"({'GPTNeoXForCausalLM' if arch == 'gpt_neox' else 'GPT2LMHeadModel'}), which computes the same "
              "function (the package's tests check the exported logits against the original's to 1e-4).\n",
@@ -166,6 +170,16 @@ def model_card(ws: Workspace, name: str, arch: str) -> str:
             tt = e["total"]
             lines.append(f"| {e['step']} | {len(e['files'])} | {tt['tokens']:,} | {tt['loss']:.4f} | "
                          f"{tt['bits_per_byte']:.3f} | {'yes' if tt['trained_on'] else 'no'} |")
+    lines += ["\n## Limitations\n",
+              f"A small research model: {cfg.n_layer} layers trained on {st['tokens_seen']:,} tokens of the sources "
+              "above, no more. It continues text in the manner of those sources; it does not follow instructions, "
+              "knows nothing past them, repeats and invents, and is not fit for any decision about people. It reads at "
+              f"most **{cfg.max_seq_len} tokens** (`n_positions` / `max_position_embeddings` in `config.json`, "
+              "`model_max_length` in `tokenizer_config.json`): cut longer inputs to the last "
+              f"{cfg.max_seq_len} tokens, since `transformers` raises an `IndexError` past the context of a "
+              "GPT-2-format model.",
+              f"\nThe license above ({CARD_LICENSE}) is the package's: the license of the training data is its "
+              "sources' own."]
     return "\n".join(lines) + "\n"
 
 # %% ../nbs/12_export.ipynb #b80a20e3

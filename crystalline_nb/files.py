@@ -10,7 +10,7 @@ from typing import Iterator
 from .ingest import HTML_SUFFIXES, Rejected
 
 # %% auto #0
-__all__ = ['WEB_ASSETS', 'iter_files', 'file_meta', 'select_files']
+__all__ = ['WEB_ASSETS', 'DATASET_FILES', 'iter_files', 'file_meta', 'select_files']
 
 # %% ../nbs/06a_files.ipynb #04e753ab
 def _leaves(p: Path, root: Path) -> bool:
@@ -75,6 +75,7 @@ def file_meta(f: Path) -> dict | None:
 
 
 WEB_ASSETS = {".js", ".mjs", ".css", ".map"}
+DATASET_FILES = {"dataset_info.json", "state.json", "dataset_dict.json"}  # a `datasets.save_to_disk` folder's own
 
 
 def _matches(rel: str, patterns) -> str | None:
@@ -85,6 +86,7 @@ def _matches(rel: str, patterns) -> str | None:
 def select_files(files: list[tuple[Path, Path]], include=(), exclude=()) -> tuple[list[Path], list[tuple[str, str]]]:
     "Files to read among (file, dropped folder) pairs, and (file, reason) for those left out (see above)."
     html_dirs = {f.parent for f, _ in files if f.suffix.lower() in HTML_SUFFIXES}
+    arrow_dirs = {f.parent for f, _ in files if f.suffix.lower() == ".arrow"}
     keep, out = [], []
     for f, root in files:
         rel = ""
@@ -96,6 +98,8 @@ def select_files(files: list[tuple[Path, Path]], include=(), exclude=()) -> tupl
             out.append((str(f), "not matched by --include"))
         elif include:
             keep.append(f)
+        elif f.name in DATASET_FILES and f.parent in arrow_dirs:
+            out.append((str(f), "the description of a saved datasets folder (its .arrow files hold the rows)"))
         elif ".min." in f.name.lower():
             out.append((str(f), "a minified file (--include takes it anyway)"))
         elif f.suffix.lower() in WEB_ASSETS and any(d in html_dirs for d in (f.parent, *f.parent.parents)):

@@ -656,7 +656,8 @@ def show_queue(self: DataTab, name: str | None):
             f"{sm['pending_sources']} sources, {sm['pending_tokens']:,} tokens; rejected: {sm['rejected']}")
     running = self.app.training and self.app.train.run_name == name
     word = lambda st: "in this epoch" if st == "training" and not running else st
-    rows = "".join(f"<tr><td>{r['id']}</td><td>{html.escape(r['source'][-70:])}</td><td>{r['tokens']:,}</td>"
+    docs = lambda r: f" ({r['documents']:,} rows)" if "documents" in r else ""  # a table, or JSON lines
+    rows = "".join(f"<tr><td>{r['id']}</td><td>{html.escape(r['source'][-70:])}{docs(r)}</td><td>{r['tokens']:,}</td>"
                    f"<td>{r['epochs']:.2f}</td><td>{word(r['status'])}</td>"
                    f"<td>{r['added'][:16].replace('T', ' ')}</td></tr>" for r in led[-50:])
     cols = "<tr><th>#</th><th>source</th><th>tokens</th><th>epochs</th><th>status</th><th>added</th></tr>"
@@ -700,6 +701,7 @@ def _report(self: DataTab, rep):
     extra = "".join(f"<br>skipped {html.escape(s)}: {html.escape(r)}" for s, r in rep.rejected[:20])
     dup = "".join(f"<br>{html.escape(duplicate_line(s, d))}" for s, d in rep.duplicates[:10])
     dup += f"<br>and {len(rep.duplicates) - 10:,} more already in the queue" if len(rep.duplicates) > 10 else ""
+    dup += "".join(f"<br>{html.escape(n)}" for n in rep.notes[:10])
     kind = "cllm-ok" if not rep.rejected else "cllm-warn" if rep.added or rep.duplicates else "cllm-err"
     self.app.message.value = f"<span class='{kind}'>{html.escape(rep.summary())}{dup}{extra}</span>"
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_queue.ipynb #dd3bbd5e
 from __future__ import annotations
-import collections, gc, hashlib, math, os, re, shutil, threading, time, uuid
+import collections, gc, math, os, re, shutil, threading, time, uuid
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +12,7 @@ from typing import Callable, ContextManager, Iterable, Iterator
 import numpy as np
 from fastcore.basics import patch
 from .core import fsync_dir, file_lock, busy_lock, read_jsonl, parse_jsonl, append_jsonl, now
-from .ingest import CHUNK, DOC_BREAK, VERBATIM, Rejected, clean_pieces, extract
+from .ingest import CHUNK, DOC_BREAK, VERBATIM, Rejected, clean_pieces
 from .files import file_meta, iter_files, select_files
 from .ingest import Paragraphs, Prepared, prepare, why_refused
 from .config import IngestSettings, settings_signature
@@ -33,6 +33,7 @@ class AddReport:
     duplicates: list = field(default_factory=list)  # (source, source it duplicates)
     rejected: list = field(default_factory=list)  # (source, reason)
     waiting: list = field(default_factory=list)  # inbox files still being written, left for the next scan
+    notes: list = field(default_factory=list)  # one line a source about what it held (rows without text)
     interrupted: bool = False  # stopped by Ctrl-C: the sources read whole before it are kept
 
     @property
@@ -246,13 +247,6 @@ class _ShardWriter:
         self.tmp.unlink(missing_ok=True)
 
 # %% ../nbs/07_queue.ipynb #92055005
-def _cleaned(pieces: Callable, h) -> Iterator:
-    "Cleaned UTF-8 of one source's pieces, `DOC_BREAK` between its documents, hashed into `h` (its content hash)."
-    for b in clean_pieces(pieces()):
-        h.update(b"\x1e" if b is DOC_BREAK else b)  # one source, several documents: an end-of-sequence token between
-        yield b
-
-
 NEAR_SHARE, NEAR_MIN_PARAS = 0.8, 4  # a text whose paragraphs are mostly in the queue already is a near-duplicate
 
 
@@ -290,30 +284,29 @@ def _tokenize_source(tok, w: _ShardWriter, stream: Iterator) -> Prepared:
             flush()
 
 
-def _small_source(pieces: Callable, h, paras: Paragraphs, limit: float = math.inf) -> list[str] | None:
-    "The cleaned documents of a source of at most `limit` bytes, hashed into `h` and `paras` (None if longer)."
-    docs, cur, size = [], [], 0
-    for b in _cleaned(pieces, h):
+def _small_source(pieces: Callable, limit: float = math.inf) -> tuple[list[str], Prepared] | None:
+    "The cleaned documents of a source of at most `limit` bytes and what `prepare` found in it (None if longer)."
+    docs, cur, size, stream = [], [], 0, prepare(clean_pieces(pieces()))
+    while True:
+        try:
+            b = next(stream)
+        except StopIteration as end:
+            docs.append(b"".join(cur).decode())
+            return docs, end.value
         if b is DOC_BREAK:
             docs.append(b"".join(cur).decode())
             cur = []
-            paras.finish()
             continue
         size += len(b)
         if size > limit:
             return None
         cur.append(b)
-        paras.feed(b)
-    paras.finish()
-    docs.append(b"".join(cur).decode())
-    return docs
 
 
 def clean_source(pieces: Callable) -> tuple[list[str], str]:
     "The cleaned documents of one source and its content hash, as `Queue.add` computes them (nothing is stored)."
-    h = hashlib.sha256()
-    docs = _small_source(pieces, h, Paragraphs())
-    return docs, h.hexdigest()
+    docs, prep = _small_source(pieces)
+    return docs, prep.digest
 
 
 def bytes_per_token(rows: list[dict]) -> float | None:
@@ -653,21 +646,20 @@ class Ingestion:
                 self._refused_meta[name] = meta
             return seen
         w = self.w = self.w or _ShardWriter(self.q)
-        start, h, paras, docs = w.n, hashlib.sha256(), Paragraphs(), None
+        start, small, docs = w.n, None, None
         try:
             copied = isinstance(pieces, StoredSource) and pieces.copy
             if self.tok.kind != "byte" and not copied:  # a short source waits to be encoded with others (see above)
-                docs = _small_source(pieces, h, paras, PARALLEL_MIN)
-            if docs is None:
+                small = _small_source(pieces, PARALLEL_MIN)
+            if small is None:
                 self._encode_batch()  # the sources waiting go first: the shard keeps the order they came in
                 start = w.n
                 tokenize = lambda stream: _tokenize_source(self.tok, w, stream)
                 prep = pieces.copy_into(w) if copied else pieces.write_into(w, tokenize) \
                     if isinstance(pieces, Ahead) else tokenize(prepare(clean_pieces(pieces())))
-                h, paras, chars, nbytes = prep.digest, prep.paras, prep.chars, prep.nbytes
             else:
-                chars, nbytes = sum(map(len, docs)), sum(len(d.encode("utf-8")) for d in docs)
-                h = h.hexdigest()
+                docs, prep = small
+            h, paras, chars, nbytes = prep.digest, prep.paras, prep.chars, prep.nbytes
             if chars == 0:
                 raise Rejected("no text left after cleaning")
             if chars < self.min_chars:
@@ -700,6 +692,11 @@ class Ingestion:
             self._para_new.add(hs, [name], first=self._found)
         self._paras[name] = hs
         row = dict(source=name, kind=kind, hash=digest, chars=chars, bytes=nbytes, added=now(), **(meta or {}))
+        if prep.docs > 1 or prep.empty:  # a table or JSON lines: its rows (and those without text, left out)
+            row.update(documents=prep.docs, **({"empty_documents": prep.empty} if prep.empty else {}))
+        if prep.empty:
+            self.rep.notes.append(f"{name}: {prep.empty:,} of {prep.docs + prep.empty:,} rows without text (no text "
+                                  "field, or an empty one) left out")
         if docs is None:
             self._written(row, start)
         else:
@@ -835,12 +832,14 @@ def _old_objects_frozen():
 
 @patch
 def add(self: Queue, sources: Iterable, progress: Callable | None = None, min_chars: int = IngestSettings.min_chars,
-        near_duplicates: bool = IngestSettings.near_duplicates) -> AddReport:
+        near_duplicates: bool = IngestSettings.near_duplicates, text_fields: tuple = IngestSettings.text_fields
+        ) -> AddReport:
     """Clean, tokenize and append `sources`, tuples (name, kind, pieces_fn[, meta]); returns an `AddReport`. The
-    settings and their defaults are `IngestSettings`', as for every other door."""
+    settings and their defaults are `IngestSettings`', as for every other door (`text_fields` is for the files that
+    `add_paths` and the inbox read: `pieces_fn` gives the text here)."""
     if self.tokenizer is None:
         raise ValueError("this Queue was opened without a tokenizer; it cannot add data")
-    IngestSettings(min_chars, near_duplicates).validate()
+    IngestSettings(min_chars, near_duplicates, text_fields).validate()
     with _old_objects_frozen(), self.ingestion(min_chars, near_duplicates) as ing, \
             (reading_ahead(sources, self.shards, ing.seen_file) if ing.tok.kind == "byte" else nullcontext(sources)) \
             as sources:
@@ -920,7 +919,7 @@ def _add_paths(self: Queue, paths, progress, include, exclude, **kw) -> AddRepor
         return real[top] + str(f)[len(str(top)):]
 
     tops = dict(listed)
-    srcs = [(name(f, tops[f]), "file", FilePieces(f), file_meta(f)) for f in files]
+    srcs = [(name(f, tops[f]), "file", FilePieces(f, kw.get("text_fields", ())), file_meta(f)) for f in files]
     rep = self.add(srcs, progress=(lambda **k: progress(total=len(files), **k)) if progress else None, **kw)
     rep.rejected = pre.rejected + rep.rejected
     self._log_rejected(pre.rejected)
@@ -965,7 +964,7 @@ def ingest_inbox(self: Queue, progress: Callable | None = None, **kw) -> AddRepo
         listed = list(iter_files([inbox], found.rejected))
         files = sorted(_settled(listed))
         names = {f: f"inbox/{f.relative_to(inbox)}" for f in files}
-        srcs = ((names[f], "file", (lambda f=f: extract(f))) for f in files)
+        srcs = ((names[f], "file", FilePieces(f, kw.get("text_fields", ()))) for f in files)
         prog = (lambda **k: progress(total=len(files), **k)) if progress else None
         rep = self.add(srcs, progress=prog, **kw) if files else AddReport()
         rep.waiting = [f"inbox/{f.relative_to(inbox)}" for f in listed if f not in names]
@@ -1002,7 +1001,8 @@ def import_from(self: Queue, other: Queue, other_name: str = "other", progress: 
 # %% ../nbs/07_queue.ipynb #77adc906
 def ledger(rows: list[dict], epoch_rows: Iterable[int] = (), current_rows: int = 0,
            current_frac: float = 0.0) -> list[dict]:
-    "One dict per source: id, source, kind, tokens, added, epochs, status (pending / training / trained)."
+    """One dict per source: id, source, kind, tokens, added, epochs, status (pending / training / trained), and the
+    documents (rows) of a table or a JSON lines file, with those left out for having no text."""
     epoch_rows = list(epoch_rows)
     out = []
     for r in rows:
@@ -1011,7 +1011,7 @@ def ledger(rows: list[dict], epoch_rows: Iterable[int] = (), current_rows: int =
         status = "training" if in_current else ("trained" if done else "pending")
         epochs = round(done + (current_frac if in_current else 0.0), 4)
         out.append(dict(id=r["id"], source=r["source"], kind=r["kind"], tokens=r["tokens"], added=r["added"],
-                        epochs=epochs, status=status))
+                        epochs=epochs, status=status, **{k: r[k] for k in ("documents", "empty_documents") if k in r}))
     return out
 
 # %% ../nbs/07_queue.ipynb #0d9bf894

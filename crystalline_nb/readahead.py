@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 import crystalline_nb
 from .ingest import (BINARY_SUFFIXES, CHUNK, DOC_BREAK, Paragraphs, Prepared, Rejected, clean_pieces,
-                                   declared_encoding, extract, extract_text, extractor_for, prepare, why_refused)
+                                   compression_of, declared_encoding, extract, extract_text, extractor_for, prepare,
+                                   why_refused)
 
 # %% auto #0
 __all__ = ['DATA', 'BREAK', 'END', 'REFUSED', 'GROUP', 'SPLIT_AT', 'JOIN', 'PREFETCH_MIN', 'AHEAD_FILE_MIN', 'READERS_MAX',
@@ -27,9 +28,10 @@ REFUSED = b"X"  # the source is refused: the one-line reason
 GROUP = b"G"  # small files cleaned into one file: an entry for each (`unpack_group`)
 
 # %% ../nbs/07a_readahead.ipynb #4b1a5ad2
-def _read_one(conn: Connection, path: str, start: int, stop: int | None, spill: str | None, prep: bool):
+def _read_one(conn: Connection, path: str, start: int, stop: int | None, spill: str | None, prep: bool,
+              text_fields: tuple = ()):
     whole = start == 0 and stop is None
-    pieces = clean_pieces(extract(Path(path)) if whole else extract_text(Path(path), start, stop))
+    pieces = clean_pieces(extract(Path(path), text_fields) if whole else extract_text(Path(path), start, stop))
     stream = prepare(pieces, hashed=whole) if prep or spill else pieces
     out = open(spill, "wb") if spill else None
     try:
@@ -56,14 +58,14 @@ def _entry(kind: bytes, at: int, n: int, payload: bytes) -> bytes:
     return kind + struct.pack("<qqq", at, n, len(payload)) + payload
 
 
-def _read_group(conn: Connection, paths: list[str], spill: str):
+def _read_group(conn: Connection, paths: list[str], spill: str, text_fields: tuple = ()):
     "Clean the small files at `paths` one after the other into the file `spill`, then send one `GROUP` message."
     entries = []
     with open(spill, "wb") as out:
         for path in paths:
             at = out.tell()
             try:
-                stream = prepare(clean_pieces(extract(Path(path))))
+                stream = prepare(clean_pieces(extract(Path(path), text_fields)))
                 while True:
                     try:
                         b = next(stream)
@@ -90,7 +92,7 @@ def unpack_group(m: bytes) -> list[tuple[bytes, int, int, bytes]]:
     return out
 
 
-def read_ahead(conn: Connection, items: list, prep: bool = True):
+def read_ahead(conn: Connection, items: list, prep: bool = True, text_fields: tuple = ()):
     """Extract and clean the files of `items` in order, sending each source's cleaned UTF-8 on `conn` as it goes. With
     `prep`, then what `prepare` found (content hash, paragraphs, counts), so that the writing process only tokenizes.
     An item is a path, or [path, start, stop, spill]: the part of a text file cut by `split_points`, sent as above,
@@ -100,13 +102,13 @@ def read_ahead(conn: Connection, items: list, prep: bool = True):
         for item in items:
             if isinstance(item, dict):
                 try:
-                    _read_group(conn, item["group"], item["spill"])
+                    _read_group(conn, item["group"], item["spill"], text_fields)
                 except Exception as e:  # the group's file could not be written: the writing process reads them
                     conn.send_bytes(REFUSED + why_refused(e).encode())
                 continue
             path, start, stop, spill = (item, 0, None, None) if isinstance(item, (str, Path)) else item
             try:
-                _read_one(conn, path, start, stop, spill, prep)
+                _read_one(conn, path, start, stop, spill, prep, text_fields)
             except Exception as e:
                 conn.send_bytes(REFUSED + why_refused(e).encode())
     except OSError:  # the writing process is gone
@@ -117,7 +119,8 @@ def reader_main():
     "A reading process (`python -c`): its job as JSON on its standard input, messages on the pipe named by argv."
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the writing process, which stops this one
     job = json.loads(sys.stdin.buffer.read())
-    read_ahead(Connection(int(sys.argv[1]), readable=False), job["items"], job["prepare"])
+    conn = Connection(int(sys.argv[1]), readable=False)
+    read_ahead(conn, job["items"], job["prepare"], tuple(job["text_fields"]))
 
 # %% ../nbs/07a_readahead.ipynb #cebdb0ab
 SPLIT_AT = re.compile(rb"[\x21-\x7e]\n\n(?=[\x21-\x7e])")  # a blank line between two visible ASCII characters
@@ -130,7 +133,7 @@ def split_points(path, parts: int, window: int = CHUNK) -> list[int]:
     no such place is near, and none for a file not read as UTF-8 text by `extract_text`."""
     try:
         p = Path(path)
-        if extractor_for(p) is not extract_text or (p.suffix.lower() in (".py", ".pyi")
+        if compression_of(p) or extractor_for(p) is not extract_text or (p.suffix.lower() in (".py", ".pyi")
                                                      and declared_encoding(p) != "utf-8"):
             return []
         size, cuts = p.stat().st_size, []
@@ -157,13 +160,13 @@ GROUPS_MIN = 256  # small files to read: from this many on, reading processes re
 
 # %% ../nbs/07a_readahead.ipynb #c7848373
 class FilePieces:
-    "The pieces of the file at `path` (`extract`), as a callable that a reading process can be handed."
+    "The pieces of the file at `path` (`extract`, rows' text from `text_fields`), as a callable for a reading process."
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, text_fields: tuple = ()):
+        self.path, self.text_fields = path, tuple(text_fields)
 
     def __call__(self) -> Iterator:
-        return extract(self.path)
+        return extract(self.path, self.text_fields)
 
 
 class ReaderLost(Exception):
@@ -174,7 +177,7 @@ class Reader:
     """A process that extracts and cleans files ahead of the writing one, in the files' order: `paths` are paths, or
     (path, start, stop, spill) for parts of a file, or dicts for groups of small files (see `read_ahead`)."""
 
-    def __init__(self, paths: list, prepare: bool = True):
+    def __init__(self, paths: list, prepare: bool = True, text_fields: tuple = ()):
         # a fresh interpreter: no fork of a process holding threads and locks, no re-run of the caller's script
         r, w = os.pipe()
         # this very package first on its path, and not the current folder, which `-c` would put first: no other copy
@@ -194,7 +197,7 @@ class Reader:
         try:
             items = [p if isinstance(p, dict) else str(p) if isinstance(p, (str, Path))
                      else [str(p[0]), p[1], p[2], p[3] and str(p[3])] for p in paths]
-            self.proc.stdin.write(json.dumps(dict(items=items, prepare=prepare)).encode())
+            self.proc.stdin.write(json.dumps(dict(items=items, prepare=prepare, text_fields=text_fields)).encode())
             self.proc.stdin.close()
         except OSError:  # it could not start: the files are read here
             self.lost = True
@@ -420,7 +423,7 @@ class Ahead:
 def _text_file(path: Path) -> bool:
     "Whether the file at `path` is read as text (`extract_text`: no document breaks)."
     try:
-        return extractor_for(path) is extract_text
+        return compression_of(path) is None and extractor_for(path) is extract_text
     except Exception:
         return False
 
@@ -469,7 +472,7 @@ def reading_ahead(sources, spill_dir: Path, seen: Callable):
             # they do it (bench/README.md: 100 files, 39-41 against 29 MB/s. One file: 46-51 against 59-68)
             mine = [dict(group=[str(p) for p in it[1]], spill=str(it[4])) if isinstance(it[0], list)
                     else it[1] if it[2:] == (0, None, None) else it[1:] for it in items[r::n]]
-            readers.append(Reader(mine, prepare=n > 1))
+            readers.append(Reader(mine, prepare=n > 1, text_fields=sources[todo[0]][2].text_fields))
     except OSError:  # no process could be started (a limit, no interpreter to run): everything is read here
         for r in readers:
             r.close()

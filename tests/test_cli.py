@@ -155,3 +155,17 @@ def test_a_panel_server_left_by_a_killed_cllm_panel_is_replaced(home, tmp_path):
     finally:
         second.terminate()
         second.wait(30)
+
+
+def test_python_m_runs_the_cli_and_the_wheel_carries_the_license(tmp_path):
+    "`python -m crystalline_nb` is `cllm`; the built wheel holds LICENSE, the chart's script and __main__."
+    import zipfile
+    r = subprocess.run([str(BIN / "python"), "-m", "crystalline_nb", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("crystalline_nb ")
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run([str(BIN / "python"), "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(root),
+                        "-w", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    names = zipfile.ZipFile(next(tmp_path.glob("crystalline_nb-*.whl"))).namelist()
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+    assert {"crystalline_nb/__main__.py", "crystalline_nb/lossplot.js"} <= set(names)

@@ -1,7 +1,7 @@
 """Where a crawl may go and how it fails: path scope, depth reruns, dead hosts, robots.txt redirects and errors, slow
 servers, private addresses."""
 
-import http.server, socket, subprocess, threading, time
+import http.server, json, socket, subprocess, threading, time
 from contextlib import contextmanager
 import pytest
 from crystalline_nb.workspace import Workspace
@@ -351,3 +351,20 @@ def test_a_partial_book_crawl_leaves_out_the_page_that_gathers_the_chapters_it_f
         assert rep.queued == 1 and "/print.html" not in log[log.index("/ch2.html"):]
     assert sorted(r["source"].replace(base, "") for r in ws.queue("web").rows()) == [
         "/", "/ch1.html", "/ch2.html", "/ch3.html"]
+
+
+def test_json_responses_give_their_rows_text_fields_as_files_do(ws):
+    "A JSON or JSON lines response is read as `cllm add` reads such a file: the text field of each row."
+    rows = [{"id": i, "body": f"Row {i}: a served row of text, long enough to be kept, number {i}."} for i in range(5)]
+    routes = {"/": (200, HTML, page("Index", ["/rows.json", "/rows.jsonl", "/meta.json"])),
+              "/rows.json": (200, {"Content-Type": "application/json"}, json.dumps(rows)),
+              "/rows.jsonl": (200, {"Content-Type": "application/x-ndjson"},
+                              "".join(json.dumps({"content": r["body"] + " again"}) + "\n" for r in rows)),
+              "/meta.json": (200, {"Content-Type": "application/json"}, json.dumps({"id": 1, "url": "u"}))}
+    with serve(routes) as (base, log):
+        rep = crawl(ws, [base + "/"], text_fields=("body", "content"))
+    st = statuses(ws, base)
+    assert st["/rows.json"][0] == st["/rows.jsonl"][0] == "queued" and rep.queued == 3
+    assert st["/meta.json"] == ("skipped", "no text field (body or content): columns id, url; use --text-field url")
+    rows_of = {r["source"].replace(base, ""): r for r in ws.queue("web").rows()}
+    assert rows_of["/rows.json"]["documents"] == 5 and rows_of["/rows.jsonl"]["documents"] == 5

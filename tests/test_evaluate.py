@@ -106,6 +106,11 @@ def test_export_loads_in_transformers_with_the_same_logits_tokens_and_ids(home, 
     assert tk.decode(lm.tokenizer.encode(text)) == text
     card = (out / "README.md").read_text()
     assert "m-train.txt" in card and "## Data" in card and f"{ws.read_state('m')['steps']:,}" in card
+    head = card.split("---")[1]
+    assert "license: apache-2.0" in head and "pipeline_tag: text-generation" in head and "## Limitations" in card
+    ctx = lm.model.cfg.max_seq_len
+    assert f"at most **{ctx} tokens**" in card and tk.model_max_length == ctx  # the context, said and written
+    assert hf.config.max_position_embeddings == ctx if positional == "rope" else hf.config.n_positions == ctx
 
 
 def test_export_bpe_tokenizer_ids_and_refusals(home, tmp_path):

@@ -310,7 +310,7 @@ def test_readding_a_folder_reads_only_what_changed_and_logs_refusals_once(ws, tm
     assert len(r1.added) == 30 and len(r1.rejected) == 1
     reads = []
     real = qm.extract
-    monkeypatch.setattr(qm, "extract", lambda f: (reads.append(f), real(f))[1])
+    monkeypatch.setattr(qm, "extract", lambda f, *a: (reads.append(f), real(f, *a))[1])
     (d / "n05.txt").write_text("note 5, rewritten: the clock now ticks backwards.\n")
     r2 = q.add_paths([d])
     assert [Path(f).name for f in reads] == ["n05.txt"]  # unchanged files are not read again, refused or not
@@ -492,7 +492,8 @@ def test_short_bpe_sources_are_encoded_together_with_the_same_tokens(home, tmp_p
     assert [r["source"].rsplit("/", 1)[-1] for r in rows] == [f"f{i:02}.txt" for i in range(12)] + ["g.jsonl"]
     assert all(a["offset"] + a["tokens"] == b["offset"] for a, b in zip(rows, rows[1:]) if a["shard"] == b["shard"])
     assert tokens("batched") == tokens("one_by_one")                          # the same ids as one source at a time
-    assert tokens("batched")[-1][1].count(tok.eos_id) == 3                     # three documents, three ends
+    assert tokens("batched")[-1][1].count(tok.eos_id) == 2                     # two documents with text, two ends
+    assert rows[-1]["documents"] == 2 and rows[-1]["empty_documents"] == 1      # the empty one: left out, counted
 
 
 def _mixed_folder(d: Path) -> Path:
@@ -518,8 +519,8 @@ def test_reading_processes_store_the_same_as_reading_here(home, tmp_path, monkey
     w = Workspace(home)
     results, started = {}, []
     real = R.Reader.__init__
-    monkeypatch.setattr(R.Reader, "__init__", lambda self, paths, prepare=True: started.append((len(paths), prepare))
-                        or real(self, paths, prepare))
+    monkeypatch.setattr(R.Reader, "__init__", lambda self, paths, prepare=True, **k:
+                        started.append((len(paths), prepare)) or real(self, paths, prepare, **k))
     # ahead: the 9 files dealt to two or more processes, which also hash and find paragraphs. big_ones: one process,
     # whose files the writing process hashes
     for name, prefetch, file_min, handed in (("here", 1 << 60, 0, 0), ("ahead", 0, 0, 9), ("big_ones", 0, 1 << 20, 1)):
@@ -669,10 +670,10 @@ def test_a_large_file_cut_between_reading_processes_stores_the_same(home, tmp_pa
     results, items, held, calls, killed = {}, [], {}, [], []
     real_init, real_recv = R.Reader.__init__, R.Reader.recv
 
-    def init(self, paths, prepare=True):
+    def init(self, paths, prepare=True, **k):
         items.extend(paths)
         held[id(self)] = [p for p in paths if isinstance(p, tuple) and p[3]]  # its spilled parts
-        real_init(self, paths, prepare)
+        real_init(self, paths, prepare, **k)
 
     def recv(self):  # in "lost", a reading process that spills a part is killed once a few messages came
         calls.append(1)
@@ -735,9 +736,9 @@ def test_small_files_read_ahead_in_groups_store_the_same(home, tmp_path, monkeyp
     results, jobs, calls, done = {}, [], [], []
     real_init, real_recv, real_entry = R.Reader.__init__, R.Reader.recv, R.Group.entry
 
-    def init(self, paths, prepare=True):
+    def init(self, paths, prepare=True, **k):
         jobs.append(paths)
-        real_init(self, paths, prepare)
+        real_init(self, paths, prepare, **k)
 
     def recv(self):  # in "lost", the first reading process is killed once it has sent two groups
         calls.append(1)

@@ -10,7 +10,8 @@ PKG = Path(__file__).resolve().parent.parent / "crystalline_nb"
 LAYERS = ["core", "config", "device", "lattice", "model", "tokenizer", "ingest", "files", "readahead", "epochs",
           "queue", "workspace", "history", "generate", "evaluate", "export", "crawler", "trainer", "distributed",
           "panel", "cli"]
-MODULES = {p.stem: ast.parse(p.read_text()) for p in PKG.glob("*.py") if p.stem not in ("__init__", "_modidx")}
+OWN = ("__init__", "__main__", "_modidx")  # written by hand (the version, `python -m`) or by nbdev (the index)
+MODULES = {p.stem: ast.parse(p.read_text()) for p in PKG.glob("*.py") if p.stem not in OWN}
 
 
 def imports(tree):
