@@ -21,8 +21,8 @@ from .readahead import Ahead, FilePieces, reading_ahead
 from .epochs import UTF8, Corpus
 
 # %% auto #0
-__all__ = ['ENCODE_BATCH', 'BATCH_CHARS', 'SHARD_MAX', 'NEAR_SHARE', 'NEAR_MIN_PARAS', 'WRITERS', 'PARAGRAPHS', 'SETTLE',
-           'AddReport', 'duplicate_line', 'Queue', 'clean_source', 'bytes_per_token', 'writers_busy_message',
+__all__ = ['ENCODE_BATCH', 'BATCH_CHARS', 'SHARD_MAX', 'NEAR_SHARE', 'NEAR_MIN_PARAS', 'ROW_MAX', 'WRITERS', 'PARAGRAPHS',
+           'SETTLE', 'AddReport', 'duplicate_line', 'Queue', 'clean_source', 'bytes_per_token', 'writers_busy_message',
            'StoredSource', 'Ingestion', 'near_duplicate', 'ledger', 'queue_summary', 'epoch_record']
 
 # %% ../nbs/07_queue.ipynb #478e89f5
@@ -248,6 +248,7 @@ class _ShardWriter:
 
 # %% ../nbs/07_queue.ipynb #92055005
 NEAR_SHARE, NEAR_MIN_PARAS = 0.8, 4  # a text whose paragraphs are mostly in the queue already is a near-duplicate
+ROW_MAX = 1 << 20  # bytes: a document (a row) up to this size is checked alone; a source of one document is not
 
 
 def _para_arrays(paras: Paragraphs) -> tuple[np.ndarray, np.ndarray]:
@@ -608,6 +609,53 @@ class Ingestion:
         more = f" and {len(sources) - 1} other sources" if len(sources) > 1 else ""
         return f"a near-duplicate of {top}{more} ({share:.0%} of its paragraphs are in the queue already)"
 
+    def _row_seen(self, row: bytes, own: _ParaIndex) -> bool:
+        "Whether one document of a source is a near-duplicate of the queue or of the source's rows before it."
+        if not self.near_duplicates:
+            return False
+        paras = Paragraphs()
+        paras.feed(row)
+        paras.finish()
+        hs, sizes = _para_arrays(paras)
+        if len(hs) >= NEAR_MIN_PARAS:
+            seen = (self._para_new.first(hs) >= 0) | (self._para_old.first(hs) >= 0) | (own.first(hs) >= 0)
+            if int(sizes[seen].sum()) >= NEAR_SHARE * int(sizes.sum()):
+                return True
+        own.add(hs, [""])
+        return False
+
+    def _rows(self, stream: Iterator) -> Iterator:
+        """A source's prepared stream with its documents that are near-duplicates (of the queue, or of its own rows
+        before them) left out and counted in `dropped`; a source of one document, or one over `ROW_MAX`, passes."""
+        own, doc, size, sent, self.dropped = _ParaIndex(), [], 0, 0, 0
+        rows = False  # a document break was seen: the documents are rows, checked one by one
+        while True:
+            try:
+                b = next(stream)
+            except StopIteration as end:
+                if doc and not (rows and self._row_seen(b"".join(doc), own)):
+                    yield from ([DOC_BREAK] if sent else []) + doc
+                elif doc:
+                    self.dropped += 1
+                return end.value
+            if b is not DOC_BREAK:
+                if size is None:  # a long document: passed on as it comes
+                    yield b
+                    continue
+                doc.append(b)
+                size += len(b)
+                if size > ROW_MAX:
+                    yield from ([DOC_BREAK] if sent else []) + doc
+                    doc, size, sent = [], None, sent + 1
+                continue
+            rows = True
+            if doc and self._row_seen(b"".join(doc), own):
+                self.dropped += 1
+            elif doc:
+                yield from ([DOC_BREAK] if sent else []) + doc
+                sent += 1
+            doc, size = [], 0
+
     def _gathering(self, hs: np.ndarray) -> str | None:
         "Why a text holding two or more of the queue's sources whole (a page that gathers others) is left out, or None."
         if not self.near_duplicates or len(hs) < NEAR_MIN_PARAS:
@@ -646,7 +694,7 @@ class Ingestion:
                 self._refused_meta[name] = meta
             return seen
         w = self.w = self.w or _ShardWriter(self.q)
-        start, small, docs = w.n, None, None
+        start, small, docs, self.dropped = w.n, None, None, 0
         try:
             copied = isinstance(pieces, StoredSource) and pieces.copy
             if self.tok.kind != "byte" and not copied:  # a short source waits to be encoded with others (see above)
@@ -654,11 +702,14 @@ class Ingestion:
             if small is None:
                 self._encode_batch()  # the sources waiting go first: the shard keeps the order they came in
                 start = w.n
-                tokenize = lambda stream: _tokenize_source(self.tok, w, stream)
+                tokenize = lambda stream: _tokenize_source(self.tok, w, self._rows(stream))
                 prep = pieces.copy_into(w) if copied else pieces.write_into(w, tokenize) \
                     if isinstance(pieces, Ahead) else tokenize(prepare(clean_pieces(pieces())))
             else:
                 docs, prep = small
+                own, n = _ParaIndex(), len(docs)
+                docs = [d for d in docs if n == 1 or not self._row_seen(d.encode(), own)]
+                self.dropped = n - len(docs)
             h, paras, chars, nbytes = prep.digest, prep.paras, prep.chars, prep.nbytes
             if chars == 0:
                 raise Rejected("no text left after cleaning")
@@ -693,7 +744,11 @@ class Ingestion:
         self._paras[name] = hs
         row = dict(source=name, kind=kind, hash=digest, chars=chars, bytes=nbytes, added=now(), **(meta or {}))
         if prep.docs > 1 or prep.empty:  # a table or JSON lines: its rows (and those without text, left out)
-            row.update(documents=prep.docs, **({"empty_documents": prep.empty} if prep.empty else {}))
+            row.update(documents=prep.docs - self.dropped, **({"empty_documents": prep.empty} if prep.empty else {}))
+        if self.dropped:
+            row["duplicate_documents"] = self.dropped
+            self.rep.notes.append(f"{name}: {self.dropped:,} of {prep.docs:,} rows left out as near-duplicates (most "
+                                  "of their paragraphs are in the queue, or in its rows before them)")
         if prep.empty:
             self.rep.notes.append(f"{name}: {prep.empty:,} of {prep.docs + prep.empty:,} rows without text (no text "
                                   "field, or an empty one) left out")

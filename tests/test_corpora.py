@@ -161,3 +161,28 @@ def test_reading_processes_take_compressed_files_and_tables(ws, tmp_path, monkey
     ws.queue("ahead").add_paths([d])
     assert stored(ws, "ahead") == stored(ws, "m") and len(stored(ws, "m")) == 12
     assert np.all([r["documents"] > 1 for r in ws.queue("ahead").rows()])
+
+
+def test_rows_already_in_the_queue_are_left_out_one_by_one(ws, tmp_path):
+    "A row whose paragraphs are in the queue (or in the file's rows before it) is left out, the others go in."
+    para = lambda r, i: f"Row {r}, paragraph {i}: a sentence long enough to count as a paragraph of its own here."
+    row = lambda r: {"text": "\n\n".join(para(r, i) for i in range(5))}
+    write = lambda name, rs: (tmp_path / name).write_text("".join(json.dumps(x) + "\n" for x in rs))
+    write("a.jsonl", [row(r) for r in range(10)])
+    write("b.jsonl", [row(r) for r in range(5)] + [row(r) for r in range(100, 105)] + [row(100)])
+    for name in ("m", "bpe"):  # the byte path (rows filtered as they stream) and BPE's (short sources batched)
+        if name != "m":
+            ws.create(name, preset_name="nano", **({"tokenizer": "bpe", "texts": [json.dumps(row(1)) * 20],
+                                                    "vocab_size": 300} if name == "bpe" else {}))
+        q = ws.queue(name)
+        q.add_paths([tmp_path / "a.jsonl"])
+        rep = q.add_paths([tmp_path / "b.jsonl"])
+        assert len(rep.added) == 1 and rep.added[0]["documents"] == 5 and rep.added[0]["duplicate_documents"] == 6
+        assert rep.notes == [f"{tmp_path / 'b.jsonl'}: 6 of 11 rows left out as near-duplicates (most of their "
+                             "paragraphs are in the queue, or in its rows before them)"]
+        c = q.corpus()
+        assert c.read(int(c.starts[1]), int(c.starts[2])).tolist().count(q.tokenizer.eos_id) == 5  # 5 rows, 5 ends
+    ws.create("keep", preset_name="nano")
+    ws.queue("keep").add_paths([tmp_path / "a.jsonl"])
+    rep = ws.queue("keep").add_paths([tmp_path / "b.jsonl"], near_duplicates=False)
+    assert rep.added[0]["documents"] == 11 and "duplicate_documents" not in rep.added[0]  # the switch keeps them
