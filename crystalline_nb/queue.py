@@ -14,7 +14,7 @@ from fastcore.basics import patch
 from .core import fsync_dir, file_lock, busy_lock, read_jsonl, parse_jsonl, append_jsonl, now
 from .ingest import CHUNK, DOC_BREAK, VERBATIM, Rejected, clean_pieces
 from .files import file_meta, iter_files, select_files
-from .ingest import Paragraphs, Prepared, prepare, why_refused
+from .ingest import PARA_MAX, Paragraphs, Prepared, prepare, why_refused
 from .config import IngestSettings, settings_signature
 from .tokenizer import PARALLEL_MIN, ByteTokenizer
 from .readahead import Ahead, FilePieces, reading_ahead
@@ -621,7 +621,8 @@ class Ingestion:
             seen = (self._para_new.first(hs) >= 0) | (self._para_old.first(hs) >= 0) | (own.first(hs) >= 0)
             if int(sizes[seen].sum()) >= NEAR_SHARE * int(sizes.sum()):
                 return True
-        own.add(hs, [""])
+        if own.n < PARA_MAX:  # the rows' own index is bounded as a source's paragraphs are (`PARA_MAX`)
+            own.add(hs, [""])
         return False
 
     def _rows(self, stream: Iterator) -> Iterator:
