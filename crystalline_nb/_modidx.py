@@ -535,6 +535,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'crystalline_nb.panel.DataTab': ('panel.html#datatab', 'crystalline_nb/panel.py'),
                                       'crystalline_nb.panel.DataTab.__init__': ('panel.html#datatab.__init__', 'crystalline_nb/panel.py'),
                                       'crystalline_nb.panel.DataTab._crawl': ('panel.html#datatab._crawl', 'crystalline_nb/panel.py'),
+                                      'crystalline_nb.panel.DataTab._fields': ('panel.html#datatab._fields', 'crystalline_nb/panel.py'),
                                       'crystalline_nb.panel.DataTab._report': ('panel.html#datatab._report', 'crystalline_nb/panel.py'),
                                       'crystalline_nb.panel.DataTab.add': ('panel.html#datatab.add', 'crystalline_nb/panel.py'),
                                       'crystalline_nb.panel.DataTab.scan_inbox': ( 'panel.html#datatab.scan_inbox',

@@ -613,6 +613,9 @@ class DataTab(PanelTab):
         self.scan_btn = W.Button(description="Scan inbox", icon="inbox")
         self.add_path = W.Text(description="Add path", placeholder="file or folder on the server", **_FIELD)
         self.add_btn = W.Button(description="Add")
+        tip = ("the field of a JSON, CSV or table row that holds its text: names separated by commas, the first "
+               "present wins (empty: text, then content)")
+        self.text_field = W.Text(description="Text field", placeholder="text, content", tooltip=tip, **_FIELD)
         self.queue_table = W.HTML()
         self.crawl_url = W.Text(description="Crawl URL", placeholder="https://...", **_FIELD)
         c = CrawlSettings()  # the crawl's defaults, as `cllm crawl` and `Crawler` have them
@@ -634,9 +637,15 @@ class DataTab(PanelTab):
         crawl_note = ("<b>Crawl</b> (robots.txt obeyed; pages join the queue as they arrive, and a running training "
                       "takes them at its next epoch)")
         self.widget.children = [
-            W.HTML(intro), row(self.uploader, self.scan_btn), row(self.add_path, self.add_btn), W.HTML(crawl_note),
+            W.HTML(intro), row(self.uploader, self.scan_btn), row(self.add_path, self.add_btn), self.text_field,
+            W.HTML(crawl_note),
             _columns([self.crawl_url, self.crawl_pages], [self.crawl_delay, self.crawl_depth]),
             row(self.crawl_btn, self.crawl_stop_btn), self.crawl_status, self.queue_table]
+
+    def _fields(self) -> tuple:
+        "The text fields named in the box (`IngestSettings.text_fields`), and the same as `cllm` options."
+        names = tuple(n for n in re.split(r"[,\s]+", self.text_field.value) if n)
+        return names, [x for n in names for x in ("--text-field", n)]
 
     def select(self, name: str | None):
         "Show the queue of `name`."
@@ -718,8 +727,9 @@ def upload(self: DataTab, files):
         if dest.exists():
             dest = dest.with_name(f"{dest.stem}-{int(time.time() * 1000) % 100000}{dest.suffix}")
         dest.write_bytes(bytes(f["content"]))
-    rep = self.ws.queue(name).ingest_inbox()
-    self.app.show_cli("ingest", name)
+    fields, opts = self._fields()
+    rep = self.ws.queue(name).ingest_inbox(text_fields=fields)
+    self.app.show_cli("ingest", name, *opts)
     self._report(rep)
     try:
         self.uploader.value = ()
@@ -732,8 +742,9 @@ def upload(self: DataTab, files):
 def scan_inbox(self: DataTab):
     "Ingest whatever is in the selected model's inbox (like `cllm ingest`)."
     name = self.require_model()
-    rep = self.ws.queue(name).ingest_inbox()
-    self.app.show_cli("ingest", name)
+    fields, opts = self._fields()
+    rep = self.ws.queue(name).ingest_inbox(text_fields=fields)
+    self.app.show_cli("ingest", name, *opts)
     if rep.added or rep.rejected or rep.duplicates:
         self._report(rep)
     else:
@@ -747,8 +758,9 @@ def add(self: DataTab):
     name, path = self.require_model(), self.add_path.value.strip()
     if not path:
         raise ValueError("type a file or folder path first")
-    rep = self.ws.queue(name).add_paths([path])
-    self.app.show_cli("add", name, path)
+    fields, opts = self._fields()
+    rep = self.ws.queue(name).add_paths([path], text_fields=fields)
+    self.app.show_cli("add", name, path, *opts)
     self._report(rep)
 
 # %% ../nbs/16_panel.ipynb #e3c741a2
@@ -761,8 +773,9 @@ def start_crawl(self: DataTab):
         raise ValueError("a crawl is already running")
     normalize_url(url)
     pages, delay, depth = self.crawl_pages.value, self.crawl_delay.value, self.crawl_depth.value
-    cr = self.crawler = Crawler(self.ws, name, max_pages=pages, delay=delay, depth=depth)
-    self.app.show_cli("crawl", name, url, "--max-pages", pages, "--delay", f"{delay:g}", "--depth", depth)
+    fields, opts = self._fields()
+    cr = self.crawler = Crawler(self.ws, name, max_pages=pages, delay=delay, depth=depth, text_fields=fields)
+    self.app.show_cli("crawl", name, url, "--max-pages", pages, "--delay", f"{delay:g}", "--depth", depth, *opts)
     self.crawl_btn.disabled, self.crawl_stop_btn.disabled = True, False
     self.crawl_status.value = "starting…"
     self.crawl_thread = threading.Thread(target=self._crawl, args=(cr, name, url), daemon=True,

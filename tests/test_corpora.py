@@ -186,3 +186,18 @@ def test_rows_already_in_the_queue_are_left_out_one_by_one(ws, tmp_path):
     ws.queue("keep").add_paths([tmp_path / "a.jsonl"])
     rep = ws.queue("keep").add_paths([tmp_path / "b.jsonl"], near_duplicates=False)
     assert rep.added[0]["documents"] == 11 and "duplicate_documents" not in rep.added[0]  # the switch keeps them
+
+
+def test_the_panel_names_the_text_field_as_cllm_add_does(ws, tmp_path):
+    "The Data tab's text field box: the same rows as `cllm add --text-field body`, and the shell line says so."
+    from crystalline_nb.panel import ControlPanel
+    body = lambda r: (r.get("body") or "").replace('"', '""')
+    (tmp_path / "t.csv").write_text("id,body\n" + "".join(f'{r["id"]},"{body(r)}"\n' for r in ROWS))
+    assert cllm(ws, "add", "m", tmp_path / "t.csv", "--text-field", "body").returncode == 0
+    ws.create("p", preset_name="nano")
+    app = ControlPanel(home=ws.home)
+    app.model.value = "p"
+    app.data.add_path.value, app.data.text_field.value = str(tmp_path / "t.csv"), "body"
+    app.data.add()
+    assert stored(ws, "p") == stored(ws, "m") and ws.queue("p").rows()[0]["documents"] == 39
+    assert app.cli.value.count("--text-field body") == 1 and "rows without text" in app.message.value
