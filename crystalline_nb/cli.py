@@ -488,7 +488,8 @@ def cmd_eval(args):
     prog = _Progress("tokens scored")  # a line on a terminal, as training and ingestion have
     try:
         rep = evaluate(_ws(args), args.name, args.paths, seq_len=args.seq_len, stride=args.stride,
-                       batch_size=args.batch_size, device=args.device, record=not args.no_record, progress=prog)
+                       batch_size=args.batch_size, device=args.device, record=not args.no_record, progress=prog,
+                       text_fields=tuple(args.text_field or ()))
     finally:
         prog.close()
     _say(json.dumps(_finite(rep.to_dict()), indent=1) if args.json else rep.table())
@@ -845,6 +846,8 @@ def _training_verbs(verb):
                         "of context (default: half the window)")
     s.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default 8)")
     s.add_argument("--device", default=None, metavar="DEVICE", help=_DEVICE_HELP)
+    s.add_argument("--text-field", action="append", metavar="NAME",
+                   help="the field of a JSON, CSV or table row that holds its text, as for `cllm add` (repeatable)")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.add_argument("--no-record", action="store_true",
                    help="do not record the results in the model's history (history/evals.jsonl)")

@@ -142,9 +142,10 @@ def _short(p: str, n: int = 48) -> str:
 # %% ../nbs/11_evaluate.ipynb #3e884b99
 def evaluate(ws: Workspace, name: str, paths, seq_len: int | None = None, stride: int | None = None,
              batch_size: int = 8, device: str | None = None, precision: str = "fp32",
-             record: bool = True, progress: Callable | None = None) -> EvalReport:
-    """Evaluate model `name` on the files at `paths` (folders walked); records the results beside its history.
-    `progress(done=, total=, tokens=, source=)` follows the tokens scored of each file, as ingestion's progress does."""
+             record: bool = True, progress: Callable | None = None, text_fields: tuple = ()) -> EvalReport:
+    """Evaluate model `name` on the files at `paths` (folders walked, rows' text from `text_fields` as `cllm add`
+    reads them); records the results beside its history. `progress(done=, total=, tokens=, source=)` follows the
+    tokens scored of each file, as ingestion's progress does."""
     if not 1 <= batch_size <= 65536:
         raise ValueError(f"batch-size must be between 1 and 65536, got {batch_size}")
     lm = ws.load(name)
@@ -164,7 +165,7 @@ def evaluate(ws: Workspace, name: str, paths, seq_len: int | None = None, stride
     rep = EvalReport(name, st["steps"], st["epochs_trained"], L, S)
     for f in iter_files(paths, rep.skipped):
         try:
-            docs, digest = clean_source(lambda f=f: extract(f))
+            docs, digest = clean_source(lambda f=f: extract(f, text_fields))
         except (Rejected, UnicodeError, ValueError) as e:
             rep.skipped.append((str(f), str(e)))
             continue

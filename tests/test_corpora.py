@@ -201,3 +201,15 @@ def test_the_panel_names_the_text_field_as_cllm_add_does(ws, tmp_path):
     app.data.add()
     assert stored(ws, "p") == stored(ws, "m") and ws.queue("p").rows()[0]["documents"] == 39
     assert app.cli.value.count("--text-field body") == 1 and "rows without text" in app.message.value
+
+
+def test_eval_reads_tables_with_the_text_field_named_as_add_does(ws, tmp_path):
+    "`cllm eval --text-field` scores a Parquet file's rows; the queue's copy of it is flagged as trained on."
+    pq.write_table(pa.table({"id": [r["id"] for r in ROWS], "body": [r.get("body") for r in ROWS]}),
+                   tmp_path / "t.parquet")
+    assert cllm(ws, "add", "m", tmp_path / "t.parquet", "--text-field", "body").returncode == 0
+    r = cllm(ws, "eval", "m", tmp_path / "t.parquet", "--json")
+    assert r.returncode == 1 and "use --text-field body" in r.stderr
+    r = cllm(ws, "eval", "m", tmp_path / "t.parquet", "--text-field", "body", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["files"][0]["trained_on"] is True
