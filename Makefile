@@ -20,7 +20,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	bash tools/check_sync.sh
 	$(PY) tools/make_readme.py --check
-	$(PY) -m pytest -q -p no:cacheprovider --durations=25 tests
+	$(PY) -m pytest -q -p no:cacheprovider --durations=25 -n auto --maxprocesses 4 --dist loadfile tests
 
 sync: $(VENV)/.installed
 	$(BIN)/nbdev-export && $(BIN)/nbdev-clean

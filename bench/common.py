@@ -30,3 +30,42 @@ def median(xs): return statistics.median(xs)
 def peak_rss_mib() -> float:
     "Peak resident memory of this process in MiB."
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def files_under(paths) -> list[Path]:
+    "The regular files under `paths` (files and folders), links not followed, in name order."
+    out = []
+    for p in map(Path, paths):
+        if p.is_file() and not p.is_symlink():
+            out.append(p)
+        elif p.is_dir():
+            out.extend(f for f in sorted(p.rglob("*")) if f.is_file() and not f.is_symlink())
+    return out
+
+
+def reference_pass(paths) -> tuple[int, float]:
+    """The bytes under `paths` and the seconds this process takes to read them once, a MiB at a time: each file
+    read (expanded when compressed, as ingestion reads it), decoded as UTF-8 (invalid bytes replaced) and hashed
+    with SHA-256. The machine's own yardstick: an ingestion figure divided by it travels between machines."""
+    import hashlib
+    from crystalline_nb.ingest import compression_of, expanded
+    t0, n = time.perf_counter(), 0
+    for f in files_under(paths):
+        h = hashlib.sha256()
+        try:
+            src = expanded(f) if compression_of(f) else open(f, "rb")
+            with src:
+                while chunk := src.read(1 << 20):
+                    chunk.decode("utf-8", "replace")
+                    h.update(chunk)
+                    n += len(chunk)
+        except (OSError, EOFError, ValueError):
+            pass  # a damaged compressed file: ingestion refuses it too
+    return n, time.perf_counter() - t0
+
+
+def machine() -> str:
+    "Cores and CPU model of this machine, for the figures' heading."
+    model = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?") \
+        if os.path.exists("/proc/cpuinfo") else "?"
+    return f"{os.cpu_count()} cores, {model}"

@@ -1,14 +1,19 @@
 """Generation speed with and without the KV cache, alternating rounds.
 
-Usage: python bench/generate_speed.py [--quick] [--rounds R]
+Usage: python bench/generate_speed.py [--quick] [--rounds R] [--against REV]
 Greedy generation from a 16-token prompt with the micro preset (weights as initialised: speed does not
 depend on them). Both paths produce the same tokens (checked). Each round times both paths back to back, in
 turns (the cached path first in even rounds), after a warm-up of each. The figures are the median tokens per
 second and the median and range of the per-round speed-ups, since this machine's noise moves one run by 2x.
 Last, the operators one cached step dispatches (from the PyTorch profiler): a count that noise cannot move, since a
 cached step of this small model costs more in dispatching than in arithmetic.
+--against REV judges a change: each round runs this measurement once in a fresh process with this tree's package
+and once with the package of git revision REV (unpacked into a temporary folder), alternating which goes first,
+and prints both sides' per-round speed-ups and the median ratio of this tree's to REV's.
 """
+import argparse, io, json, os, subprocess, sys, tarfile, tempfile
 import statistics, time
+from pathlib import Path
 import torch
 from torch.profiler import profile
 from common import parser
@@ -38,11 +43,57 @@ def step_operators(m, prompt):
     return sum(e.count for e in ev), sum(e.count for e in ev if e.key not in views)
 
 
+def one_round(n: int) -> dict:
+    "One round at `n` new tokens in this process (both paths, cached first): tokens/s of each and the speed-up."
+    torch.manual_seed(0)
+    m = CLLM(preset("micro")).eval()
+    prompt = list(range(3, 19))
+    for cache in (True, False):
+        timed(m, prompt, 16, cache)  # warm-up
+    (c, ids_c), (u, ids_u) = timed(m, prompt, n, True), timed(m, prompt, n, False)
+    assert ids_c == ids_u, "cache and no-cache disagree"
+    return dict(cached=c, uncached=u, speedup=c / u)
+
+
+def against(rev: str, rounds: int, lengths) -> None:
+    "This tree's package against revision `rev`'s, a fresh process each, alternating (see the usage)."
+    root = Path(__file__).resolve().parent.parent
+    tar = subprocess.run(["git", "-C", str(root), "archive", rev, "crystalline_nb"], capture_output=True)
+    if tar.returncode != 0:
+        raise SystemExit(f"error: git archive {rev}: {tar.stderr.decode().strip()}")
+    other = Path(tempfile.mkdtemp())
+    tarfile.open(fileobj=io.BytesIO(tar.stdout)).extractall(other)
+    sides = {"this tree": str(root), rev: str(other)}
+    print(f"this tree against {rev}, {rounds} alternating rounds, a fresh process each\n")
+    for n in lengths:
+        got = {k: [] for k in sides}
+        for r in range(rounds):
+            for k in (list(sides) if r % 2 == 0 else list(sides)[::-1]):
+                env = {**os.environ, "PYTHONPATH": sides[k]}
+                out = subprocess.run([sys.executable, __file__, "--one", str(n)], env=env, capture_output=True,
+                                     text=True, check=True, cwd=other)
+                got[k].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        for k, v in got.items():
+            sp = [x["speedup"] for x in v]
+            print(f"{n:>4} tokens, {k:<12} cached {statistics.median(x['cached'] for x in v):7.1f} tok/s, uncached "
+                  f"{statistics.median(x['uncached'] for x in v):7.1f}, speed-up x{statistics.median(sp):.1f} "
+                  f"(rounds {', '.join(f'x{x:.1f}' for x in sp)})")
+        a, b = (got[k] for k in sides)
+        ratio = statistics.median(x["cached"] / y["cached"] for x, y in zip(a, b))
+        print(f"{n:>4} tokens: cached tok/s of this tree / {rev}, median of the rounds: x{ratio:.2f}\n")
+
+
 def main():
     ap = parser(__doc__)
     ap.add_argument("--rounds", type=int, default=0, help="rounds per length (default 5, 3 with --quick)")
+    ap.add_argument("--against", default=None, help="a git revision to compare this tree with (see the usage)")
+    ap.add_argument("--one", type=int, default=0, help=argparse.SUPPRESS)  # one round in this process
     a = ap.parse_args()
+    if a.one:
+        return print(json.dumps(one_round(a.one)))
     rounds = a.rounds or (3 if a.quick else 5)
+    if a.against:
+        return against(a.against, rounds, (64, 256) if a.quick else (64, 256, 400))
     torch.manual_seed(0)
     m = CLLM(preset("micro")).eval()
     prompt = list(range(3, 19))

@@ -1,47 +1,74 @@
-"""cllm train against nanoGPT's own train.py on nanoGPT's README CPU configuration, side by side on the same text.
+"""cllm train against nanoGPT's own train.py on nanoGPT's README CPU configuration: speed and held-out loss.
 
-Usage: python bench/nanogpt.py --nanogpt PATH [--quick] [--rounds N] [--iters N]
+Usage: python bench/nanogpt.py --nanogpt PATH [--quick] [--rounds N] [--iters N] [--text PATH ...]
 
 PATH is a nanoGPT checkout (a work tree with train.py, or a bare git mirror, read with `git archive`); nothing
 of it is copied into this project: it is unpacked into a temporary folder for the run. Without PATH (or the
 NANOGPT_DIR variable) the bench says so and exits 0.
 
-Both train the same shape on the same bytes (about 4 MB of ASCII licence texts from /usr/share/common-licenses,
-repeated, as cllm's ingestion cleans them: nanoGPT's train.bin is written from that cleaned text; ids = byte + 3,
-vocabulary 259, as this package's byte tokenizer): 4 layers, 4 heads, width 128, MLP 512,
-learned positions, block 64, batch 12, lr 1e-3 with 100 warm-up steps and a cosine decay to 1e-4 at step 2000,
-weight decay 0.1, AdamW betas (0.9, 0.99) (nanoGPT's config for this example), clipping 1.0, no dropout, fp32 on
-the CPU with the same thread count. nanoGPT runs its README
-command (train.py config/train_shakespeare_char.py --device=cpu --compile=False --eval_iters=20 --log_interval=1
---block_size=64 --batch_size=12 --n_layer=4 --n_head=4 --n_embd=128 --max_iters=2000 --lr_decay_iters=2000
---dropout=0.0) on that data; cllm runs `cllm train` with a target set so that its schedule ends at the same step.
-cllm runs twice per round, without and with biases in its linear layers and LayerNorms (nanoGPT's README
-configuration has none), which decides the package's default. Runs alternate (nanoGPT, cllm, cllm, nanoGPT, ...).
-tokens/s is the median over iterations of each run (nanoGPT's
-per-iteration times from its log, cllm's from its history); the loss is the mean train loss of the last 50
-iterations.
+The text: the files given with --text (files or folders, read as UTF-8, in sorted order), else the standard
+library's docstrings (`ingest.demo_corpus`, about 880 kB of English prose written by others, the corpus of `make
+demo`). The files are shuffled with a fixed seed; the last tenth of them (by bytes) is held out: neither side
+trains on it. The rest goes through `cllm add` into the cllm model, and nanoGPT's train.bin is written from the
+tokens cllm stored (byte ids, vocabulary 259, as this package's byte tokenizer), so both train on the same
+tokens; the held-out files are cleaned by the same ingestion (a scratch model) into the tokens both are scored on.
+--nanogpt-vocab corpus gives nanoGPT only the symbols the text holds, renumbered (what its char-level preparation
+does; about 100 for English text) while cllm keeps its 259: the same sequence, fewer classes to tell apart.
+
+Both train the same shape: 4 layers, 4 heads, width 128, MLP 512, learned positions, block 64, batch 12, no
+biases, lr 1e-3 with 100 warm-up steps and a cosine decay to 1e-4 at the last step, weight decay 0.1, AdamW betas
+(0.9, 0.99), clipping 1.0, no dropout, fp32 on the CPU with the same thread count. nanoGPT runs its README command
+(train.py config/train_shakespeare_char.py --device=cpu --compile=False --block_size=64 --batch_size=12
+--n_layer=4 --n_head=4 --n_embd=128 --max_iters=N --lr_decay_iters=N --dropout=0.0) and saves its model after N
+iterations; its seed is varied a round (its `torch.manual_seed` offset by the round, its code unchanged). cllm
+runs `cllm new` and `cllm train` with the same settings and `--seed` the round, its target set so that the
+schedule ends at step N. The runs alternate (nanoGPT first in odd rounds, cllm first in even ones).
+
+Figures: tokens/s, the median over the iterations of each run (nanoGPT's per-iteration times from its log,
+cllm's from its history), and the held-out loss: each model, loaded from what its run saved (nanoGPT's own
+`model.py` for its checkpoint), scores the same non-overlapping windows of 64 tokens of the held-out text
+(mean cross-entropy in nats a byte). The speed ratio is the median of the rounds' ratios.
 """
 
-import argparse, io, os, re, statistics, subprocess, sys, tarfile, tempfile
+import argparse, importlib.util, io, os, pickle, random, re, statistics, subprocess, sys, tarfile, tempfile
 from pathlib import Path
 import numpy as np
 from common import parser, BIN
 
-LICENCES = Path("/usr/share/common-licenses")
+SHAPE = dict(layers=4, heads=4, d_model=128, d_ff=512, block=64, batch=12)
 
 
-def corpus(n_bytes: int) -> bytes:
-    "ASCII licence texts, repeated to `n_bytes`."
-    parts = []
-    for p in sorted(LICENCES.iterdir()) if LICENCES.is_dir() else []:
-        if p.is_file():
-            b = p.read_bytes()
-            if all(c < 128 for c in b):
-                parts.append(b)
-    if not parts:
-        raise SystemExit("error: no ASCII licence texts in /usr/share/common-licenses")
-    base = b"\n\n".join(parts)
-    return (base * (n_bytes // len(base) + 1))[:n_bytes]
+def text_files(paths: list[str]) -> list[bytes]:
+    "The UTF-8 files under `paths` (sorted), else the standard library's docstrings."
+    if not paths:
+        from crystalline_nb.ingest import demo_corpus
+        d = Path(tempfile.mkdtemp()) / "docstrings"
+        demo_corpus(d, max_bytes=10**9)
+        paths = [str(d)]
+    out = []
+    for p in map(Path, paths):
+        for f in sorted(p.rglob("*")) if p.is_dir() else [p]:
+            if f.is_file():
+                try:
+                    out.append(f.read_bytes().decode().encode())
+                except UnicodeDecodeError:
+                    pass
+    if len(out) < 2:
+        raise SystemExit("error: the text needs two UTF-8 files or more (one tenth of them is held out)")
+    return out
+
+
+def split_text(files: list[bytes]) -> tuple[bytes, bytes]:
+    "The files shuffled (seed 0) and joined: the first nine tenths by bytes to train on, the rest held out."
+    files = files[:]
+    random.Random(0).shuffle(files)
+    total, acc, cut = sum(map(len, files)), 0, len(files) - 1
+    for i, f in enumerate(files):
+        acc += len(f)
+        if acc >= 0.9 * total:
+            cut = max(1, min(i + 1, len(files) - 1))
+            break
+    return b"\n\n".join(files[:cut]), b"\n\n".join(files[cut:])
 
 
 def unpack_nanogpt(src: Path, dest: Path) -> Path:
@@ -56,121 +83,165 @@ def unpack_nanogpt(src: Path, dest: Path) -> Path:
     return dest
 
 
-def run_nanogpt(tree: Path, data: str, iters: int, out: Path) -> dict:
-    "nanoGPT's README CPU command on dataset `data`; its median tokens/s and final loss, from its log."
-    cmd = [sys.executable, "train.py", "config/train_shakespeare_char.py", "--device=cpu", "--compile=False",
-           "--eval_iters=20", "--log_interval=1", "--block_size=64", "--batch_size=12", "--n_layer=4", "--n_head=4",
-           "--n_embd=128", f"--max_iters={iters}", f"--lr_decay_iters={iters}", "--dropout=0.0", f"--dataset={data}",
-           f"--out_dir={out}"]
+# runs nanoGPT's train.py as its own command line does, with torch.manual_seed offset by argv[1]
+SEEDED = ("import runpy, sys, torch; off = int(sys.argv.pop(1)); seed = torch.manual_seed; "
+          "torch.manual_seed = lambda s: seed(s + off); runpy.run_path('train.py', run_name='__main__')")
+
+
+def run_nanogpt(tree: Path, data: str, iters: int, out: Path, seed: int) -> dict:
+    "nanoGPT's README CPU command on dataset `data`: its median tokens/s, last-50 train loss and saved model."
+    s = SHAPE
+    cmd = [sys.executable, "-c", SEEDED, str(seed), "config/train_shakespeare_char.py", "--device=cpu",
+           "--compile=False", "--eval_iters=20", "--log_interval=1", f"--block_size={s['block']}",
+           f"--batch_size={s['batch']}", f"--n_layer={s['layers']}", f"--n_head={s['heads']}",
+           f"--n_embd={s['d_model']}", f"--max_iters={iters}", f"--lr_decay_iters={iters}", "--dropout=0.0",
+           f"--dataset={data}", f"--out_dir={out}", f"--eval_interval={iters}", "--always_save_checkpoint=True"]
     r = subprocess.run(cmd, cwd=tree, capture_output=True, text=True)
     if r.returncode != 0:
         raise SystemExit(f"error: nanoGPT failed: {r.stderr[-1500:]}")
     rows = [(int(m[1]), float(m[2]), float(m[3])) for m in
             re.finditer(r"iter (\d+): loss ([\d.]+), time ([\d.]+)ms", r.stdout)]
-    dts = [dt for i, _, dt in rows if i > 0]
-    return dict(
-        tokens_per_s=12 * 64 / (statistics.median(dts) / 1000), loss=float(np.mean([l for _, l, _ in rows[-50:]]))
-    )
+    dts = [dt for i, _, dt in rows if 0 < i < iters]  # not the first step, nor the one after the final evaluation
+    return dict(tokens_per_s=s["batch"] * s["block"] / (statistics.median(dts) / 1000),
+                loss=float(np.mean([l for _, l, _ in rows[-50:]])), model=nanogpt_model(tree, out / "ckpt.pt"))
 
 
-def run_cllm(home: Path, name: str, text: bytes, iters: int, bias: bool, schedule: str | None = None) -> dict:
-    "Train a fresh cllm model of nanoGPT's shape through `cllm train`; its median tokens/s and final loss."
+def nanogpt_model(tree: Path, ckpt: Path):
+    "nanoGPT's model saved in `ckpt`, built by its own model.py."
+    import torch
+    spec = importlib.util.spec_from_file_location("nanogpt_model", tree / "model.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    c = torch.load(ckpt, map_location="cpu", weights_only=False)
+    m = mod.GPT(mod.GPTConfig(**c["model_args"]))
+    m.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in c["model"].items()})
+    assert c["iter_num"] > 0
+    return m.eval()
+
+
+def cllm_cmd(home: Path):
     env = {**os.environ, "CLLM_HOME": str(home)}
-    cllm = lambda *a: subprocess.run([str(BIN / "cllm"), *a], env=env, capture_output=True, text=True)
-    r = cllm("new", name, "--preset", "micro", "--d-model", "128", "--layers", "4", "--heads", "4", "--d-ff", "512",
-             "--max-seq-len", "64", "--positional", "learned", "--bias" if bias else "--no-bias")
-    assert r.returncode == 0, r.stderr
-    f = home / f"{name}.txt"
-    f.write_bytes(text)
-    assert cllm("add", name, str(f)).returncode == 0
+
+    def run(*a):
+        r = subprocess.run([str(BIN / "cllm"), *map(str, a)], env=env, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"error: cllm {a[0]} failed: {r.stderr[-1500:]}")
+        return r
+    return run
+
+
+def run_cllm(home: Path, name: str, train_file: Path, iters: int, seed: int, extra: list[str]) -> dict:
+    "Train a fresh cllm model of nanoGPT's shape through `cllm train`: median tokens/s, train loss, its model."
     from crystalline_nb.workspace import Workspace
     from crystalline_nb.history import history
     from crystalline_nb.epochs import EpochPlan
+    s, cllm = SHAPE, cllm_cmd(home)
+    cllm("new", name, "--preset", "micro", "--d-model", s["d_model"], "--layers", s["layers"], "--heads",
+         s["heads"], "--d-ff", s["d_ff"], "--max-seq-len", s["block"], "--positional", "learned", "--no-bias",
+         "--seed", seed)
+    cllm("add", name, train_file)
     ws = Workspace(home)
-    n = EpochPlan(ws.queue(name).rows()[0]["tokens"], 64, 0, 0, 0).n_train  # training positions of an epoch
-    target = iters * 12 * 64 / n  # the cosine schedule ends at step `iters`, as nanoGPT's does
-    r = cllm(
-        "train",
-        name,
-        "--epochs",
-        repr(target),
-        "--batch-size",
-        "12",
-        "--seq-len",
-        "64",
-        "--lr",
-        "1e-3",
-        "--warmup",
-        "100",
-        "--min-lr-ratio",
-        "0.1",
-        "--weight-decay",
-        "0.1",
-        "--beta2",
-        "0.99",
-        "--grad-clip",
-        "1.0",
-        "--max-steps",
-        str(iters),
-        "--save-every",
-        str(10**6),
-        *(["--schedule", schedule] if schedule else []),
-    )
-    assert r.returncode == 0, r.stderr
+    n = EpochPlan(ws.queue(name).rows()[0]["tokens"], s["block"], 0, 0, 0).n_train  # training positions an epoch
+    target = iters * s["batch"] * s["block"] / n  # the cosine schedule ends at step `iters`, as nanoGPT's does
+    cllm("train", name, "--epochs", repr(target), "--batch-size", s["batch"], "--seq-len", s["block"], "--lr", "1e-3",
+         "--warmup", "100", "--min-lr-ratio", "0.1", "--weight-decay", "0.1", "--beta2", "0.99", "--grad-clip",
+         "1.0", "--max-steps", iters, "--save-every", 10**6, "--seed", seed, *extra)
     h = history(ws, name)
-    return dict(tokens_per_s=float(np.median(h.tokens_per_s.values[1:])), loss=float(np.mean(h.loss.values[-50:])))
+    return dict(tokens_per_s=float(np.median(h.tokens_per_s.values[1:])), loss=float(np.mean(h.loss.values[-50:])),
+                model=ws.load(name).model.eval())
+
+
+def stored_tokens(home: Path, name: str) -> np.ndarray:
+    "Every token of model `name`'s queue, in order."
+    from crystalline_nb.workspace import Workspace
+    from crystalline_nb.epochs import Corpus
+    c = Corpus(Workspace(home).queue(name))
+    try:
+        return c.read(0, len(c))
+    finally:
+        c.close()
+
+
+def heldout_loss(model, ids: np.ndarray, block: int, cllm: bool) -> float:
+    "Mean cross-entropy of `model` over the non-overlapping windows of `block` tokens of `ids` (full ones only)."
+    import torch
+    import torch.nn.functional as F
+    n = (len(ids) - 1) // block
+    x = torch.from_numpy(ids[: n * block].astype(np.int64)).view(n, block)
+    y = torch.from_numpy(ids[1 : n * block + 1].astype(np.int64)).view(n, block)
+    total = 0.0
+    with torch.no_grad():
+        for i in range(0, n, 64):
+            xb, yb = x[i : i + 64], y[i : i + 64]
+            logits = model(xb) if cllm else model(xb, yb)[0]
+            total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1), reduction="sum").item()
+    return total / (n * block)
 
 
 def main():
     ap = parser(__doc__)
     ap.add_argument("--nanogpt", default=os.environ.get("NANOGPT_DIR"), help="path of a nanoGPT checkout")
-    ap.add_argument("--rounds", type=int, default=None, help="alternating rounds (default 3; --quick 1)")
-    ap.add_argument("--iters", type=int, default=None, help="iterations per run (default 2000; --quick 300)")
-    ap.add_argument("--variants", default="no-bias,bias",
-                    help="cllm variants to run: no-bias, bias, each optionally with :SCHEDULE (no-bias:cosine)")
+    ap.add_argument("--rounds", type=int, default=None, help="alternating rounds, a seed each (default 3; --quick 1)")
+    ap.add_argument("--iters", type=int, default=None, help="iterations a run (default 2000; --quick 300)")
+    ap.add_argument("--text", nargs="+", default=[], help="files or folders of text (default: the stdlib's docstrings)")
+    ap.add_argument("--nanogpt-vocab", choices=("bytes", "corpus"), default="bytes",
+                    help="nanoGPT's vocabulary: the byte ids cllm uses (259), or only the symbols the text holds, "
+                         "renumbered, as nanoGPT's own char-level data preparation makes it")
+    ap.add_argument("--cllm-args", default="", help="more `cllm train` options for the cllm runs (quoted)")
     a = ap.parse_args()
     if not a.nanogpt or not Path(a.nanogpt).exists():
         print("no nanoGPT checkout given (--nanogpt PATH or NANOGPT_DIR): nothing measured")
         return
+    import torch
     rounds, iters = a.rounds or (1 if a.quick else 3), a.iters or (300 if a.quick else 2000)
     tmp = Path(tempfile.mkdtemp())
     tree = unpack_nanogpt(Path(a.nanogpt), tmp / "nanogpt")
-    text = corpus(4_000_000)
-    from crystalline_nb.ingest import clean_text
-    cleaned = clean_text(text.decode()).encode()  # what cllm trains on after ingestion: nanoGPT gets the same bytes
-    ids = np.frombuffer(cleaned, dtype=np.uint8).astype(np.uint16) + 3
-    d = tree / "data" / "licences"
+    train, held = split_text(text_files(a.text))
+    home = tmp / "home"
+    (tmp / "train.txt").write_bytes(train)
+    (tmp / "heldout.txt").write_bytes(held)
+    cllm = cllm_cmd(home)
+    cllm("new", "reader", "--preset", "micro")
+    cllm("add", "reader", tmp / "train.txt")
+    ids = stored_tokens(home, "reader")
+    cllm("new", "heldout", "--preset", "micro")
+    cllm("add", "heldout", tmp / "heldout.txt")
+    val = stored_tokens(home, "heldout")
+    d = tree / "data" / "bench"
     d.mkdir(parents=True)
-    cut = int(len(ids) * 0.9)
-    ids[:cut].tofile(d / "train.bin")
-    ids[cut:].tofile(d / "val.bin")
-    import pickle
-    (d / "meta.pkl").write_bytes(pickle.dumps(dict(vocab_size=259)))
-    print(f"{len(text) / 1e6:.1f} MB of ASCII licence text; {iters} iterations per run; {rounds} round(s); "
-          f"{__import__('torch').get_num_threads()} threads")
-    variants = {v: f"cllm, {v.replace('-', ' ')}" for v in a.variants.split(",")
-                if v.split(":")[0] in ("no-bias", "bias")}
-    res = {"nanoGPT": [], **{label: [] for label in variants.values()}}
+    n_val, vocab, renumber = val, 259, np.arange(259)
+    if a.nanogpt_vocab == "corpus":  # the same sequence, each symbol renumbered among those the text holds
+        used = np.unique(np.concatenate([ids, val]))
+        vocab, renumber = len(used), np.zeros(259, np.int64)
+        renumber[used] = np.arange(len(used))
+        n_val = renumber[val]
+    renumber[ids].astype(np.uint16).tofile(d / "train.bin")
+    n_val.astype(np.uint16).tofile(d / "val.bin")
+    (d / "meta.pkl").write_bytes(pickle.dumps(dict(vocab_size=vocab)))
+    epochs = iters * SHAPE["batch"] * SHAPE["block"] / len(ids)
+    print(f"{len(ids):,} tokens to train on ({epochs:.2f} epochs in {iters} iterations), {len(val):,} held out; "
+          f"{rounds} round(s); {torch.get_num_threads()} threads; nanoGPT's vocabulary {vocab}")
+    res = {"nanoGPT": [], "cllm": []}
     for r in range(rounds):
-        res["nanoGPT"].append(run_nanogpt(tree, "licences", iters, tmp / f"out{r}"))
-        for v, label in variants.items():
-            kind, _, schedule = v.partition(":")
-            res[label].append(run_cllm(tmp / "home", f"{kind}{r}{schedule}", text, iters, kind == "bias",
-                                       schedule or None))
-        base = res["nanoGPT"][-1]["tokens_per_s"]
-        print(
-            f"round {r + 1}: "
-            + "; ".join(
-                f"{k} {v[-1]['tokens_per_s']:,.0f} tok/s (x{v[-1]['tokens_per_s'] / base:.2f}, "
-                f"loss {v[-1]['loss']:.3f})"
-                for k, v in res.items()
-            )
-        )
-    base = statistics.median(x["tokens_per_s"] for x in res["nanoGPT"])
-    for k, v in res.items():
-        tps = statistics.median(x["tokens_per_s"] for x in v)
-        print(f"{k:<16} median {tps:>8,.0f} tok/s  x{tps / base:.2f} of nanoGPT  last-50 train loss "
-              f"{statistics.mean(x['loss'] for x in v):.3f}")
+        order = ["nanoGPT", "cllm"] if r % 2 == 0 else ["cllm", "nanoGPT"]
+        for who in order:
+            if who == "nanoGPT":
+                x = run_nanogpt(tree, "bench", iters, tmp / f"out{r}", r)
+            else:
+                x = run_cllm(home, f"m{r}", tmp / "train.txt", iters, r, a.cllm_args.split())
+            scored = val if who == "cllm" else n_val
+            x["heldout"] = heldout_loss(x.pop("model"), scored, SHAPE["block"], who == "cllm")
+            res[who].append(x)
+        n, c = res["nanoGPT"][-1], res["cllm"][-1]
+        print(f"round {r + 1} (seed {r}): nanoGPT {n['tokens_per_s']:,.0f} tok/s, held-out {n['heldout']:.4f}; "
+              f"cllm {c['tokens_per_s']:,.0f} tok/s (x{c['tokens_per_s'] / n['tokens_per_s']:.3f}), held-out "
+              f"{c['heldout']:.4f} ({c['heldout'] - n['heldout']:+.4f}); train loss {n['loss']:.3f} / {c['loss']:.3f}",
+              flush=True)
+    ratios = [c["tokens_per_s"] / n["tokens_per_s"] for n, c in zip(res["nanoGPT"], res["cllm"])]
+    hn, hc = (statistics.mean(x["heldout"] for x in res[k]) for k in ("nanoGPT", "cllm"))
+    print(f"speed: cllm x{statistics.median(ratios):.3f} of nanoGPT (median of {rounds}; rounds "
+          f"{', '.join(f'x{r:.3f}' for r in ratios)})")
+    print(f"held-out loss, mean of {rounds} seed(s): nanoGPT {hn:.4f}, cllm {hc:.4f} ({hc - hn:+.4f})")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from .config import CLLMConfig, MAX_LAYERS
 from .lattice import lattice_embedding, clock_positional_encoding, token_phase, angular_score, PHI
 
 # %% auto #0
-__all__ = ['KVCache', 'Attention', 'MLP', 'Block', 'CLLM']
+__all__ = ['SHORT_CONTEXT', 'KVCache', 'Attention', 'MLP', 'Block', 'CLLM']
 
 # %% ../nbs/04_model.ipynb #b43a5fdc
 class KVCache:
@@ -86,6 +86,42 @@ def _mm(bias, x, wt):
     "`torch.addmm`'s signature for layers without biases (`bias` is None): what `F.linear` computes on rows."
     return torch.mm(x, wt)
 
+# %% ../nbs/04_model.ipynb #6a4bac2f
+SHORT_CONTEXT = 128  # windows up to this long use `_ShortCausal` on the CPU (measured faster there; see the bench)
+
+
+class _ShortCausal(torch.autograd.Function):
+    """Causal self-attention of short windows on the CPU: the scores of a window held whole, as three batched products
+    and a softmax forward and five products backward, from the projections `qkv` [B, T, 3H, hd] (queries, keys,
+    values) to the heads' outputs side by side [B, T, H * hd]. Up to `SHORT_CONTEXT` positions this measured faster
+    on the CPU than the flash kernel of `F.scaled_dot_product_attention`, which works through blocks meant for long
+    sequences; it computes the same function (the sums run in another order). Not used under autocast (bf16 on the
+    CPU), where the flash kernel handles the mixed precision."""
+
+    @staticmethod
+    def forward(ctx, qkv, n_head: int):
+        B, T, _, hd = qkv.shape
+        x = qkv.view(B, T, 3, n_head, hd).permute(2, 0, 3, 1, 4).reshape(3, B * n_head, T, hd)  # one copy
+        q, k, v = x.unbind(0)
+        mask = torch.full((T, T), float("-inf"), dtype=qkv.dtype, device=qkv.device).triu_(1)
+        p = torch.softmax(torch.baddbmm(mask, q, k.transpose(1, 2), alpha=hd**-0.5), -1)  # [B*H, T, T]
+        ctx.save_for_backward(x, p)
+        ctx.n_head = n_head
+        return torch.bmm(p, v).view(B, n_head, T, hd).transpose(1, 2).reshape(B, T, n_head * hd)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, p = ctx.saved_tensors
+        (q, k, v), (_, BH, T, hd), H = x.unbind(0), x.shape, ctx.n_head
+        dy = dy.view(BH // H, T, H, hd).transpose(1, 2).reshape(BH, T, hd)
+        g = torch.empty_like(x)
+        dq, dk, dv = g.unbind(0)
+        torch.bmm(p.transpose(1, 2), dy, out=dv)
+        ds = torch._softmax_backward_data(torch.bmm(dy, v.transpose(1, 2)), p, -1, p.dtype)
+        torch.bmm(ds, k, out=dq).mul_(hd**-0.5)
+        torch.bmm(ds.transpose(1, 2), q, out=dk).mul_(hd**-0.5)
+        return g.view(3, BH // H, H, T, hd).permute(1, 3, 0, 2, 4).reshape(BH // H, T, 3 * H, hd), None
+
 # %% ../nbs/04_model.ipynb #e40156f0
 class Attention(nn.Module):
     "Causal multi-head self-attention with optional rotary positions and angular bias."
@@ -115,6 +151,10 @@ class Attention(nn.Module):
         qk, v = qkv[:, :, : 2 * H], qkv[:, :, 2 * H :]
         if rope is not None:
             qk = _apply_rope(qk, *rope)  # queries and keys rotated together: one pass of element-wise operations
+        if (cache is None and not self.angular and 1 < T <= SHORT_CONTEXT and x.device.type == "cpu"
+                and not (self.training and self.dropout) and not torch.is_autocast_enabled("cpu")):
+            qkv = qkv if rope is None else torch.cat((qk, v), 2)
+            return self.proj(_ShortCausal.apply(qkv, H))
         q, k, v = qk[:, :, :H].transpose(1, 2), qk[:, :, H:].transpose(1, 2), v.transpose(1, 2)  # [B, H, T, hd]
         if cache is not None:
             k, v = cache.append(layer, k, v)

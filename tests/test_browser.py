@@ -80,6 +80,8 @@ def lab(tmp_path):
 
 
 def test_panel_in_a_real_browser(lab, tmp_path):
+    """The panel as a user drives it in JupyterLab (about 40 s: a real JupyterLab and Chromium, a run trained, the
+    page reloaded during it and the kernel restarted; each wait is for an event on the page)."""
     from playwright.sync_api import sync_playwright
     home, url = lab
     corpus = tmp_path / "corpus.txt"

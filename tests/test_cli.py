@@ -19,6 +19,7 @@ def one_error_line(r, code):
 
 
 def test_round_trip(home, tmp_path):
+    "Every verb of the shell on one model, as a user chains them (about 25 s: a `cllm` process a command)."
     r = run(home, "new", "m1", "--preset", "nano", "--layers", "3", "--target-epochs", "4")
     assert r.returncode == 0, r.stderr
     assert "3 layers" in r.stdout
@@ -77,6 +78,7 @@ def test_bad_input_one_line(home, args, code):
 
 
 def test_duplicate_and_bad_generate_settings(home):
+    "Each bad setting is one line and exit 1 or 2 (about 20 s: a `cllm` process, torch imported, a setting)."
     assert run(home, "new", "m", "--preset", "nano").returncode == 0
     one_error_line(run(home, "new", "m"), 1)
     one_error_line(run(home, "generate", "m", "--top-p", "0"), 1)
@@ -120,7 +122,8 @@ def test_panel_notebook_is_written_once(tmp_path):
 
 
 def test_a_panel_server_left_by_a_killed_cllm_panel_is_replaced(home, tmp_path):
-    "`cllm panel` killed with SIGKILL leaves its JupyterLab behind: the next one stops it and honours --port."
+    """`cllm panel` killed with SIGKILL leaves its JupyterLab behind: the next one stops it and honours --port.
+    (About 12 s: two JupyterLab servers started and waited for.)"""
     import re, signal
     from crystalline_nb.core import free_port
     env = cllm_env(home)

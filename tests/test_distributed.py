@@ -114,7 +114,8 @@ def test_a_dead_rank_stops_the_job(ws):
 
 
 def test_cli_nproc_and_ctrl_c(ws):
-    "The same `cllm train` command with --nproc 2 and without trains the same model: the batch size is global."
+    """The same `cllm train` command with --nproc 2 and without trains the same model: the batch size is global.
+    (About 20 s: torchrun starts two processes, each importing torch, twice.)"""
     env = cllm_env(ws.home)
     same = ["--max-steps", "6", "--batch-size", "4", "--seq-len", "32", "--epochs", "5"]
     r1 = subprocess.run([str(BIN / "cllm"), "train", "a", *same], capture_output=True, text=True, env=env, timeout=300)
@@ -186,7 +187,8 @@ def test_panel_with_two_processes(ws):
 
 
 def test_two_nodes_meet_and_train_and_a_missing_peer_is_said_in_one_line(ws):
-    "Two `cllm train --nnodes 2` commands on this machine (storage shared) train one model; a node alone says why."
+    """Two `cllm train --nnodes 2` commands on this machine (storage shared) train one model; a node alone says why.
+    (About 20 s: four torchrun launches, two of which wait out a short --peer-timeout.)"""
     from crystalline_nb.core import free_port
     env, port = cllm_env(ws.home), free_port()
     node = lambda rank, *extra: subprocess.Popen(

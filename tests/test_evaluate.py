@@ -70,6 +70,7 @@ def test_untrained_byte_model_spends_log2_259_bits_per_byte(home, tmp_path):
 
 
 def test_eval_bad_input_is_one_line(home, tmp_path):
+    "Each bad input to `cllm eval` is one line (about 13 s: a `cllm` process an input)."
     ws, src = make(home)
     (tmp_path / "bin.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
     for args, msg in [(["nope.txt"], "nothing to evaluate"), ([tmp_path / "bin.png"], "unsupported file type"),
@@ -114,6 +115,7 @@ def test_export_loads_in_transformers_with_the_same_logits_tokens_and_ids(home, 
 
 
 def test_export_bpe_tokenizer_ids_and_refusals(home, tmp_path):
+    "An exported BPE model read by transformers gives our ids and logits (about 14 s: importing transformers)."
     transformers = pytest.importorskip("transformers")
     ws = Workspace(home)
     ws.create("b", preset_name="nano", tokenizer="bpe", texts=[TEXT * 3], vocab_size=400, max_seq_len=64)
@@ -175,6 +177,7 @@ def test_tensorboard_run_resumed_after_a_kill_has_every_step_once(home):
 
 
 def test_history_compares_models_in_csv_json_table_and_plot(home, tmp_path):
+    "`cllm history` of two models in every format (about 11 s: a `cllm` process a format, and a plot)."
     ws, src = make(home)
     ws.copy("m", "n")
     Trainer(ws, "m", target_epochs=1, **RUN).run()

@@ -252,6 +252,7 @@ def test_killed_ingest_leaves_consistent_queue(ws, tmp_path):
 
 
 def test_cli_queue_and_show(ws, tmp_path, capsys):
+    "`cllm queue` and `cllm show` in every form (about 10 s: several adds and listings)."
     from crystalline_nb.cli import main
     (tmp_path / "a.txt").write_text("a small file\n")
     r = subprocess.run(

@@ -67,6 +67,7 @@ def test_loss_falls_and_epochs_persist(home):
 
 
 def test_exact_resume_in_a_new_process(home, tmp_path):
+    "A run stopped and resumed in a new process equals an uninterrupted one (about 10 s: three processes)."
     ws = make(home, "a")
     make(home, "b")
     kw = dict(target_epochs=2, **SETTINGS)
@@ -183,7 +184,8 @@ def test_nan_stops_without_touching_the_checkpoint(home, monkeypatch):
 
 
 def test_sigkill_at_random_moments_loses_nothing(home):
-    "Kill a training process many times mid-training; afterwards the losses equal those of an uninterrupted run."
+    """Kill a training process many times mid-training; afterwards the losses equal those of an uninterrupted run.
+    (About 30 s: each kill is followed by a fresh `cllm train` process, which imports torch.)"""
     ws = make(home, "ref")
     make(home, "k")
     kw = dict(target_epochs=3, save_every=2, **SETTINGS)
@@ -226,6 +228,7 @@ def test_sigkill_at_random_moments_loses_nothing(home):
 
 
 def test_cli_train_history_and_errors(home):
+    "`cllm train` and `cllm history` end to end, and each bad setting's one line (about 20 s: a process a command)."
     ws = make(home)
     env = cllm_env(home)
     def cllm(*a): return subprocess.run([str(BIN / "cllm"), *a], capture_output=True, text=True, env=env, timeout=300)
@@ -328,6 +331,7 @@ def test_reported_loss_is_the_optimised_one(home, monkeypatch):
 
 
 def test_demo_runs_and_continues(home, tmp_path):
+    "`cllm demo` twice: the second run continues the first (about 12 s: two processes that ingest and train)."
     env = {**cllm_env(home), "CLLM_DEMO_STEPS": "12"}  # a number of steps: the same test on a busy machine
     r1 = subprocess.run([str(BIN / "cllm"), "demo"], capture_output=True, text=True, env=env, timeout=300)
     assert r1.returncode == 0, r1.stderr
