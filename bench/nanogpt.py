@@ -22,7 +22,9 @@ biases, lr 1e-3 with 100 warm-up steps and a cosine decay to 1e-4 at the last st
 --n_layer=4 --n_head=4 --n_embd=128 --max_iters=N --lr_decay_iters=N --dropout=0.0) and saves its model after N
 iterations; its seed is varied a round (its `torch.manual_seed` offset by the round, its code unchanged). cllm
 runs `cllm new` and `cllm train` with the same settings and `--seed` the round, its target set so that the
-schedule ends at step N. The runs alternate (nanoGPT first in odd rounds, cllm first in even ones).
+schedule ends at step N. The two runs of a round are time-sliced (--slice, 2 s): both started, each let run in turn
+while the other is paused, so that both meet the same moments of a shared machine (its speed drifts by 20% over
+minutes here, which one run after the other turned into ratios from x0.8 to x1.1); who goes first alternates.
 
 Figures: tokens/s, the median over the iterations of each run (nanoGPT's per-iteration times from its log,
 cllm's from its history), and the held-out loss: each model, loaded from what its run saved (nanoGPT's own
@@ -30,7 +32,7 @@ cllm's from its history), and the held-out loss: each model, loaded from what it
 (mean cross-entropy in nats a byte). The speed ratio is the median of the rounds' ratios.
 """
 
-import argparse, importlib.util, io, os, pickle, random, re, statistics, subprocess, sys, tarfile, tempfile
+import importlib.util, io, os, pickle, random, re, signal, statistics, subprocess, sys, tarfile, tempfile
 from pathlib import Path
 import numpy as np
 from common import parser, BIN
@@ -88,22 +90,23 @@ SEEDED = ("import runpy, sys, torch; off = int(sys.argv.pop(1)); seed = torch.ma
           "torch.manual_seed = lambda s: seed(s + off); runpy.run_path('train.py', run_name='__main__')")
 
 
-def run_nanogpt(tree: Path, data: str, iters: int, out: Path, seed: int) -> dict:
-    "nanoGPT's README CPU command on dataset `data`: its median tokens/s, last-50 train loss and saved model."
+def nanogpt_job(tree: Path, data: str, iters: int, out: Path, seed: int):
+    "nanoGPT's README CPU command on dataset `data`, and what to make of its output (see `run_jobs`)."
     s = SHAPE
     cmd = [sys.executable, "-c", SEEDED, str(seed), "config/train_shakespeare_char.py", "--device=cpu",
            "--compile=False", "--eval_iters=20", "--log_interval=1", f"--block_size={s['block']}",
            f"--batch_size={s['batch']}", f"--n_layer={s['layers']}", f"--n_head={s['heads']}",
            f"--n_embd={s['d_model']}", f"--max_iters={iters}", f"--lr_decay_iters={iters}", "--dropout=0.0",
            f"--dataset={data}", f"--out_dir={out}", f"--eval_interval={iters}", "--always_save_checkpoint=True"]
-    r = subprocess.run(cmd, cwd=tree, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise SystemExit(f"error: nanoGPT failed: {r.stderr[-1500:]}")
-    rows = [(int(m[1]), float(m[2]), float(m[3])) for m in
-            re.finditer(r"iter (\d+): loss ([\d.]+), time ([\d.]+)ms", r.stdout)]
-    dts = [dt for i, _, dt in rows if 0 < i < iters]  # not the first step, nor the one after the final evaluation
-    return dict(tokens_per_s=s["batch"] * s["block"] / (statistics.median(dts) / 1000),
-                loss=float(np.mean([l for _, l, _ in rows[-50:]])), model=nanogpt_model(tree, out / "ckpt.pt"))
+
+    def finish(stdout: str) -> dict:
+        "Median tokens/s (per-iteration times from its log), last-50 train loss and the saved model."
+        rows = [(int(m[1]), float(m[2]), float(m[3])) for m in
+                re.finditer(r"iter (\d+): loss ([\d.]+), time ([\d.]+)ms", stdout)]
+        dts = [dt for i, _, dt in rows if 0 < i < iters]  # not the first step, nor the one after the evaluation
+        return dict(tokens_per_s=s["batch"] * s["block"] / (statistics.median(dts) / 1000),
+                    loss=float(np.mean([l for _, l, _ in rows[-50:]])), model=nanogpt_model(tree, out / "ckpt.pt"))
+    return dict(cmd=cmd, cwd=tree, env=None, finish=finish, name="nanoGPT")
 
 
 def nanogpt_model(tree: Path, ckpt: Path):
@@ -130,8 +133,8 @@ def cllm_cmd(home: Path):
     return run
 
 
-def run_cllm(home: Path, name: str, train_file: Path, iters: int, seed: int, extra: list[str]) -> dict:
-    "Train a fresh cllm model of nanoGPT's shape through `cllm train`: median tokens/s, train loss, its model."
+def cllm_job(home: Path, name: str, train_file: Path, iters: int, seed: int, extra: list[str]):
+    "A fresh cllm model of nanoGPT's shape with the text in its queue; its `cllm train` command (see `run_jobs`)."
     from crystalline_nb.workspace import Workspace
     from crystalline_nb.history import history
     from crystalline_nb.epochs import EpochPlan
@@ -143,12 +146,56 @@ def run_cllm(home: Path, name: str, train_file: Path, iters: int, seed: int, ext
     ws = Workspace(home)
     n = EpochPlan(ws.queue(name).rows()[0]["tokens"], s["block"], 0, 0, 0).n_train  # training positions an epoch
     target = iters * s["batch"] * s["block"] / n  # the cosine schedule ends at step `iters`, as nanoGPT's does
-    cllm("train", name, "--epochs", repr(target), "--batch-size", s["batch"], "--seq-len", s["block"], "--lr", "1e-3",
-         "--warmup", "100", "--min-lr-ratio", "0.1", "--weight-decay", "0.1", "--beta2", "0.99", "--grad-clip",
-         "1.0", "--max-steps", iters, "--save-every", 10**6, "--seed", seed, *extra)
-    h = history(ws, name)
-    return dict(tokens_per_s=float(np.median(h.tokens_per_s.values[1:])), loss=float(np.mean(h.loss.values[-50:])),
-                model=ws.load(name).model.eval())
+    cmd = [str(BIN / "cllm"), "train", name, "--epochs", repr(target), "--batch-size", s["batch"], "--seq-len",
+           s["block"], "--lr", "1e-3", "--warmup", "100", "--min-lr-ratio", "0.1", "--weight-decay", "0.1", "--beta2",
+           "0.99", "--grad-clip", "1.0", "--max-steps", iters, "--save-every", 10**6, "--seed", seed, *extra]
+
+    def finish(stdout: str) -> dict:
+        "Median tokens/s (per-step rates from its history), last-50 train loss and the saved model."
+        h = history(ws, name)
+        return dict(tokens_per_s=float(np.median(h.tokens_per_s.values[1:])),
+                    loss=float(np.mean(h.loss.values[-50:])), model=ws.load(name).model.eval())
+    return dict(cmd=list(map(str, cmd)), cwd=None, env={**os.environ, "CLLM_HOME": str(home)}, finish=finish,
+                name="cllm")
+
+
+def run_jobs(jobs: list[dict], slice_s: float) -> dict:
+    """Run the training commands of `jobs`, each result by its name. With `slice_s` > 0 they run time-sliced: all
+    started, each in turn let run for `slice_s` seconds while the others are stopped (SIGSTOP), so that every one
+    meets the same moments of a shared machine whose speed drifts over minutes; the few steps cut by a pause are
+    outliers that the medians leave out. With 0, one after the other."""
+    out = {}
+    if slice_s <= 0:
+        for j in jobs:
+            r = subprocess.run(j["cmd"], cwd=j["cwd"], env=j["env"], capture_output=True, text=True)
+            if r.returncode != 0:
+                raise SystemExit(f"error: {j['name']} failed: {r.stderr[-1500:]}")
+            out[j["name"]] = j["finish"](r.stdout)
+        return out
+    procs = []
+    for j in jobs:
+        log = tempfile.TemporaryFile("w+")
+        procs.append((j, log, subprocess.Popen(j["cmd"], cwd=j["cwd"], env=j["env"], stdout=log,
+                                               stderr=subprocess.STDOUT, text=True, start_new_session=True)))
+        os.killpg(procs[-1][2].pid, signal.SIGSTOP)
+    turn = 0
+    while any(p.poll() is None for _, _, p in procs):
+        live = [p for _, _, p in procs if p.poll() is None]
+        p = live[turn % len(live)]
+        os.killpg(p.pid, signal.SIGCONT)
+        try:
+            p.wait(timeout=slice_s)
+        except subprocess.TimeoutExpired:
+            if len(live) > 1:
+                os.killpg(p.pid, signal.SIGSTOP)
+        turn += 1
+    for j, log, p in procs:
+        log.seek(0)
+        text = log.read()
+        if p.returncode != 0:
+            raise SystemExit(f"error: {j['name']} failed: {text[-1500:]}")
+        out[j["name"]] = j["finish"](text)
+    return out
 
 
 def stored_tokens(home: Path, name: str) -> np.ndarray:
@@ -187,6 +234,8 @@ def main():
     ap.add_argument("--nanogpt-vocab", choices=("bytes", "corpus"), default="bytes",
                     help="nanoGPT's vocabulary: the byte ids cllm uses (259), or only the symbols the text holds, "
                          "renumbered, as nanoGPT's own char-level data preparation makes it")
+    ap.add_argument("--slice", type=float, default=2.0,
+                    help="seconds each run goes on while the other is paused (0: one run after the other)")
     ap.add_argument("--cllm-args", default="", help="more `cllm train` options for the cllm runs (quoted)")
     a = ap.parse_args()
     if not a.nanogpt or not Path(a.nanogpt).exists():
@@ -223,12 +272,10 @@ def main():
           f"{rounds} round(s); {torch.get_num_threads()} threads; nanoGPT's vocabulary {vocab}")
     res = {"nanoGPT": [], "cllm": []}
     for r in range(rounds):
-        order = ["nanoGPT", "cllm"] if r % 2 == 0 else ["cllm", "nanoGPT"]
-        for who in order:
-            if who == "nanoGPT":
-                x = run_nanogpt(tree, "bench", iters, tmp / f"out{r}", r)
-            else:
-                x = run_cllm(home, f"m{r}", tmp / "train.txt", iters, r, a.cllm_args.split())
+        jobs = [nanogpt_job(tree, "bench", iters, tmp / f"out{r}", r),
+                cllm_job(home, f"m{r}", tmp / "train.txt", iters, r, a.cllm_args.split())]
+        got = run_jobs(jobs if r % 2 == 0 else jobs[::-1], a.slice)  # who goes first alternates
+        for who, x in got.items():
             scored = val if who == "cllm" else n_val
             x["heldout"] = heldout_loss(x.pop("model"), scored, SHAPE["block"], who == "cllm")
             res[who].append(x)

@@ -9,7 +9,8 @@ constant.
 ingests it and trains --steps steps (an epoch of 58M tokens takes hours on a CPU; memory is settled after a few
 hundred steps), and reports its memory; flat means 64x/1x within 1.10.
 --gb N: N GB of text written as 100 files, ingested by `Queue.add_paths` in a fresh process (seconds, MB/s, peak
-memory of the ingestion), then --steps steps trained on it (peak and anonymous memory).
+memory of the ingestion, and the ratio to a reference pass over the same files in the same run:
+`common.reference_pass`), then --steps steps trained on it (peak and anonymous memory).
 --epoch-data (with --gb): then, in another fresh process, the data side of one whole epoch: every training window of
 the epoch read in the trainer's order (its `EpochPlan` and `gather`, batches of 32 x 64) without the model, with
 the time, the memory at each tenth of the epoch, and a check that every training position was read exactly once (the
@@ -21,7 +22,7 @@ It takes about an hour for 1 GB on a 2-core CPU (300-400k tokens/s).
 """
 import json, os, re, subprocess, sys, tempfile, textwrap, time
 from pathlib import Path
-from common import parser
+from common import machine, parser, reference_pass
 
 CHILD = textwrap.dedent("""
     import json, sys, tempfile, time
@@ -182,12 +183,16 @@ def main():
         size = write_corpus(folder, int(a.gb * 1e9))
         home = tempfile.mkdtemp()
         layers = 1 if a.epoch_train else 2
+        _, ref1 = reference_pass([folder])  # also brings the files into the page cache
         d = child(0, -1, str(folder), home=home, layers=layers)
+        ref = min(ref1, reference_pass([folder])[1])
         trained = child(-1, a.steps, home=home, layers=layers)
         d.update({k: v for k, v in trained.items() if k in ("hwm", "anon", "file")})
         print(f"{size / 1e9:.2f} GB in 100 files: ingested in {d['ingest_s']:.0f} s "
               f"({size / 1e6 / d['ingest_s']:.1f} MB/s),"
-              f" {d['queue']:,} tokens; peak RSS of the ingestion {d['ingest_hwm']:.0f} MiB")
+              f" {d['queue']:,} tokens; peak RSS of the ingestion {d['ingest_hwm']:.0f} MiB; reference pass (read, "
+              f"decode, SHA-256; one process, before and after) {size / 1e6 / ref:.1f} MB/s: ratio "
+              f"{ref / d['ingest_s']:.3f} ({machine()})")
         print(f"then {a.steps} steps trained on it in a fresh process: peak RSS {d['hwm']:.0f} MiB, anonymous "
               f"{d['anon']:.0f} MiB, file-backed {d['file']:.0f} MiB")
         if a.epoch_data:
