@@ -109,7 +109,7 @@ def describe_changes(ch: dict) -> str:
 
 # %% ../nbs/14_trainer.ipynb #158eb61f
 def optimizer_for(model: CLLM, s: TrainSettings, fused: bool = False) -> torch.optim.AdamW:
-    "AdamW with weight decay on matrices only: the fused kernel if `fused` (CUDA, CPU), else the vectorised `foreach` one."
+    "AdamW with weight decay on matrices only: the fused kernel if `fused` (CUDA, CPU), else the `foreach` one."
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     groups = [dict(params=decay, weight_decay=s.weight_decay), dict(params=no_decay, weight_decay=0.0)]
