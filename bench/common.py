@@ -66,6 +66,9 @@ def reference_pass(paths) -> tuple[int, float]:
 
 def machine() -> str:
     "Cores and CPU model of this machine, for the figures' heading."
-    model = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?") \
-        if os.path.exists("/proc/cpuinfo") else "?"
+    import platform
+    model = platform.processor() or "?"
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model)
     return f"{os.cpu_count()} cores, {model}"

@@ -147,8 +147,9 @@ def with_reference(ws: Workspace, name: str, paths, **kw):
 
 def given(paths: list[str], ws: Workspace):
     "MB/s of adding `paths` (files and folders) into a fresh byte model, beside the reference pass."
-    size = sum(f.stat().st_size for f in files_under(paths))
-    print(f"{machine()}; {len(files_under(paths)):,} files")
+    files = files_under(paths)
+    size = sum(f.stat().st_size for f in files)
+    print(f"{machine()}; {len(files):,} files")
     dt, rep, ratio = with_reference(ws, "given", paths)
     print(f"{size / 1e6:.0f} MB in {dt:.2f} s: {size / 1e6 / dt:.1f} MB/s, {rep.tokens:,} tokens; ratio {ratio:.3f}")
     print(f"  {rep.summary()}")

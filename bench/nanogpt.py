@@ -86,8 +86,8 @@ def unpack_nanogpt(src: Path, dest: Path) -> Path:
 
 
 # runs nanoGPT's train.py as its own command line does, with torch.manual_seed offset by argv[1]
-SEEDED = ("import runpy, sys, torch; off = int(sys.argv.pop(1)); seed = torch.manual_seed; "
-          "torch.manual_seed = lambda s: seed(s + off); runpy.run_path('train.py', run_name='__main__')")
+SEEDED = "\n".join(["import runpy, sys, torch", "off = int(sys.argv.pop(1))", "seed = torch.manual_seed",
+                    "torch.manual_seed = lambda s: seed(s + off)", "runpy.run_path('train.py', run_name='__main__')"])
 
 
 def nanogpt_job(tree: Path, data: str, iters: int, out: Path, seed: int):

@@ -113,7 +113,7 @@ class _ShortCausal(torch.autograd.Function):
     def backward(ctx, dy):
         x, p = ctx.saved_tensors
         (q, k, v), (_, BH, T, hd), H = x.unbind(0), x.shape, ctx.n_head
-        dy = dy.view(BH // H, T, H, hd).transpose(1, 2).reshape(BH, T, hd)
+        dy = dy.reshape(BH // H, T, H, hd).transpose(1, 2).reshape(BH, T, hd)  # whatever layout autograd gives
         g = torch.empty_like(x)
         dq, dk, dv = g.unbind(0)
         torch.bmm(p.transpose(1, 2), dy, out=dv)
