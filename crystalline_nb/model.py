@@ -90,6 +90,17 @@ def _mm(bias, x, wt):
 SHORT_CONTEXT = 128  # windows up to this long use `_ShortCausal` on the CPU (measured faster there; see the bench)
 
 
+_MASKS = {}  # (T, dtype, device): a `_future_mask` (a plain dict: torch.compile traces through it)
+
+
+def _future_mask(T: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    "[T, T] scores to add: -inf where a key lies after its query, else 0 (made once a shape, read-only)."
+    m = _MASKS.get((T, dtype, device))
+    if m is None:
+        m = _MASKS[(T, dtype, device)] = torch.full((T, T), float("-inf"), dtype=dtype, device=device).triu_(1)
+    return m
+
+
 class _ShortCausal(torch.autograd.Function):
     """Causal self-attention of short windows on the CPU: the scores of a window held whole, as three batched products
     and a softmax forward and five products backward, from the projections `qkv` [B, T, 3H, hd] (queries, keys,
@@ -103,8 +114,8 @@ class _ShortCausal(torch.autograd.Function):
         B, T, _, hd = qkv.shape
         x = qkv.view(B, T, 3, n_head, hd).permute(2, 0, 3, 1, 4).reshape(3, B * n_head, T, hd)  # one copy
         q, k, v = x.unbind(0)
-        mask = torch.full((T, T), float("-inf"), dtype=qkv.dtype, device=qkv.device).triu_(1)
-        p = torch.softmax(torch.baddbmm(mask, q, k.transpose(1, 2), alpha=hd**-0.5), -1)  # [B*H, T, T]
+        p = torch.softmax(torch.baddbmm(_future_mask(T, qkv.dtype, qkv.device), q, k.transpose(1, 2), alpha=hd**-0.5),
+                          -1)  # [B*H, T, T]
         ctx.save_for_backward(x, p)
         ctx.n_head = n_head
         return torch.bmm(p, v).view(B, n_head, T, hd).transpose(1, 2).reshape(B, T, n_head * hd)
@@ -118,8 +129,8 @@ class _ShortCausal(torch.autograd.Function):
         dq, dk, dv = g.unbind(0)
         torch.bmm(p.transpose(1, 2), dy, out=dv)
         ds = torch._softmax_backward_data(torch.bmm(dy, v.transpose(1, 2)), p, -1, p.dtype)
-        torch.bmm(ds, k, out=dq).mul_(hd**-0.5)
-        torch.bmm(ds.transpose(1, 2), q, out=dk).mul_(hd**-0.5)
+        dq.baddbmm_(ds, k, beta=0, alpha=hd**-0.5)  # the scale inside the product (beta 0: what dq held is ignored)
+        dk.baddbmm_(ds.transpose(1, 2), q, beta=0, alpha=hd**-0.5)
         return g.view(3, BH // H, H, T, hd).permute(1, 3, 0, 2, 4).reshape(BH // H, T, 3 * H, hd), None
 
 # %% ../nbs/04_model.ipynb #e40156f0
@@ -145,6 +156,11 @@ class Attention(nn.Module):
         return self.bias_scale[None, :, None, None] * s.float()
 
     def forward(self, x, rope=None, ids=None, cache: KVCache | None = None, layer: int = 0, k_ids=None):
+        "The attention's output [B, T, C] for the normalised stream `x` [B, T, C]: `proj` of the `heads`."
+        return self.proj(self.heads(x, rope, ids, cache, layer, k_ids))
+
+    def heads(self, x, rope=None, ids=None, cache: KVCache | None = None, layer: int = 0, k_ids=None):
+        "The heads' outputs side by side [B, T, C], before the output projection (`Block` adds that to the stream)."
         B, T, C = x.shape
         H = self.n_head
         qkv = self.qkv(x).view(B, T, 3 * H, self.hd)
@@ -154,7 +170,7 @@ class Attention(nn.Module):
         if (cache is None and not self.angular and 1 < T <= SHORT_CONTEXT and x.device.type == "cpu"
                 and not (self.training and self.dropout) and not torch.is_autocast_enabled("cpu")):
             qkv = qkv if rope is None else torch.cat((qk, v), 2)
-            return self.proj(_ShortCausal.apply(qkv, H))
+            return _ShortCausal.apply(qkv, H)
         q, k, v = qk[:, :, :H].transpose(1, 2), qk[:, :, H:].transpose(1, 2), v.transpose(1, 2)  # [B, H, T, hd]
         if cache is not None:
             k, v = cache.append(layer, k, v)
@@ -169,8 +185,7 @@ class Attention(nn.Module):
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=causal, dropout_p=self.dropout if self.training else 0.0
         )
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.proj(y)
+        return y.transpose(1, 2).contiguous().view(B, T, C)
 
 # %% ../nbs/04_model.ipynb #0bf2d230
 class MLP(nn.Module):
@@ -185,8 +200,24 @@ class MLP(nn.Module):
         )
 
     def forward(self, x):
-        h = self.out(F.gelu(self.fc(x)))
+        h = self.out(self.hidden(x))
         return self.drop(h) if self.training and self.drop.p else h  # no call at all when inactive (generation)
+
+    def hidden(self, x):
+        "The activations [.., d_ff] before the output layer."
+        return F.gelu(self.fc(x))
+
+# %% ../nbs/04_model.ipynb #111e1f0b
+def _add_linear(x, y, lin: nn.Linear):
+    """`x + lin(y)`: the stream `x` [.., C] plus the layer `lin` applied to `y` [.., n], the sum made by the matrix
+    product itself (`torch.addmm` adds x as it writes), not by a pass of its own over the stream (1-2% of a CPU step
+    at nanoGPT's shape, bench/README.md). Under autocast the plain sum: there the product runs in lower precision and
+    the stream must not."""
+    if torch.is_autocast_enabled(x.device.type):
+        return x + lin(y)
+    out = torch.addmm(x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1]), lin.weight.t()).view(x.shape)
+    return out if lin.bias is None else out.add_(lin.bias)
+
 
 # %% ../nbs/04_model.ipynb #6f2b4bb6
 class Block(nn.Module):
@@ -198,8 +229,10 @@ class Block(nn.Module):
         self.ln2, self.mlp = nn.LayerNorm(cfg.d_model, bias=cfg.bias), MLP(cfg)
 
     def forward(self, x, rope=None, ids=None, cache: KVCache | None = None, layer: int = 0, k_ids=None):
-        x = x + self.attn(self.ln1(x), rope, ids, cache, layer, k_ids)
-        return x + self.mlp(self.ln2(x))
+        x = _add_linear(x, self.attn.heads(self.ln1(x), rope, ids, cache, layer, k_ids), self.attn.proj)
+        if self.training and self.mlp.drop.p:
+            return x + self.mlp(self.ln2(x))
+        return _add_linear(x, self.mlp.hidden(self.ln2(x)), self.mlp.out)
 
     def zero_output(self):
         "Zero the output projections so that the block is the identity (used by `grow`)."

@@ -18,8 +18,8 @@ from .core import fmt_duration, one_line
 from .config import (CLLMConfig, TrainSettings, TrainingError, MAX_LAYERS, flops_per_token,
                                    check_target_epochs, settings_signature)
 from .device import (resolve_device, resolve_precision, check_model_device, device_label, autocast,
-                                   grad_scaler, use_fast_paths, fused_adamw, to_device, matmul_peak, mfu, rng_state,
-                                   set_rng_state, is_out_of_memory, memory_report)
+                                   grad_scaler, use_fast_paths, fused_adamw, steady_heap, to_device, matmul_peak, mfu,
+                                   rng_state, set_rng_state, is_out_of_memory, memory_report)
 from .model import CLLM
 from .workspace import Workspace, model_lock, write_checkpoint, read_checkpoint, drop_checkpoints_after
 from .queue import Queue, bytes_per_token
@@ -688,7 +688,8 @@ def run(self: Trainer, max_steps: int | None = None, max_time: float | None = No
                 from torch.nn.parallel import DistributedDataParallel
                 ids = [self.device.index] if self.device.type == "cuda" else None  # one GPU per process
                 self.net = self.ddp = DistributedDataParallel(self.net, device_ids=ids)
-            summary = self._train_loop(max_steps, max_time, t0)
+            with steady_heap():  # what a step frees serves the next one (glibc)
+                summary = self._train_loop(max_steps, max_time, t0)
             self.history.event(**self._emit("stop" if summary["reason"] == "stop" else "done", **summary))
             return summary
     except Exception as e:

@@ -242,3 +242,33 @@ def test_mfu_is_never_over_one_when_the_peak_was_measured_at_a_busy_moment():
     util, peak = D.mfu(true_peak / 10, "cpu", "fp32")  # a run faster than that peak
     assert util <= 1.0 and peak >= true_peak / 10 and D._PEAK[key] == peak
     assert D.mfu(peak / 4, "cpu", "fp32") == (0.25, peak)  # below the peak: no new measurement
+
+
+HEAP = """
+import os, sys, threading, torch
+from crystalline_nb.device import steady_heap, MiB
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / MiB
+def step():  # what a training step does: take 20 MB of activations and free them
+    t = torch.ones(5 * MiB)
+    used = rss()
+    del t
+    print(used, rss())
+with steady_heap():
+    step()
+    th = threading.Thread(target=step)  # the panel trains in a thread of the kernel
+    th.start()
+    th.join()
+print(rss())
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists() or not hasattr(__import__("ctypes").CDLL(None), "mallopt"),
+                    reason="glibc on Linux only")
+def test_a_run_keeps_freed_activations_for_the_next_step_and_hands_them_back_after():
+    "Within `steady_heap` what a step frees stays resident, on the main thread and in a thread; afterwards it goes."
+    out = subprocess.run([str(BIN / "python"), "-c", HEAP], capture_output=True, text=True, check=True).stdout.split()
+    main_used, main_kept, thread_used, thread_kept, after = map(float, out)
+    assert main_kept > main_used - 5 and thread_kept > thread_used - 5  # no page handed back within a run
+    assert after < main_kept - 15  # the main heap's free top handed back when the run ends

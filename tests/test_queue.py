@@ -428,28 +428,37 @@ def test_near_duplicates_within_one_ingestion_and_from_another_open_one(ws):
     assert [r["source"] for r in q.rows()] == ["b2", "b3", "a1", "a4"]
 
 
+# `cllm add` as its command line runs it, held in the middle of the big file: once more than 1 MB of it lies in the
+# shard being written, the writer says so (a file) and waits there until the signal comes
+HELD = """
+import sys, time
+from pathlib import Path
+import crystalline_nb.queue as Q
+from crystalline_nb.cli import main
+marker, wrote = Path(sys.argv.pop(1)), Q._ShardWriter._wrote
+def held(self, nbytes):
+    wrote(self, nbytes)
+    if self.f.tell() > 1 << 20 and not marker.exists():
+        marker.touch()
+        while True:
+            time.sleep(0.05)
+Q._ShardWriter._wrote = held
+sys.argv[0] = "cllm"
+sys.exit(main())
+"""
+
+
 def test_cli_ctrl_c_keeps_the_files_read_whole_and_a_rerun_goes_on(ws, tmp_path):
     d = tmp_path / "folder"
     d.mkdir()
     for i in range(20):
         (d / f"a{i:02}.txt").write_text(f"small file {i} about the clock lattice.\n")
     (d / "z_big.txt").write_text(("a long line of text about rings and clocks. " * 200 + "\n") * 4000)  # about 36 MB
-    env = cllm_env(ws.home)
-    p = subprocess.Popen(
-        [str(BIN / "cllm"), "add", "m", str(d)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    env, marker = cllm_env(ws.home), tmp_path / "in-the-big-file"
+    p = subprocess.Popen([str(BIN / "python"), "-c", HELD, str(marker), "add", "m", str(d)], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     shards = ws.path("m") / "queue" / "shards"
-    deadline = time.time() + 60
-
-    def written():  # bytes in the shard being written: over 1 MB, the big file is being read
-        n = 0
-        for f in shards.glob(".tmp-*"):
-            try:
-                n += f.stat().st_size
-            except FileNotFoundError:  # committed meanwhile
-                pass
-        return n
-    while written() < 1 << 20 and time.time() < deadline:
+    while not marker.exists() and p.poll() is None:  # an event: the big file is being added
         time.sleep(0.01)
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=60)
