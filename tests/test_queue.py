@@ -429,12 +429,14 @@ def test_near_duplicates_within_one_ingestion_and_from_another_open_one(ws):
 
 
 # `cllm add` as its command line runs it, held in the middle of the big file: once more than 1 MB of it lies in the
-# shard being written, the writer says so (a file) and waits there until the signal comes
+# shard being written, the writer says so (a file) and waits there until the signal comes. Ctrl-C raises in it even
+# when the suite itself was started in the background (a shell's background job inherits SIGINT ignored)
 HELD = """
-import sys, time
+import signal, sys, time
 from pathlib import Path
 import crystalline_nb.queue as Q
 from crystalline_nb.cli import main
+signal.signal(signal.SIGINT, signal.default_int_handler)
 marker, wrote = Path(sys.argv.pop(1)), Q._ShardWriter._wrote
 def held(self, nbytes):
     wrote(self, nbytes)
