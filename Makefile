@@ -36,7 +36,7 @@ docs: $(VENV)/.installed
 	@echo "docs site in _proc/_docs"
 
 bench: $(VENV)/.installed
-	@for f in plot_cost panel_overhead history_speed profile_step train_throughput ingest_speed extraction generate_speed scaling kill_trials bad_inputs concurrency ddp_throughput gpu nanogpt; do \
+	@for f in plot_cost panel_overhead history_speed profile_step step_ab train_throughput ingest_speed extraction generate_speed scaling kill_trials bad_inputs concurrency ddp_throughput gpu nanogpt; do \
 	  echo "== bench/$$f.py --quick"; $(PY) bench/$$f.py --quick || exit 1; echo; done
 
 clean-venv:
