@@ -5,19 +5,19 @@ Usage: python bench/step_ab.py [--quick] [--steps N] [--against REV] [--nanogpt 
 
 Each contender is a model of the shape (4 layers, 4 heads, width 128, MLP 512, learned positions, no biases, block 64,
 batch 12, vocabulary 259) with the optimizer its trainer uses (this package: AdamW as `trainer.optimizer_for` makes
-it, fused on the CPU where `device.fused_adamw` says so; nanoGPT: its `configure_optimizers`), and does the same work a
-step: forward, cross-entropy, backward, gradient clipping at 1.0, the optimizer's step, zeroing the gradients, the
-loss read out. All train on the same batches of the stdlib's docstrings (byte ids). Steps alternate, so every
-contender meets the same moments of a machine whose speed drifts; the figures are the medians of chunks of K steps
-(the machine's state shows in their level) and of the whole run; beside them each other contender's step time over
+it, fused on the CPU where `device.fused_adamw` says so, and nanoGPT its `configure_optimizers`), and does the same
+work a step: forward, cross-entropy, backward, gradient clipping at 1.0, the optimizer's step, zeroing the gradients,
+the loss read out. All train on the same batches of the stdlib's docstrings (byte ids). Steps alternate, so every
+contender meets the same moments of a machine whose speed drifts. The figures are the medians of chunks of K steps
+(the machine's state shows in their level) and of the whole run, and beside them each other contender's step time over
 the first's, the median of the ratios step by step (a pair of steps meets the same moment).
 
 --against REV: the package as it was at git revision REV (`git archive`, imported under another name), its own
 model and optimizer. --nanogpt PATH: a nanoGPT checkout or bare mirror (its model.py, read in a temporary folder).
 What is measured is the step alone: data loading, bookkeeping and the process's memory policy (`device.steady_heap`,
-which a `cllm train` run sets) are the same for all here; `bench/nanogpt.py` measures whole runs.
+which a `cllm train` run sets) are the same for all here. `bench/nanogpt.py` measures whole runs.
 
---threads N calls `torch.set_num_threads(N)` first; the default, 0, leaves torch's own choice, as `cllm train` (without
+--threads N calls `torch.set_num_threads(N)` first. The default, 0, leaves torch's own choice, as `cllm train` (without
 --threads) and nanoGPT's train.py both run. The call is not neutral: with it, in one process, nanoGPT's step measured
 0.8-1.6 ms slower and ours 0.3-1.2 ms faster than without (2 threads either way), which moves their ratio by 4-5%.
 """
@@ -46,7 +46,7 @@ def package_at(rev: str):
 
 
 def cllm_contender(pkg: str):
-    "A model of the shape and its trainer's optimizer, from package `pkg`; and its step's forward."
+    "A model of the shape, its trainer's optimizer (from package `pkg`) and its step's forward."
     cfg_mod, model_mod = importlib.import_module(f"{pkg}.config"), importlib.import_module(f"{pkg}.model")
     trainer, device = importlib.import_module(f"{pkg}.trainer"), importlib.import_module(f"{pkg}.device")
     torch.manual_seed(0)
@@ -85,7 +85,7 @@ def batches(n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 def step(model, opt, loss_of, x, y) -> float:
-    "One training step; its seconds."
+    "One training step: its seconds."
     t = time.perf_counter()
     loss = loss_of(x, y)
     loss.backward()
@@ -98,10 +98,10 @@ def step(model, opt, loss_of, x, y) -> float:
 
 def main():
     ap = parser(__doc__)
-    ap.add_argument("--steps", type=int, default=None, help="steps of each contender (default 1000; --quick 60)")
+    ap.add_argument("--steps", type=int, default=None, help="steps of each contender (default 1000, --quick 60)")
     ap.add_argument("--against", default=None, help="a git revision of this package to measure beside this tree")
     ap.add_argument("--nanogpt", default=None, help="a nanoGPT checkout (or bare mirror) to measure beside this tree")
-    ap.add_argument("--chunk", type=int, default=None, help="steps a chunk (default 50; --quick 20)")
+    ap.add_argument("--chunk", type=int, default=None, help="steps a chunk (default 50, --quick 20)")
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads(N) first (default 0: torch's choice)")
     a = ap.parse_args()
     if a.threads < 0:
@@ -132,8 +132,8 @@ def main():
         ms = "".join(f"{statistics.median(secs[k][a:b]) * 1e3:>14.2f}" for k in names)
         return f"{label:>11}" + ms + "".join(
             f"{statistics.median(o / t for o, t in zip(secs[k][a:b], secs[first][a:b])):>16.3f}" for k in names[1:])
-    print(f"{steps} steps each, alternating, batch {BATCH} x {BLOCK}, {torch.get_num_threads()} threads; ms a step "
-          f"(median of {chunk}-step chunks); x = the other's step time over {first}'s, step by step (median)")
+    print(f"{steps} steps each, alternating, batch {BATCH} x {BLOCK}, {torch.get_num_threads()} threads, ms a step "
+          f"(median of {chunk}-step chunks), x = the other's step time over {first}'s, step by step (median)")
     print(f"{'steps':>11}" + "".join(f"{k:>14}" for k in names) + "".join(f"{'x ' + k:>16}" for k in names[1:]))
     for i in range(3, steps, chunk):  # the first 3 steps warm up
         print(row(f"{i}-{min(i + chunk, steps) - 1}", i, i + chunk))

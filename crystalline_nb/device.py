@@ -11,10 +11,9 @@ import torch
 from .config import CLLMConfig, DEVICES, PRECISIONS
 
 # %% auto #0
-__all__ = ['DTYPES', 'GiB', 'M_TRIM_THRESHOLD', 'M_MMAP_THRESHOLD', 'MiB', 'DeviceError', 'available_devices', 'resolve_device',
-           'device_label', 'check_model_device', 'resolve_precision', 'autocast', 'grad_scaler', 'use_fast_paths',
-           'fused_adamw', 'to_device', 'synchronize', 'steady_heap', 'matmul_peak', 'mfu', 'rng_state', 'set_rng_state',
-           'is_out_of_memory', 'memory_report']
+__all__ = ['DTYPES', 'GiB', 'DeviceError', 'available_devices', 'resolve_device', 'device_label', 'check_model_device',
+           'resolve_precision', 'autocast', 'grad_scaler', 'use_fast_paths', 'fused_adamw', 'to_device', 'synchronize',
+           'steady_heap', 'matmul_peak', 'mfu', 'rng_state', 'set_rng_state', 'is_out_of_memory', 'memory_report']
 
 # %% ../nbs/02_device.ipynb #8e31d284
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -149,8 +148,8 @@ def synchronize(device: torch.device):
 
 # %% ../nbs/02_device.ipynb #96daba08
 _HEAP = dict(runs=0, lock=threading.Lock())
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
-MiB = 1 << 20
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+_MiB = 1 << 20
 
 
 def _glibc():
@@ -168,22 +167,22 @@ def steady_heap():
     activations a training step frees serve the next step (handing them back and faulting them in again page by page
     cost 2-4% of a CPU step at nanoGPT's shape, bench/README.md). When the last of the process's runs leaves, the top
     is kept up to 64 MiB again (what glibc's own adjustment reaches) and the free memory handed back to the system.
-    Runs may nest or overlap (threads); elsewhere than glibc nothing changes."""
+    Runs may nest or overlap (threads). Elsewhere than glibc nothing changes."""
     libc = _glibc()
     if libc is None:
         yield
         return
     with _HEAP["lock"]:
         _HEAP["runs"] += 1
-        libc.mallopt(M_MMAP_THRESHOLD, 32 * MiB)
-        libc.mallopt(M_TRIM_THRESHOLD, 1024 * MiB)
+        libc.mallopt(_M_MMAP_THRESHOLD, 32 * _MiB)
+        libc.mallopt(_M_TRIM_THRESHOLD, 1024 * _MiB)
     try:
         yield
     finally:
         with _HEAP["lock"]:
             _HEAP["runs"] -= 1
             if _HEAP["runs"] == 0:
-                libc.mallopt(M_TRIM_THRESHOLD, 64 * MiB)
+                libc.mallopt(_M_TRIM_THRESHOLD, 64 * _MiB)
                 libc.malloc_trim(0)
 
 

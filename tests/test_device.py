@@ -246,7 +246,8 @@ def test_mfu_is_never_over_one_when_the_peak_was_measured_at_a_busy_moment():
 
 HEAP = """
 import os, sys, threading, torch
-from crystalline_nb.device import steady_heap, MiB
+from crystalline_nb.device import steady_heap
+MiB = 1 << 20
 def rss():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / MiB
@@ -267,7 +268,7 @@ print(rss())
 @pytest.mark.skipif(not Path("/proc/self/statm").exists() or not hasattr(__import__("ctypes").CDLL(None), "mallopt"),
                     reason="glibc on Linux only")
 def test_a_run_keeps_freed_activations_for_the_next_step_and_hands_them_back_after():
-    "Within `steady_heap` what a step frees stays resident, on the main thread and in a thread; afterwards it goes."
+    "Within `steady_heap` what a step frees stays resident, on the main thread and in a thread. Afterwards it goes."
     out = subprocess.run([str(BIN / "python"), "-c", HEAP], capture_output=True, text=True, check=True).stdout.split()
     main_used, main_kept, thread_used, thread_kept, after = map(float, out)
     assert main_kept > main_used - 5 and thread_kept > thread_used - 5  # no page handed back within a run
