@@ -1,6 +1,7 @@
 """cllm train against nanoGPT's own train.py on nanoGPT's README CPU configuration: speed and held-out loss.
 
 Usage: python bench/nanogpt.py --nanogpt PATH [--quick] [--rounds N] [--iters N] [--text PATH ...]
+                               [--cllm-args "OPTIONS" ...]
 
 PATH is a nanoGPT checkout (a work tree with train.py, or a bare git mirror, read with `git archive`); nothing
 of it is copied into this project: it is unpacked into a temporary folder for the run. Without PATH (or the
@@ -17,14 +18,17 @@ does; about 100 for English text) while cllm keeps its 259: the same sequence, f
 
 Both train the same shape: 4 layers, 4 heads, width 128, MLP 512, learned positions, block 64, batch 12, no
 biases, lr 1e-3 with 100 warm-up steps and a cosine decay to 1e-4 at the last step, weight decay 0.1, AdamW betas
-(0.9, 0.99), clipping 1.0, no dropout, fp32 on the CPU with the same thread count. nanoGPT runs its README command
-(train.py config/train_shakespeare_char.py --device=cpu --compile=False --block_size=64 --batch_size=12
---n_layer=4 --n_head=4 --n_embd=128 --max_iters=N --lr_decay_iters=N --dropout=0.0) and saves its model after N
-iterations; its seed is varied a round (its `torch.manual_seed` offset by the round, its code unchanged). cllm
-runs `cllm new` and `cllm train` with the same settings and `--seed` the round, its target set so that the
-schedule ends at step N. The two runs of a round are time-sliced (--slice, 2 s): both started, each let run in turn
-while the other is paused, so that both meet the same moments of a shared machine (its speed drifts by 20% over
+(0.9, 0.99), clipping 1.0, no dropout, the same thread count, fp32 (and cllm in bf16 too, below). nanoGPT runs
+its README command (train.py config/train_shakespeare_char.py --device=cpu --compile=False --block_size=64
+--batch_size=12 --n_layer=4 --n_head=4 --n_embd=128 --max_iters=N --lr_decay_iters=N --dropout=0.0) and saves its
+model after N iterations; its seed is varied a round (its `torch.manual_seed` offset by the round, its code
+unchanged). cllm runs `cllm new` and `cllm train` with the same settings and `--seed` the round, its target set so
+that the schedule ends at step N. The runs of a round are time-sliced (--slice, 2 s): all started, each let run in turn
+while the others are paused, so that all meet the same moments of a shared machine (its speed drifts by 20% over
 minutes here, which one run after the other turned into ratios from x0.8 to x1.1); who goes first alternates.
+--cllm-args takes sets of `cllm train` options, each a cllm run of its own in every round: `--cllm-args "" "--precision
+bf16"` (the default where the CPU has bf16 units, AVX512_BF16 or AMX; elsewhere `""` alone) runs cllm as it is
+(fp32 on the CPU) and cllm in bf16 beside nanoGPT (fp32: its train.py runs no autocast on the CPU), all time-sliced.
 
 Figures: tokens/s, the median over the iterations of each run (nanoGPT's per-iteration times from its log,
 cllm's from its history), and the held-out loss: each model, loaded from what its run saved (nanoGPT's own
@@ -133,7 +137,7 @@ def cllm_cmd(home: Path):
     return run
 
 
-def cllm_job(home: Path, name: str, train_file: Path, iters: int, seed: int, extra: list[str]):
+def cllm_job(home: Path, name: str, train_file: Path, iters: int, seed: int, extra: list[str], label: str = "cllm"):
     "A fresh cllm model of nanoGPT's shape with the text in its queue; its `cllm train` command (see `run_jobs`)."
     from crystalline_nb.workspace import Workspace
     from crystalline_nb.history import history
@@ -156,7 +160,7 @@ def cllm_job(home: Path, name: str, train_file: Path, iters: int, seed: int, ext
         return dict(tokens_per_s=float(np.median(h.tokens_per_s.values[1:])),
                     loss=float(np.mean(h.loss.values[-50:])), model=ws.load(name).model.eval())
     return dict(cmd=list(map(str, cmd)), cwd=None, env={**os.environ, "CLLM_HOME": str(home)}, finish=finish,
-                name="cllm")
+                name=label)
 
 
 def run_jobs(jobs: list[dict], slice_s: float) -> dict:
@@ -236,7 +240,9 @@ def main():
                          "renumbered, as nanoGPT's own char-level data preparation makes it")
     ap.add_argument("--slice", type=float, default=2.0,
                     help="seconds each run goes on while the other is paused (0: one run after the other)")
-    ap.add_argument("--cllm-args", default="", help="more `cllm train` options for the cllm runs (quoted)")
+    ap.add_argument("--cllm-args", nargs="+", default=None,
+                    help="more `cllm train` options, quoted; each set given is a cllm run of its own in every round "
+                         "(default: cllm as it is, and with --precision bf16 where the CPU has bf16 units)")
     a = ap.parse_args()
     if not a.nanogpt or not Path(a.nanogpt).exists():
         print("no nanoGPT checkout given (--nanogpt PATH or NANOGPT_DIR): nothing measured")
@@ -270,25 +276,33 @@ def main():
     epochs = iters * SHAPE["batch"] * SHAPE["block"] / len(ids)
     print(f"{len(ids):,} tokens to train on ({epochs:.2f} epochs in {iters} iterations), {len(val):,} held out; "
           f"{rounds} round(s); {torch.get_num_threads()} threads; nanoGPT's vocabulary {vocab}")
-    res = {"nanoGPT": [], "cllm": []}
+    from crystalline_nb.device import cpu_bf16_units
+    given = a.cllm_args if a.cllm_args is not None else ["", "--precision bf16"] if cpu_bf16_units() else [""]
+    variants = {(f"cllm {' '.join(v.split())}" if v.split() else "cllm"): v.split() for v in given}
+    res = {k: [] for k in ("nanoGPT", *variants)}
     for r in range(rounds):
-        jobs = [nanogpt_job(tree, "bench", iters, tmp / f"out{r}", r),
-                cllm_job(home, f"m{r}", tmp / "train.txt", iters, r, a.cllm_args.split())]
+        jobs = [nanogpt_job(tree, "bench", iters, tmp / f"out{r}", r)]
+        jobs += [cllm_job(home, f"m{r}-{i}", tmp / "train.txt", iters, r, extra, label)
+                 for i, (label, extra) in enumerate(variants.items())]
         got = run_jobs(jobs if r % 2 == 0 else jobs[::-1], a.slice)  # who goes first alternates
         for who, x in got.items():
-            scored = val if who == "cllm" else n_val
-            x["heldout"] = heldout_loss(x.pop("model"), scored, SHAPE["block"], who == "cllm")
+            scored = n_val if who == "nanoGPT" else val
+            x["heldout"] = heldout_loss(x.pop("model"), scored, SHAPE["block"], who != "nanoGPT")
             res[who].append(x)
-        n, c = res["nanoGPT"][-1], res["cllm"][-1]
-        print(f"round {r + 1} (seed {r}): nanoGPT {n['tokens_per_s']:,.0f} tok/s, held-out {n['heldout']:.4f}; "
-              f"cllm {c['tokens_per_s']:,.0f} tok/s (x{c['tokens_per_s'] / n['tokens_per_s']:.3f}), held-out "
-              f"{c['heldout']:.4f} ({c['heldout'] - n['heldout']:+.4f}); train loss {n['loss']:.3f} / {c['loss']:.3f}",
-              flush=True)
-    ratios = [c["tokens_per_s"] / n["tokens_per_s"] for n, c in zip(res["nanoGPT"], res["cllm"])]
-    hn, hc = (statistics.mean(x["heldout"] for x in res[k]) for k in ("nanoGPT", "cllm"))
-    print(f"speed: cllm x{statistics.median(ratios):.3f} of nanoGPT (median of {rounds}; rounds "
-          f"{', '.join(f'x{r:.3f}' for r in ratios)})")
-    print(f"held-out loss, mean of {rounds} seed(s): nanoGPT {hn:.4f}, cllm {hc:.4f} ({hc - hn:+.4f})")
+        n = res["nanoGPT"][-1]
+        print(f"round {r + 1} (seed {r}): nanoGPT {n['tokens_per_s']:,.0f} tok/s, held-out {n['heldout']:.4f}, "
+              f"train loss {n['loss']:.3f}", flush=True)
+        for who in variants:
+            c = res[who][-1]
+            print(f"  {who}: {c['tokens_per_s']:,.0f} tok/s (x{c['tokens_per_s'] / n['tokens_per_s']:.3f}), held-out "
+                  f"{c['heldout']:.4f} ({c['heldout'] - n['heldout']:+.4f}), train loss {c['loss']:.3f}", flush=True)
+    hn = statistics.mean(x["heldout"] for x in res["nanoGPT"])
+    for who in variants:
+        ratios = [c["tokens_per_s"] / n["tokens_per_s"] for n, c in zip(res["nanoGPT"], res[who])]
+        hc = statistics.mean(x["heldout"] for x in res[who])
+        print(f"{who}: x{statistics.median(ratios):.3f} of nanoGPT's tokens/s (median of {rounds}; rounds "
+              f"{', '.join(f'x{r:.3f}' for r in ratios)}); held-out loss, mean of {rounds} seed(s): nanoGPT "
+              f"{hn:.4f}, {who} {hc:.4f} ({hc - hn:+.4f})")
 
 
 if __name__ == "__main__":

@@ -209,6 +209,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                     'crystalline_nb/device.py'),
                                        'crystalline_nb.device.check_model_device': ( 'device.html#check_model_device',
                                                                                      'crystalline_nb/device.py'),
+                                       'crystalline_nb.device.cpu_bf16_units': ('device.html#cpu_bf16_units', 'crystalline_nb/device.py'),
                                        'crystalline_nb.device.device_label': ('device.html#device_label', 'crystalline_nb/device.py'),
                                        'crystalline_nb.device.fused_adamw': ('device.html#fused_adamw', 'crystalline_nb/device.py'),
                                        'crystalline_nb.device.grad_scaler': ('device.html#grad_scaler', 'crystalline_nb/device.py'),

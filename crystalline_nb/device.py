@@ -12,8 +12,9 @@ from .config import CLLMConfig, DEVICES, PRECISIONS
 
 # %% auto #0
 __all__ = ['DTYPES', 'GiB', 'DeviceError', 'available_devices', 'resolve_device', 'device_label', 'check_model_device',
-           'resolve_precision', 'autocast', 'grad_scaler', 'use_fast_paths', 'fused_adamw', 'to_device', 'synchronize',
-           'steady_heap', 'matmul_peak', 'mfu', 'rng_state', 'set_rng_state', 'is_out_of_memory', 'memory_report']
+           'resolve_precision', 'cpu_bf16_units', 'autocast', 'grad_scaler', 'use_fast_paths', 'fused_adamw',
+           'to_device', 'synchronize', 'steady_heap', 'matmul_peak', 'mfu', 'rng_state', 'set_rng_state',
+           'is_out_of_memory', 'memory_report']
 
 # %% ../nbs/02_device.ipynb #8e31d284
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -102,6 +103,11 @@ def resolve_precision(precision: str | None, device: torch.device) -> str:
         raise DeviceError(f"{device_label(device)} has no bf16 support; use --precision fp16 (with loss scaling) "
                           "or fp32")
     return p
+
+# %% ../nbs/02_device.ipynb #bacf6a82
+def cpu_bf16_units() -> bool:
+    "Whether this CPU computes bf16 products in hardware (AVX512_BF16 or AMX): there bf16 autocast outruns fp32."
+    return any(getattr(torch.cpu, f, lambda: False)() for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
 
 # %% ../nbs/02_device.ipynb #ad6e786e
 def autocast(device: torch.device, precision: str):

@@ -106,8 +106,8 @@ class _ShortCausal(torch.autograd.Function):
     and a softmax forward and five products backward, from the projections `qkv` [B, T, 3H, hd] (queries, keys,
     values) to the heads' outputs side by side [B, T, H * hd]. Up to `SHORT_CONTEXT` positions this measured faster
     on the CPU than the flash kernel of `F.scaled_dot_product_attention`, which works through blocks meant for long
-    sequences; it computes the same function (the sums run in another order). Not used under autocast (bf16 on the
-    CPU), where the flash kernel handles the mixed precision."""
+    sequences; it computes the same function (the sums run in another order). Under bf16 autocast it runs in fp32 on
+    the projections made in bf16: the flash kernel's bf16 path took a third of such a step (bench/README.md)."""
 
     @staticmethod
     def forward(ctx, qkv, n_head: int):
@@ -168,9 +168,12 @@ class Attention(nn.Module):
         if rope is not None:
             qk = _apply_rope(qk, *rope)  # queries and keys rotated together: one pass of element-wise operations
         if (cache is None and not self.angular and 1 < T <= SHORT_CONTEXT and x.device.type == "cpu"
-                and not (self.training and self.dropout) and not torch.is_autocast_enabled("cpu")):
+                and not (self.training and self.dropout)):
             qkv = qkv if rope is None else torch.cat((qk, v), 2)
-            return _ShortCausal.apply(qkv, H)
+            if not torch.is_autocast_enabled("cpu"):
+                return _ShortCausal.apply(qkv, H)
+            with torch.autocast("cpu", enabled=False):  # bf16 products around it, the scores and softmax in fp32
+                return _ShortCausal.apply(qkv.float(), H)
         q, k, v = qk[:, :, :H].transpose(1, 2), qk[:, :, H:].transpose(1, 2), v.transpose(1, 2)  # [B, H, T, hd]
         if cache is not None:
             k, v = cache.append(layer, k, v)

@@ -836,7 +836,9 @@ class TrainTab(PanelTab):
         self.nproc = W.BoundedIntText(description="Processes", value=1, min=1, max=max(1, os.cpu_count() or 1),
                                       **_FIELD)
         self.device = W.Dropdown(description="Device", options=["auto"] + available_devices(), value="auto", **_FIELD)
-        self.precision = W.Dropdown(description="Precision", options=list(PRECISIONS), value="auto", **_FIELD)
+        self.precision = W.Dropdown(description="Precision", options=list(PRECISIONS), value="auto", **_FIELD,
+                                    tooltip="auto: bf16 on CUDA GPUs that have it, fp32 on the CPU; bf16 on a CPU with "
+                                            "bf16 units (AVX512_BF16 or AMX) trains about x1.5 faster")
         self.tensorboard = W.Checkbox(description="TensorBoard log", value=False, indent=False)
         self.start_btn = W.Button(description="Train", button_style="success", icon="play")
         self.stop_btn = W.Button(description="Stop", button_style="warning", icon="stop", disabled=True)
@@ -854,6 +856,7 @@ class TrainTab(PanelTab):
         self.plot = LossPlot(color_of=app.color_of)
         self.trainer = self.thread = self.proc = None
         self.run_name = None  # the model the run trains (the selected one may change meanwhile)
+        self._said = ""  # what the message line said when the run started (its start notes join it)
         self.run_note = W.HTML()
         self.training, self._stopping, self._last_ui = False, False, 0.0
         self._shown, self._val, self._steps = None, None, 0  # model shown; last validation loss; steps seen this run
@@ -990,7 +993,8 @@ def start(self: TrainTab):
     if self.ws.read_state(name)["epochs_trained"] >= tr.target - 1e-12:
         raise ValueError(f"{name} is already trained to {tr.target:g} epochs: raise the target epochs to continue")
     self.show_cli()
-    self.app.say(f"training {name}" + _changes_in_words(tr.changes))
+    self._said = f"training {name}" + _changes_in_words(tr.changes)
+    self.app.say(self._said)
     self._val, self._steps = None, 0
     self.plot.reset(name, _history_or_none(self.ws, name))
     try:
@@ -1034,6 +1038,8 @@ def on_event(self: TrainTab, ev: dict):
     t = ev["type"]
     if t == "start" and ev["step"] > 0:
         self.plot.mark(ev["step"], "resumed")
+    if t == "start" and ev.get("notes"):  # what the CLI prints as `note:` lines at a run's start
+        self.app.say(" · note: ".join([self._said or f"training {self.run_name}", *ev["notes"]]))
     if t == "step":
         self._steps += 1
         if self.plot.live["bpt"] is None and ev.get("bits_per_byte"):  # the run's data: what bits per byte need

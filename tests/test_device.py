@@ -87,6 +87,21 @@ def test_bf16_autocast_on_cpu_gives_a_finite_fp32_loss_close_to_fp32(home):
     assert (a["precision"], b["precision"]) == ("fp32", "bf16")
 
 
+
+@pytest.mark.parametrize("units,precision,noted", [(True, None, True), (True, "auto", True), (True, "fp32", False),
+                                                    (False, None, False)])
+def test_a_cpu_run_left_at_auto_names_bf16_where_the_cpu_has_bf16_units(home, monkeypatch, units, precision, noted):
+    "The default stays fp32 on every CPU; where bf16 would be faster, a run that did not choose says so at its start."
+    import crystalline_nb.trainer as trainer_mod
+    monkeypatch.setattr(trainer_mod, "cpu_bf16_units", lambda: units)
+    ws = make(home)
+    tr = Trainer(ws, "m", device="cpu", precision=precision, **RUN)
+    events = []
+    tr.subscribe(events.append)
+    assert tr.run(max_steps=1)["precision"] == "fp32"
+    notes = next(e for e in events if e["type"] == "start")["notes"]
+    assert any("--precision bf16" in n for n in notes) == noted, notes
+
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_resumes_exactly_on_the_same_device_kind(home, precision):
     "Six steps in one run equal three + three in two runs, loss scaler and random state included."

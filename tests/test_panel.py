@@ -7,6 +7,7 @@ import pytest
 import math
 from crystalline_nb.panel import PALETTE, ControlPanel, _safe_filename
 from crystalline_nb.workspace import Workspace
+from crystalline_nb.device import cpu_bf16_units
 
 CORPUS = "".join(
     f"Line {i}: the clock lattice has twelve, sixty, sixty and one hundred positions.\n" for i in range(200)
@@ -118,6 +119,8 @@ def test_train_stop_and_disk(panel):
     while len(panel.train.plot.live["y"]) < 5 and time.time() < deadline:
         time.sleep(0.05)
     assert len(panel.train.plot.live["y"]) >= 5
+    # a run's start notes join the message line, as `cllm train` prints them (this one where the CPU has bf16 units)
+    assert ("note: this CPU computes bf16 products" in text(panel.message)) == cpu_bf16_units()
     panel.train.start()
     assert "already running" in text(panel.message)
     panel.model.value = "other"  # browse another model while toy trains
