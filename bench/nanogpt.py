@@ -21,13 +21,13 @@ biases, lr 1e-3 with 100 warm-up steps and a cosine decay to 1e-4 at the last st
 (0.9, 0.99), clipping 1.0, no dropout, the same thread count, fp32 (and cllm in bf16 too, below). nanoGPT runs
 its README command (train.py config/train_shakespeare_char.py --device=cpu --compile=False --block_size=64
 --batch_size=12 --n_layer=4 --n_head=4 --n_embd=128 --max_iters=N --lr_decay_iters=N --dropout=0.0) and saves its
-model after N iterations; its seed is varied a round (its `torch.manual_seed` offset by the round, its code
+model after N iterations. Its seed is varied a round (its `torch.manual_seed` offset by the round, its code
 unchanged). cllm runs `cllm new` and `cllm train` with the same settings and `--seed` the round, its target set so
 that the schedule ends at step N. The runs of a round are time-sliced (--slice, 2 s): all started, each let run in turn
 while the others are paused, so that all meet the same moments of a shared machine (its speed drifts by 20% over
 minutes here, which one run after the other turned into ratios from x0.8 to x1.1); who goes first alternates.
 --cllm-args takes sets of `cllm train` options, each a cllm run of its own in every round: `--cllm-args "" "--precision
-bf16"` (the default where the CPU has bf16 units, AVX512_BF16 or AMX; elsewhere `""` alone) runs cllm as it is
+bf16"` (the default where the CPU has bf16 units, AVX512_BF16 or AMX, else `""` alone) runs cllm as it is
 (fp32 on the CPU) and cllm in bf16 beside nanoGPT (fp32: its train.py runs no autocast on the CPU), all time-sliced.
 
 Figures: tokens/s, the median over the iterations of each run (nanoGPT's per-iteration times from its log,
@@ -241,7 +241,7 @@ def main():
     ap.add_argument("--slice", type=float, default=2.0,
                     help="seconds each run goes on while the other is paused (0: one run after the other)")
     ap.add_argument("--cllm-args", nargs="+", default=None,
-                    help="more `cllm train` options, quoted; each set given is a cllm run of its own in every round "
+                    help="more `cllm train` options, quoted, each set given a cllm run of its own in every round "
                          "(default: cllm as it is, and with --precision bf16 where the CPU has bf16 units)")
     a = ap.parse_args()
     if not a.nanogpt or not Path(a.nanogpt).exists():
@@ -300,8 +300,8 @@ def main():
     for who in variants:
         ratios = [c["tokens_per_s"] / n["tokens_per_s"] for n, c in zip(res["nanoGPT"], res[who])]
         hc = statistics.mean(x["heldout"] for x in res[who])
-        print(f"{who}: x{statistics.median(ratios):.3f} of nanoGPT's tokens/s (median of {rounds}; rounds "
-              f"{', '.join(f'x{r:.3f}' for r in ratios)}); held-out loss, mean of {rounds} seed(s): nanoGPT "
+        print(f"{who}: x{statistics.median(ratios):.3f} of nanoGPT's tokens/s (median of {rounds}, rounds "
+              f"{', '.join(f'x{r:.3f}' for r in ratios)}), held-out loss, mean of {rounds} seed(s): nanoGPT "
               f"{hn:.4f}, {who} {hc:.4f} ({hc - hn:+.4f})")
 
 

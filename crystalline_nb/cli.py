@@ -801,7 +801,7 @@ def _training_verbs(verb):
     s.add_argument("--device", default=None, metavar="DEVICE", help=_DEVICE_HELP)
     s.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="auto (default): bf16 on CUDA GPUs that have it (else fp16 with loss scaling), fp32 on CPU and "
-                        "MPS; bf16 on a CPU with bf16 units (AVX512_BF16 or AMX) trains about x1.5 faster; weights, "
+                        "MPS. bf16 on a CPU with bf16 units (AVX512_BF16 or AMX) trains about x1.5 faster. Weights, "
                         "optimizer and loss stay fp32")
     s.add_argument("--compile", action="store_true",
                    help="compile the model with torch.compile (the first step's warm-up is reported apart)")

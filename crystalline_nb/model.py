@@ -106,8 +106,8 @@ class _ShortCausal(torch.autograd.Function):
     and a softmax forward and five products backward, from the projections `qkv` [B, T, 3H, hd] (queries, keys,
     values) to the heads' outputs side by side [B, T, H * hd]. Up to `SHORT_CONTEXT` positions this measured faster
     on the CPU than the flash kernel of `F.scaled_dot_product_attention`, which works through blocks meant for long
-    sequences; it computes the same function (the sums run in another order). Under bf16 autocast it runs in fp32 on
-    the projections made in bf16: the flash kernel's bf16 path took a third of such a step (bench/README.md)."""
+    sequences. It computes the same function (the sums run in another order). Under bf16 autocast it runs in fp32 on
+    the projections made in bf16, since the flash kernel's bf16 path took a third of such a step (bench/README.md)."""
 
     @staticmethod
     def forward(ctx, qkv, n_head: int):

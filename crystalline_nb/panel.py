@@ -837,7 +837,7 @@ class TrainTab(PanelTab):
                                       **_FIELD)
         self.device = W.Dropdown(description="Device", options=["auto"] + available_devices(), value="auto", **_FIELD)
         self.precision = W.Dropdown(description="Precision", options=list(PRECISIONS), value="auto", **_FIELD,
-                                    tooltip="auto: bf16 on CUDA GPUs that have it, fp32 on the CPU; bf16 on a CPU with "
+                                    tooltip="auto: bf16 on CUDA GPUs that have it, fp32 on the CPU. bf16 on a CPU with "
                                             "bf16 units (AVX512_BF16 or AMX) trains about x1.5 faster")
         self.tensorboard = W.Checkbox(description="TensorBoard log", value=False, indent=False)
         self.start_btn = W.Button(description="Train", button_style="success", icon="play")

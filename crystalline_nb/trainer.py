@@ -532,7 +532,7 @@ def _setup(self: Trainer):
     self.notes = []
     if self._auto_precision and dev.type == "cpu" and self.precision == "fp32" and cpu_bf16_units():
         self.notes.append("this CPU computes bf16 products in hardware: --precision bf16 trained x1.4-1.6 faster than "
-                          "fp32 at the same held-out loss on such a CPU (bench/README.md); fp32 stays the default")
+                          "fp32 at the same held-out loss on such a CPU (bench/README.md). fp32 stays the default")
     ck = read_checkpoint(self.path, st["steps"]) if st["steps"] else None
     if ck is not None:
         load_optimizer_state(self.lm.model, self.opt, ck["optimizer"])

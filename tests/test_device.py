@@ -91,7 +91,7 @@ def test_bf16_autocast_on_cpu_gives_a_finite_fp32_loss_close_to_fp32(home):
 @pytest.mark.parametrize("units,precision,noted", [(True, None, True), (True, "auto", True), (True, "fp32", False),
                                                     (False, None, False)])
 def test_a_cpu_run_left_at_auto_names_bf16_where_the_cpu_has_bf16_units(home, monkeypatch, units, precision, noted):
-    "The default stays fp32 on every CPU; where bf16 would be faster, a run that did not choose says so at its start."
+    "The default stays fp32 on every CPU. Where bf16 would be faster, a run that did not choose says so at its start."
     import crystalline_nb.trainer as trainer_mod
     monkeypatch.setattr(trainer_mod, "cpu_bf16_units", lambda: units)
     ws = make(home)
